@@ -1,0 +1,76 @@
+//! Server functions: how the pages reach the server's data. On the server they call the
+//! `BatchSource` that `server` provides as context.
+
+use batchwatch_core::{BatchId, BatchProgress, BatchSummary, Page};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "ssr")]
+use batchwatch_core::source::{SharedSource, SourceError};
+
+/// What the batch page found for the id in its URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Lookup {
+    Found(Box<BatchProgress>),
+    NotFound,
+    Malformed,
+}
+
+#[cfg(feature = "ssr")]
+fn source() -> SharedSource {
+    expect_context::<SharedSource>()
+}
+
+#[cfg(feature = "ssr")]
+fn to_server_error(error: SourceError) -> ServerFnError {
+    match error {
+        SourceError::Invalid(message) => ServerFnError::new(message),
+        SourceError::Internal => ServerFnError::new("something went wrong on the server"),
+    }
+}
+
+/// Loads the batch named by the URL's id (a malformed id never reaches the server).
+pub async fn lookup(id: String) -> Result<Lookup, ServerFnError> {
+    match id.parse::<BatchId>() {
+        Err(_) => Ok(Lookup::Malformed),
+        Ok(id) => Ok(get_batch(id).await?.map_or(Lookup::NotFound, |p| Lookup::Found(Box::new(p)))),
+    }
+}
+
+#[server(prefix = "/leptos")]
+pub async fn get_batch(id: BatchId) -> Result<Option<BatchProgress>, ServerFnError> {
+    source().progress(id).await.map_err(to_server_error)
+}
+
+#[server(prefix = "/leptos")]
+pub async fn list_batches(page: Page) -> Result<Vec<BatchSummary>, ServerFnError> {
+    source().list(page).await.map_err(to_server_error)
+}
+
+/// The home page's form: a name and one item per line. Goes on to the new batch's page.
+#[server(prefix = "/leptos")]
+pub async fn create_batch(name: String, items: String) -> Result<BatchId, ServerFnError> {
+    let new = batchwatch_core::NewBatch::from_lines(&name, &items);
+    created(source().create(new).await.map_err(to_server_error)?)
+}
+
+/// The home page's demo button: `count` made-up photos.
+#[server(prefix = "/leptos")]
+pub async fn create_demo_batch(count: usize) -> Result<BatchId, ServerFnError> {
+    // Checked before building the names, so a huge count costs nothing.
+    if count > batchwatch_core::NewBatch::MAX_ITEMS {
+        return Err(ServerFnError::new(format!(
+            "a batch holds at most {} items",
+            batchwatch_core::NewBatch::MAX_ITEMS
+        )));
+    }
+    let new = batchwatch_core::NewBatch::demo(count);
+    created(source().create(new).await.map_err(to_server_error)?)
+}
+
+#[cfg(feature = "ssr")]
+fn created(progress: BatchProgress) -> Result<BatchId, ServerFnError> {
+    let id = progress.summary.batch_id;
+    leptos_axum::redirect(&format!("/batches/{id}"));
+    Ok(id)
+}

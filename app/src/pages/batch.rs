@@ -1,0 +1,57 @@
+//! `/batches/{id}`: one batch, rendered on the server with its current progress.
+
+use batchwatch_core::BatchProgress;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+
+use crate::{
+    api::{Lookup, lookup},
+    components::{
+        counters::Counters, item_list::ItemList, progress_bar::ProgressBar, status_badge::StatusBadge,
+    },
+    pages::not_found::{Malformed, NotFound},
+};
+
+#[component]
+pub fn BatchPage() -> impl IntoView {
+    let params = use_params_map();
+    let lookup = Resource::new(move || params.read().get("id").unwrap_or_default(), lookup);
+
+    view! {
+        <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match lookup.await {
+                    Ok(Lookup::Found(progress)) => view! { <BatchView progress=*progress /> }.into_any(),
+                    Ok(Lookup::NotFound) => view! { <NotFound /> }.into_any(),
+                    Ok(Lookup::Malformed) => view! { <Malformed /> }.into_any(),
+                    Err(e) => {
+                        crate::set_status(http::StatusCode::INTERNAL_SERVER_ERROR);
+                        view! { <p class="text-red-600" role="alert">{e.to_string()}</p> }.into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn BatchView(progress: BatchProgress) -> impl IntoView {
+    let progress = RwSignal::new(progress);
+    let summary = Memo::new(move |_| progress.with(|p| p.summary.clone()));
+    let name = move || summary.with(|s| s.name.clone());
+    let items = Signal::derive(move || progress.with(|p| p.items.clone()));
+
+    view! {
+        <Title text=name />
+        <article class="space-y-6" data-testid="batch">
+            <div class="flex flex-wrap items-center justify-between gap-3">
+                <h1 class="break-all text-2xl font-bold">{name}</h1>
+                <StatusBadge status=Signal::derive(move || summary.with(|s| s.status)) />
+            </div>
+            <ProgressBar counts=Signal::derive(move || summary.with(|s| s.counts)) />
+            <Counters counts=Signal::derive(move || summary.with(|s| s.counts)) />
+            <ItemList items />
+        </article>
+    }
+}

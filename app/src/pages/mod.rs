@@ -1,0 +1,3 @@
+pub mod batch;
+pub mod home;
+pub mod not_found;

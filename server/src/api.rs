@@ -1,0 +1,60 @@
+//! The JSON API under `/api`.
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::{StatusCode, Uri, header::LOCATION},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use batchwatch_core::{BatchId, ItemId, NewBatch, Page, StatusReport};
+
+use crate::{
+    batches::Batches,
+    error::{Error, Result},
+    extract::{Json, Path, Query},
+    state::AppState,
+};
+
+/// The largest request body any route accepts.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/batches", post(create_batch).get(list_batches))
+        .route("/batches/{id}", get(get_batch))
+        .route("/batches/{id}/items/{item_id}/status", post(report_status))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+async fn create_batch(
+    State(batches): State<Batches>,
+    Json(new): Json<NewBatch>,
+) -> Result<impl IntoResponse> {
+    let progress = batches.create(new).await?;
+    let location = format!("/api/batches/{}", progress.summary.batch_id);
+    Ok((StatusCode::CREATED, [(LOCATION, location)], axum::Json(progress)))
+}
+
+async fn list_batches(State(batches): State<Batches>, Query(page): Query<Page>) -> Result<impl IntoResponse> {
+    Ok(axum::Json(batches.list(page).await?))
+}
+
+async fn get_batch(State(batches): State<Batches>, Path(id): Path<BatchId>) -> Result<impl IntoResponse> {
+    Ok(axum::Json(batches.progress(id).await?))
+}
+
+async fn report_status(
+    State(batches): State<Batches>,
+    Path((id, item_id)): Path<(BatchId, ItemId)>,
+    Json(report): Json<StatusReport>,
+) -> Result<impl IntoResponse> {
+    batches.report(id, item_id, report).await?;
+    Ok(axum::Json(batches.progress(id).await?))
+}
+
+async fn not_found(uri: Uri) -> Error {
+    tracing::debug!(%uri, "no such API route");
+    Error::NotFound("route")
+}

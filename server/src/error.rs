@@ -1,0 +1,99 @@
+//! The server's error: every failure a request can meet, mapped to one HTTP status and a JSON
+//! body `{"error": {"code": "...", "message": "..."}}`. Internal details are logged, not sent.
+
+use axum::{
+    Json,
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] batchwatch_core::Error),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    MalformedPath(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("request body is larger than the limit of 1 MiB")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    pub fn status_code(&self) -> StatusCode {
+        use batchwatch_core::Error as Core;
+        match self {
+            Self::Core(Core::MalformedId { .. }) | Self::MalformedPath(_) => StatusCode::BAD_REQUEST,
+            Self::Core(Core::Invalid(_) | Core::UnknownStatus(_)) | Self::Unprocessable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Core(Core::IllegalTransition { .. }) => StatusCode::CONFLICT,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Database(_) | Self::Migrate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use batchwatch_core::Error as Core;
+        match self {
+            Self::Core(Core::MalformedId { .. }) | Self::MalformedPath(_) => "malformed_id",
+            Self::Core(Core::Invalid(_) | Core::UnknownStatus(_)) | Self::Unprocessable(_) => "invalid",
+            Self::Core(Core::IllegalTransition { .. }) => "illegal_transition",
+            Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Database(_) | Self::Migrate(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let message = if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        (status, Json(json!({ "error": { "code": self.code(), "message": message } }))).into_response()
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                Self::UnsupportedMediaType("expected a request with `Content-Type: application/json`".into())
+            }
+            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            r => Self::Unprocessable(r.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Self::MalformedPath(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Unprocessable(rejection.body_text())
+    }
+}

@@ -1,0 +1,276 @@
+//! The database, the source of truth: every query batchwatch runs lives here.
+//!
+//! The store speaks to SQLite (the embedded default) and PostgreSQL through sqlx's `Any`
+//! driver, with one schema and one set of queries for both (text ids, integer times, `$n`
+//! placeholders, `RETURNING`), so choosing a database is a matter of `DATABASE_URL` and no
+//! caller knows which one it got. Queries are checked at run time: the build needs no database.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use batchwatch_core::{
+    BatchId, BatchProgress, BatchSummary, Counts, Error as CoreError, ItemId, ItemProgress, ItemStatus,
+    Millis, NewBatch, Page, StatusReport,
+};
+use sqlx::{
+    AnyPool, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+use crate::error::{Error, Result};
+
+const SUMMARY_COLUMNS: &str =
+    "id, name, status, percent, queued, processing, completed, failed, total, seq, created_at, updated_at";
+const ITEM_COLUMNS: &str = "id, name, status, error, updated_at";
+
+/// Rows per multi-row `INSERT`: 5 parameters each stays far below SQLite's and PostgreSQL's
+/// limits on bound parameters.
+const INSERT_CHUNK: usize = 1_000;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// The result of one change: the batch after it, with only the items that changed.
+pub type Change = BatchProgress;
+
+impl Store {
+    /// Connects (creating a SQLite file and its folder when missing) and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = prepare_sqlite(url).await?;
+        let options = AnyConnectOptions::from_str(&url)?;
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets pages read while a worker writes; NORMAL sync is safe with WAL.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!().run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn create_batch(&self, new: NewBatch, now: Millis) -> Result<BatchProgress> {
+        let counts = Counts::queued(new.items.len() as u32);
+        let mut summary = BatchSummary {
+            batch_id: BatchId::new(),
+            name: new.name,
+            status: batchwatch_core::BatchStatus::Queued,
+            percent: 0,
+            counts,
+            seq: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        summary.set_counts(counts);
+        let items: Vec<ItemProgress> = new
+            .items
+            .into_iter()
+            .map(|name| ItemProgress {
+                id: ItemId::new(),
+                name,
+                status: ItemStatus::Pending,
+                error: None,
+                updated_at: now,
+            })
+            .collect();
+
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("INSERT INTO batches ({SUMMARY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+            .bind(summary.batch_id.to_string())
+            .bind(&summary.name)
+            .bind(summary.status.as_str())
+            .bind(i64::from(summary.percent))
+            .bind(i64::from(counts.queued))
+            .bind(i64::from(counts.processing))
+            .bind(i64::from(counts.completed))
+            .bind(i64::from(counts.failed))
+            .bind(i64::from(counts.total))
+            .bind(summary.seq as i64)
+            .bind(summary.created_at)
+            .bind(summary.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        let batch_id = summary.batch_id.to_string();
+        for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+            let mut sql =
+                String::from("INSERT INTO items (id, batch_id, position, name, status, updated_at) VALUES ");
+            for i in 0..chunk.len() {
+                let p = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, 'pending', ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                ));
+            }
+            let mut query = sqlx::query(&sql);
+            for (i, item) in chunk.iter().enumerate() {
+                query = query
+                    .bind(item.id.to_string())
+                    .bind(&batch_id)
+                    .bind((chunk_index * INSERT_CHUNK + i) as i64)
+                    .bind(&item.name)
+                    .bind(item.updated_at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(BatchProgress { summary, items })
+    }
+
+    /// Summaries, newest first.
+    pub async fn list_batches(&self, page: Page) -> Result<Vec<BatchSummary>> {
+        let page = page.clamped();
+        let rows = sqlx::query_as::<_, BatchSummary>(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM batches ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+        ))
+        .bind(i64::from(page.limit))
+        .bind(i64::from(page.offset))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    pub async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
+        Ok(sqlx::query_as::<_, BatchSummary>(&format!("SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A full snapshot: the summary and every item in order, read in one transaction so that
+    /// the items match the summary's `seq`.
+    pub async fn progress(&self, id: BatchId) -> Result<Option<BatchProgress>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(summary) = sqlx::query_as::<_, BatchSummary>(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let items = sqlx::query_as::<_, ItemProgress>(&format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY position"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(BatchProgress { summary, items }))
+    }
+
+    /// Moves one item to a new status, in one transaction with the batch's counts, status and
+    /// `seq`. Returns the batch after the change with only that item.
+    ///
+    /// The item `UPDATE` comes first and carries the state machine in its `WHERE`: it takes
+    /// SQLite's write lock at once (no read-then-upgrade deadlock) and two racing reports
+    /// cannot both win.
+    pub async fn report(
+        &self,
+        batch: BatchId,
+        item: ItemId,
+        report: StatusReport,
+        now: Millis,
+    ) -> Result<Change> {
+        let to = report.status;
+        let from = to.source();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query_as::<_, ItemProgress>(&format!(
+            "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
+             WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}"
+        ))
+        .bind(to.as_str())
+        .bind(report.error)
+        .bind(now)
+        .bind(i64::from(to == ItemStatus::Processing))
+        .bind(item.to_string())
+        .bind(batch.to_string())
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(changed) = changed else {
+            let current: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM items WHERE id = $1 AND batch_id = $2")
+                    .bind(item.to_string())
+                    .bind(batch.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((status,)) = current else {
+                let batch_exists = sqlx::query("SELECT 1 FROM batches WHERE id = $1")
+                    .bind(batch.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                return Err(Error::NotFound(if batch_exists { "item" } else { "batch" }));
+            };
+            let from = ItemStatus::try_from(status)?;
+            return Err(CoreError::IllegalTransition { from, to }.into());
+        };
+
+        let mut summary = sqlx::query_as::<_, BatchSummary>(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"
+        ))
+        .bind(batch.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut counts = summary.counts;
+        counts.apply(from, to);
+        summary.set_counts(counts);
+        summary.seq += 1;
+        summary.updated_at = now;
+        sqlx::query(
+            "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
+             failed = $6, seq = $7, updated_at = $8 WHERE id = $9",
+        )
+        .bind(summary.status.as_str())
+        .bind(i64::from(summary.percent))
+        .bind(i64::from(counts.queued))
+        .bind(i64::from(counts.processing))
+        .bind(i64::from(counts.completed))
+        .bind(i64::from(counts.failed))
+        .bind(summary.seq as i64)
+        .bind(now)
+        .bind(batch.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(BatchProgress { summary, items: vec![changed] })
+    }
+}
+
+/// For a SQLite URL: creates the file's folder and asks sqlx to create the file.
+async fn prepare_sqlite(url: &str) -> Result<String> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return Ok(url.to_owned());
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+    }
+    if query.split('&').any(|kv| kv.starts_with("mode=")) {
+        Ok(url.to_owned())
+    } else {
+        let sep = if query.is_empty() { "?" } else { "&" };
+        Ok(format!("{url}{sep}mode=rwc"))
+    }
+}

@@ -1,0 +1,118 @@
+//! A real server router over a fresh SQLite file per test, driven in-process with `oneshot`.
+#![allow(dead_code)]
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use server::config::Config;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub router: Router,
+    pub database_url: String,
+    _dir: TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Checks the error shape and returns its code.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {v}");
+        v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {v}")).to_owned()
+    }
+}
+
+pub fn leptos_options() -> leptos::config::LeptosOptions {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Leptos.toml");
+    leptos_config::get_configuration(Some(path)).unwrap().leptos_options
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = format!("sqlite://{}/test.db", dir.path().display());
+        let config = Config {
+            database_url: database_url.clone(),
+            database_max_connections: 4,
+            leptos_config: String::new(),
+        };
+        let state = server::state(config, leptos_options()).await.unwrap();
+        Self { router: server::app(state), database_url, _dir: dir }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn post_json(&self, uri: &str, body: &Value) -> Reply {
+        self.post_raw(uri, Some("application/json"), serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(&self, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut request = Request::builder().method(Method::POST).uri(uri);
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Creates a batch of `n` items through the API and returns its JSON.
+    pub async fn create(&self, name: &str, n: usize) -> Value {
+        let items: Vec<String> = (0..n).map(|i| format!("item-{i}.jpg")).collect();
+        let reply =
+            self.post_json("/api/batches", &serde_json::json!({ "name": name, "items": items })).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        reply.json()
+    }
+
+    pub async fn report(&self, batch: &Value, item: usize, status: &str) -> Reply {
+        let uri = format!(
+            "/api/batches/{}/items/{}/status",
+            batch["batch_id"].as_str().unwrap(),
+            batch["items"][item]["id"].as_str().unwrap()
+        );
+        self.post_json(&uri, &serde_json::json!({ "status": status })).await
+    }
+
+    /// Everything a write could change, to check that a rejected request wrote nothing.
+    pub async fn fingerprint(&self) -> (i64, i64, i64, i64) {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items), \
+             (SELECT COALESCE(SUM(seq), 0) FROM batches), \
+             (SELECT COALESCE(SUM(updated_at + attempts), 0) FROM items)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    }
+}

@@ -1,0 +1,294 @@
+//! The progress of a batch: the one shape that is the database rows' view, the Redis message,
+//! the SSE payload and the UI state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BatchId, BatchStatus, ItemId, ItemStatus, Millis};
+
+/// How many items are in each status. `queued` counts pending items.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct Counts {
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub queued: u32,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub processing: u32,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub completed: u32,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub failed: u32,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub total: u32,
+}
+
+impl Counts {
+    /// A new batch: every item queued.
+    pub fn queued(total: u32) -> Self {
+        Self { queued: total, total, ..Self::default() }
+    }
+
+    pub fn get(&self, status: ItemStatus) -> u32 {
+        match status {
+            ItemStatus::Pending => self.queued,
+            ItemStatus::Processing => self.processing,
+            ItemStatus::Done => self.completed,
+            ItemStatus::Failed => self.failed,
+        }
+    }
+
+    fn slot(&mut self, status: ItemStatus) -> &mut u32 {
+        match status {
+            ItemStatus::Pending => &mut self.queued,
+            ItemStatus::Processing => &mut self.processing,
+            ItemStatus::Done => &mut self.completed,
+            ItemStatus::Failed => &mut self.failed,
+        }
+    }
+
+    /// One item moved from `from` to `to`.
+    pub fn apply(&mut self, from: ItemStatus, to: ItemStatus) {
+        let source = self.slot(from);
+        *source = source.saturating_sub(1);
+        *self.slot(to) += 1;
+    }
+
+    /// Items that are done or failed.
+    pub fn finished(&self) -> u32 {
+        self.completed + self.failed
+    }
+
+    /// Whole percent of finished items, rounded down so that 100 means all finished.
+    pub fn percent(&self) -> u8 {
+        if self.total == 0 {
+            return 100;
+        }
+        (u64::from(self.finished()) * 100 / u64::from(self.total)) as u8
+    }
+}
+
+/// One item as a person sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct ItemProgress {
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "String"))]
+    pub id: ItemId,
+    pub name: String,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "String"))]
+    pub status: ItemStatus,
+    pub error: Option<String>,
+    pub updated_at: Millis,
+}
+
+/// A batch without its items: a row of the list, and the head of every snapshot and event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct BatchSummary {
+    #[cfg_attr(feature = "ssr", sqlx(rename = "id", try_from = "String"))]
+    pub batch_id: BatchId,
+    pub name: String,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "String"))]
+    pub status: BatchStatus,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub percent: u8,
+    #[cfg_attr(feature = "ssr", sqlx(flatten))]
+    pub counts: Counts,
+    /// Grows by one at every change of the batch: orders events and resumes streams.
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub seq: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl BatchSummary {
+    /// Sets `counts` and the status and percent that follow from them.
+    pub fn set_counts(&mut self, counts: Counts) {
+        self.counts = counts;
+        self.status = BatchStatus::derive(&counts);
+        self.percent = counts.percent();
+    }
+}
+
+/// A batch with items. In a snapshot (the API, the SSR page, a stream's first event) `items`
+/// holds every item in order; in a change event it holds only the items that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchProgress {
+    #[serde(flatten)]
+    pub summary: BatchSummary,
+    pub items: Vec<ItemProgress>,
+}
+
+/// What applying an event did to the state a client holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was the next one, and is now part of the state.
+    Applied,
+    /// The state already had it (a duplicate, or older than the state).
+    Stale,
+    /// Events were missed in between: the client needs a fresh snapshot.
+    Gap,
+}
+
+impl BatchProgress {
+    /// Applies a change event in `seq` order: items are replaced by id, the summary taken whole.
+    pub fn apply(&mut self, event: &BatchProgress) -> Applied {
+        let (have, got) = (self.summary.seq, event.summary.seq);
+        if got <= have {
+            return Applied::Stale;
+        }
+        if got > have + 1 {
+            return Applied::Gap;
+        }
+        for changed in &event.items {
+            if let Some(item) = self.items.iter_mut().find(|item| item.id == changed.id) {
+                *item = changed.clone();
+            }
+        }
+        self.summary = event.summary.clone();
+        Applied::Applied
+    }
+}
+
+/// `limit`/`offset` of a list, clamped to what a server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    #[serde(default = "Page::default_limit")]
+    pub limit: u32,
+    #[serde(default)]
+    pub offset: u32,
+}
+
+impl Page {
+    pub const MAX_LIMIT: u32 = 200;
+
+    fn default_limit() -> u32 {
+        50
+    }
+
+    pub fn clamped(self) -> Self {
+        Self { limit: self.limit.clamp(1, Self::MAX_LIMIT), offset: self.offset }
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self { limit: Self::default_limit(), offset: 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(items: usize) -> BatchProgress {
+        let counts = Counts::queued(items as u32);
+        BatchProgress {
+            summary: BatchSummary {
+                batch_id: BatchId::new(),
+                name: "b".into(),
+                status: BatchStatus::derive(&counts),
+                percent: counts.percent(),
+                counts,
+                seq: 1,
+                created_at: 10,
+                updated_at: 10,
+            },
+            items: (0..items)
+                .map(|i| ItemProgress {
+                    id: ItemId::new(),
+                    name: format!("{i}.jpg"),
+                    status: ItemStatus::Pending,
+                    error: None,
+                    updated_at: 10,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn percent_rounds_down_and_reaches_100_only_when_all_finished() {
+        let mut c = Counts::queued(3);
+        assert_eq!(c.percent(), 0);
+        c.apply(ItemStatus::Pending, ItemStatus::Processing);
+        assert_eq!(c.percent(), 0);
+        c.apply(ItemStatus::Processing, ItemStatus::Done);
+        assert_eq!(c.percent(), 33);
+        c.apply(ItemStatus::Pending, ItemStatus::Processing);
+        c.apply(ItemStatus::Processing, ItemStatus::Failed);
+        assert_eq!(c.percent(), 66);
+        c.apply(ItemStatus::Pending, ItemStatus::Processing);
+        c.apply(ItemStatus::Processing, ItemStatus::Done);
+        assert_eq!(c.percent(), 100);
+        let almost = Counts { completed: 9_999, queued: 1, total: 10_000, ..Counts::default() };
+        assert_eq!(almost.percent(), 99);
+    }
+
+    #[test]
+    fn counts_follow_transitions() {
+        let mut c = Counts::queued(2);
+        c.apply(ItemStatus::Pending, ItemStatus::Processing);
+        c.apply(ItemStatus::Processing, ItemStatus::Failed);
+        c.apply(ItemStatus::Failed, ItemStatus::Pending);
+        assert_eq!(c, Counts::queued(2));
+        c.apply(ItemStatus::Pending, ItemStatus::Processing);
+        assert_eq!((c.get(ItemStatus::Pending), c.get(ItemStatus::Processing)), (1, 1));
+    }
+
+    #[test]
+    fn set_counts_derives_status_and_percent() {
+        let mut s = batch(2).summary;
+        s.set_counts(Counts { completed: 1, failed: 1, total: 2, ..Counts::default() });
+        assert_eq!((s.status, s.percent), (BatchStatus::Partial, 100));
+    }
+
+    fn event(from: &BatchProgress, seq: u64, item: usize, status: ItemStatus) -> BatchProgress {
+        let mut summary = from.summary.clone();
+        summary.seq = seq;
+        let mut changed = from.items[item].clone();
+        changed.status = status;
+        BatchProgress { summary, items: vec![changed] }
+    }
+
+    #[test]
+    fn apply_in_order_replaces_changed_items_only() {
+        let mut state = batch(3);
+        let e = event(&state, 2, 1, ItemStatus::Processing);
+        assert_eq!(state.apply(&e), Applied::Applied);
+        assert_eq!(state.summary.seq, 2);
+        assert_eq!(state.items.len(), 3);
+        assert_eq!(state.items[1].status, ItemStatus::Processing);
+        assert_eq!(state.items[0].status, ItemStatus::Pending);
+    }
+
+    #[test]
+    fn apply_skips_duplicates_and_reports_gaps() {
+        let mut state = batch(2);
+        let dup = event(&state, 1, 0, ItemStatus::Processing);
+        assert_eq!(state.apply(&dup), Applied::Stale);
+        assert_eq!(state.items[0].status, ItemStatus::Pending);
+        let ahead = event(&state, 3, 0, ItemStatus::Processing);
+        assert_eq!(state.apply(&ahead), Applied::Gap);
+        assert_eq!(state.summary.seq, 1);
+    }
+
+    #[test]
+    fn json_shape_is_flat() {
+        let b = batch(1);
+        let v: serde_json::Value = serde_json::to_value(&b).unwrap();
+        for key in
+            ["batch_id", "name", "status", "percent", "counts", "items", "seq", "created_at", "updated_at"]
+        {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        assert_eq!(v["counts"]["queued"], 1);
+        let back: BatchProgress = serde_json::from_value(v).unwrap();
+        assert_eq!(back, b);
+    }
+
+    #[test]
+    fn page_clamps() {
+        assert_eq!(Page { limit: 0, offset: 3 }.clamped(), Page { limit: 1, offset: 3 });
+        assert_eq!(Page { limit: 10_000, offset: 0 }.clamped().limit, Page::MAX_LIMIT);
+        let p: Page = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, Page::default());
+    }
+}

@@ -1,0 +1,68 @@
+//! A worker's report of an item's new status: the body of
+//! `POST /api/batches/{id}/items/{item_id}/status`, and what in-process workers send too.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ItemStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub status: ItemStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StatusReport {
+    pub const MAX_ERROR_CHARS: usize = 2_000;
+
+    /// Checks the report and keeps an error message only where it belongs: on a failure.
+    pub fn validate(self) -> Result<Self, Error> {
+        let error = match (self.status, self.error) {
+            (ItemStatus::Failed, Some(e)) if e.chars().count() > Self::MAX_ERROR_CHARS => {
+                return Err(Error::Invalid(format!(
+                    "error must be at most {} characters",
+                    Self::MAX_ERROR_CHARS
+                )));
+            }
+            (ItemStatus::Failed, e) => Some(
+                e.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).unwrap_or_else(|| "failed".into()),
+            ),
+            (_, _) => None,
+        };
+        Ok(Self { status: self.status, error })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_keeps_its_error_or_gets_one() {
+        let r = StatusReport { status: ItemStatus::Failed, error: Some(" disk full ".into()) };
+        assert_eq!(r.validate().unwrap().error.as_deref(), Some("disk full"));
+        let r = StatusReport { status: ItemStatus::Failed, error: None };
+        assert_eq!(r.validate().unwrap().error.as_deref(), Some("failed"));
+    }
+
+    #[test]
+    fn other_statuses_drop_the_error() {
+        let r = StatusReport { status: ItemStatus::Done, error: Some("x".into()) };
+        assert_eq!(r.validate().unwrap().error, None);
+    }
+
+    #[test]
+    fn long_error_is_rejected() {
+        let r = StatusReport { status: ItemStatus::Failed, error: Some("x".repeat(2_001)) };
+        assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_status_or_field_does_not_parse() {
+        assert!(serde_json::from_str::<StatusReport>(r#"{"status":"exploded"}"#).is_err());
+        assert!(serde_json::from_str::<StatusReport>(r#"{"status":"done","x":1}"#).is_err());
+        let ok: StatusReport = serde_json::from_str(r#"{"status":"processing"}"#).unwrap();
+        assert_eq!(ok.status, ItemStatus::Processing);
+    }
+}

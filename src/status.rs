@@ -1,0 +1,207 @@
+//! Item and batch statuses, the item state machine, and how a batch's status follows from its
+//! items.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Counts, Error};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    Pending,
+    Processing,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStatus {
+    Queued,
+    Processing,
+    Partial,
+    Completed,
+    Failed,
+}
+
+impl ItemStatus {
+    pub const ALL: [ItemStatus; 4] = [Self::Pending, Self::Processing, Self::Done, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The one status an item must be in to move to `self`. Every target has exactly one
+    /// legal source, which lets the store check a transition inside its `UPDATE ... WHERE`.
+    pub fn source(self) -> ItemStatus {
+        match self {
+            Self::Processing => Self::Pending,
+            Self::Done | Self::Failed => Self::Processing,
+            // A retry: a failed item goes back to the queue.
+            Self::Pending => Self::Failed,
+        }
+    }
+
+    /// Pending → Processing → Done | Failed, and Failed → Pending for a retry.
+    pub fn check_transition(self, to: ItemStatus) -> Result<(), Error> {
+        if to.source() == self { Ok(()) } else { Err(Error::IllegalTransition { from: self, to }) }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+}
+
+impl BatchStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Partial => "partial",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Terminal: every item is done or failed, and nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Partial | Self::Completed | Self::Failed)
+    }
+
+    /// The batch status that follows from its item counts: none started → Queued; anything
+    /// pending or processing after a start → Processing; all terminal → Completed when all are
+    /// done, Failed when all failed, Partial when mixed.
+    pub fn derive(counts: &Counts) -> BatchStatus {
+        let terminal = counts.completed + counts.failed;
+        if counts.total == 0 || terminal == counts.total {
+            if counts.failed == 0 {
+                BatchStatus::Completed
+            } else if counts.completed == 0 {
+                BatchStatus::Failed
+            } else {
+                BatchStatus::Partial
+            }
+        } else if counts.processing == 0 && terminal == 0 {
+            BatchStatus::Queued
+        } else {
+            BatchStatus::Processing
+        }
+    }
+}
+
+macro_rules! text_enum {
+    ($name:ident, [$($variant:ident),*]) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                $(if s == Self::$variant.as_str() {
+                    return Ok(Self::$variant);
+                })*
+                Err(Error::UnknownStatus(s.chars().take(32).collect()))
+            }
+        }
+
+        // The database stores statuses as text.
+        impl TryFrom<String> for $name {
+            type Error = Error;
+
+            fn try_from(s: String) -> Result<Self, Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
+text_enum!(ItemStatus, [Pending, Processing, Done, Failed]);
+text_enum!(BatchStatus, [Queued, Processing, Partial, Completed, Failed]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ItemStatus::*;
+
+    fn counts(queued: u32, processing: u32, completed: u32, failed: u32) -> Counts {
+        Counts { queued, processing, completed, failed, total: queued + processing + completed + failed }
+    }
+
+    #[test]
+    fn none_started_is_queued() {
+        assert_eq!(BatchStatus::derive(&counts(5, 0, 0, 0)), BatchStatus::Queued);
+    }
+
+    #[test]
+    fn work_in_flight_is_processing() {
+        assert_eq!(BatchStatus::derive(&counts(4, 1, 0, 0)), BatchStatus::Processing);
+        assert_eq!(BatchStatus::derive(&counts(4, 0, 1, 0)), BatchStatus::Processing);
+        assert_eq!(BatchStatus::derive(&counts(4, 0, 0, 1)), BatchStatus::Processing);
+        assert_eq!(BatchStatus::derive(&counts(0, 1, 3, 1)), BatchStatus::Processing);
+    }
+
+    #[test]
+    fn all_done_is_completed() {
+        assert_eq!(BatchStatus::derive(&counts(0, 0, 5, 0)), BatchStatus::Completed);
+    }
+
+    #[test]
+    fn all_failed_is_failed() {
+        assert_eq!(BatchStatus::derive(&counts(0, 0, 0, 5)), BatchStatus::Failed);
+    }
+
+    #[test]
+    fn mixed_terminal_is_partial() {
+        assert_eq!(BatchStatus::derive(&counts(0, 0, 4, 1)), BatchStatus::Partial);
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        assert!(!BatchStatus::Queued.is_terminal());
+        assert!(!BatchStatus::Processing.is_terminal());
+        assert!(BatchStatus::Partial.is_terminal());
+        assert!(BatchStatus::Completed.is_terminal());
+        assert!(BatchStatus::Failed.is_terminal());
+    }
+
+    #[test]
+    fn legal_transitions() {
+        let legal = [(Pending, Processing), (Processing, Done), (Processing, Failed), (Failed, Pending)];
+        for from in ItemStatus::ALL {
+            for to in ItemStatus::ALL {
+                let expected = legal.contains(&(from, to));
+                assert_eq!(from.check_transition(to).is_ok(), expected, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn illegal_transition_names_both_ends() {
+        let err = Done.check_transition(Processing).unwrap_err();
+        assert_eq!(err, Error::IllegalTransition { from: Done, to: Processing });
+        assert_eq!(err.to_string(), "an item cannot go from done to processing");
+    }
+
+    #[test]
+    fn text_round_trip() {
+        for s in ItemStatus::ALL {
+            assert_eq!(s.as_str().parse::<ItemStatus>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        for s in ["queued", "processing", "partial", "completed", "failed"] {
+            assert_eq!(s.parse::<BatchStatus>().unwrap().as_str(), s);
+        }
+        assert!(matches!("DONE".parse::<ItemStatus>(), Err(Error::UnknownStatus(_))));
+    }
+}
