@@ -5,6 +5,7 @@
 pub mod error;
 pub mod id;
 pub mod keys;
+pub mod live;
 pub mod new_batch;
 pub mod progress;
 pub mod report;

@@ -13,6 +13,7 @@ use crate::{
     batches::Batches,
     error::{Error, Result},
     extract::{Json, Path, Query},
+    sse,
     state::AppState,
 };
 
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
+        .route("/batches/{id}/stream", get(sse::stream))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }

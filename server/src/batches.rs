@@ -1,7 +1,13 @@
 //! The one path through which batches are created, changed and read, whoever asks: the JSON
-//! API, the server-rendered pages, and (later) the workers.
+//! API, the server-rendered pages, the streams and the workers.
+//!
+//! A change is one database transaction; after the commit the cached progress is brought up
+//! to date and the event is published. Reads go to the cache first and refill it on a miss.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use batchwatch_core::{
     BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport,
@@ -9,23 +15,44 @@ use batchwatch_core::{
 };
 
 use crate::{
+    cache::Cache,
     error::{Error, Result},
-    store::Store,
+    hub::Hub,
+    store::{Change, Store},
 };
 
 #[derive(Clone, Debug)]
 pub struct Batches {
     store: Store,
+    cache: Cache,
+    hub: Hub,
+    /// Wakes this process's idle workers when a batch is created here.
+    work: Arc<tokio::sync::Notify>,
 }
 
 impl Batches {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, cache: Cache, hub: Hub) -> Self {
+        Self { store, cache, hub, work: Arc::default() }
+    }
+
+    /// Completes when a batch was created by this process.
+    pub async fn work_available(&self) {
+        self.work.notified().await;
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     pub async fn create(&self, new: NewBatch) -> Result<BatchProgress> {
         let new = new.validate()?;
         let progress = self.store.create_batch(new, now()).await?;
+        self.cache.fill(&progress).await;
+        self.work.notify_waiters();
         tracing::info!(batch = %progress.summary.batch_id, items = progress.items.len(), "batch created");
         Ok(progress)
     }
@@ -34,14 +61,41 @@ impl Batches {
         self.store.list_batches(page).await
     }
 
+    /// A full snapshot, cache-first.
     pub async fn progress(&self, id: BatchId) -> Result<BatchProgress> {
-        self.store.progress(id).await?.ok_or(Error::NotFound("batch"))
+        match self.cache.get(id).await {
+            Some(progress) => Ok(progress),
+            None => self.progress_from_database(id).await,
+        }
     }
 
-    /// Applies a worker's report. Returns the change: the batch with only the changed item.
+    /// A full snapshot from the source of truth, which also refills the cache.
+    pub async fn progress_from_database(&self, id: BatchId) -> Result<BatchProgress> {
+        let progress = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
+        self.cache.fill(&progress).await;
+        Ok(progress)
+    }
+
+    /// Applies a worker's report. Returns the change event: the batch with only that item.
     pub async fn report(&self, batch: BatchId, item: ItemId, report: StatusReport) -> Result<BatchProgress> {
         let report = report.validate()?;
-        self.store.report(batch, item, report, now()).await
+        let change = self.store.report(batch, item, report, now()).await?;
+        Ok(self.announce(change).await)
+    }
+
+    /// Claims the next pending item for a worker, announced like any other change.
+    pub async fn claim(&self) -> Result<Option<BatchProgress>> {
+        match self.store.claim(now()).await? {
+            Some(change) => Ok(Some(self.announce(change).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// After a commit: the cache first, so that a watcher woken by the event reads it fresh.
+    async fn announce(&self, change: Change) -> BatchProgress {
+        self.cache.apply(&change).await;
+        self.hub.publish(&change.event).await;
+        change.event
     }
 }
 

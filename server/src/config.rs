@@ -1,5 +1,7 @@
 //! Command line and environment: parsed once at start; a bad value stops the process there.
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -13,8 +15,10 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum Command {
-    /// Serve the pages and the API (the default).
+    /// Serve the pages, the API and the streams, with `WORKERS` workers inside (the default).
     Serve,
+    /// Run `WORKERS` workers and nothing else, beside one or more servers.
+    Worker,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,4 +35,67 @@ pub struct Config {
     /// variables override it. Without the file, the variables alone are used.
     #[arg(long, env = "LEPTOS_CONFIG", default_value = "Leptos.toml")]
     pub leptos_config: String,
+
+    /// Redis for the progress cache and the change events, or `memory://` for one process
+    /// with neither (a quick local try: no other process sees its events).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Put before every Redis key and channel name, so deployments (or tests) can share a Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+
+    /// How long a batch's cached progress lives after its last change, in seconds.
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 30)]
+    pub cache_ttl_secs: u64,
+
+    /// Workers in this process; 0 serves without processing anything.
+    #[arg(long, env = "WORKERS", default_value_t = 2)]
+    pub workers: usize,
+
+    /// How long the demo processor takes per item, in milliseconds (with ±50 % jitter).
+    #[arg(long, env = "ITEM_DELAY_MS", default_value_t = 400)]
+    pub item_delay_ms: u64,
+
+    /// The share of attempts the demo processor fails, from 0 to 1.
+    #[arg(long, env = "DEMO_FAILURE_RATE", default_value_t = 0.1, value_parser = parse_rate)]
+    pub demo_failure_rate: f64,
+
+    /// Attempts per item before it fails for good.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// The wait before the first retry of an item, in milliseconds; it doubles each time.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200)]
+    pub retry_base_ms: u64,
+
+    /// How long an idle worker waits before looking for work again, in milliseconds.
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 500)]
+    pub worker_poll_ms: u64,
+
+    /// Seconds between keep-alive pings on an idle stream.
+    #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15)]
+    pub stream_keepalive_secs: u64,
+
+    /// Seconds after which a stream ends with `event: timeout` (the page reconnects).
+    #[arg(long, env = "STREAM_MAX_SECS", default_value_t = 1800)]
+    pub stream_max_secs: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a rate between 0 and 1")),
+    }
+}
+
+impl Config {
+    /// The settings from the environment alone, as if no flag were given.
+    pub fn from_env() -> Self {
+        Cli::parse_from(["batchwatch"]).config
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
 }

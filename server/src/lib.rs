@@ -1,25 +1,32 @@
 //! The batchwatch server: the router and how it is started. `main.rs` only parses the command
-//! line; tests build the same router with [`app`] and [`start`].
+//! line; tests build the same parts with [`state`], [`app`] and [`start`].
 
 pub mod api;
 pub mod batches;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod hub;
+pub mod sse;
 pub mod state;
 pub mod store;
+pub mod worker;
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
 use batchwatch_core::source::SharedSource;
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::{batches::Batches, config::Config, state::AppState, store::Store};
+use crate::{
+    batches::Batches, cache::Cache, config::Config, hub::Hub, sse::StreamTimes, state::AppState, store::Store,
+};
 
 /// The whole HTTP surface: the JSON API, the pages, and the static files of the site.
 pub fn app(state: AppState) -> Router {
@@ -46,12 +53,38 @@ pub fn leptos_options(config: &Config) -> anyhow::Result<LeptosOptions> {
     Ok(conf.leptos_options)
 }
 
-/// Connects to the database and builds the state every handler shares.
-pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
+/// Connects to the database and Redis (or sets up the in-process twins for `memory://`).
+pub async fn batches(config: &Config) -> anyhow::Result<Batches> {
     let store = Store::connect(&config.database_url, config.database_max_connections)
         .await
         .with_context(|| format!("opening the database at {}", config.database_url))?;
-    Ok(AppState { leptos_options, config: Arc::new(config), batches: Batches::new(store) })
+    let (cache, hub) = if config.redis_url.starts_with("memory://") {
+        tracing::info!("REDIS_URL=memory://: cache and events stay inside this process");
+        (Cache::memory(config.cache_ttl()), Hub::memory())
+    } else {
+        let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
+        // Short timeouts: while Redis is away, requests fall back to the database quickly.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        (
+            Cache::redis(conn.clone(), &config.redis_prefix, config.cache_ttl()),
+            Hub::redis(client, conn, &config.redis_prefix),
+        )
+    };
+    Ok(Batches::new(store, cache, hub))
+}
+
+/// Builds the state every handler shares.
+pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
+    let batches = batches(&config).await?;
+    let streams = StreamTimes {
+        keepalive: Duration::from_secs(config.stream_keepalive_secs),
+        max_age: Duration::from_secs(config.stream_max_secs),
+    };
+    Ok(AppState { leptos_options, hub: batches.hub().clone(), batches, streams, config: Arc::new(config) })
 }
 
 /// Serves on `listener` until the future `shutdown` completes.

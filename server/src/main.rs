@@ -1,8 +1,14 @@
-//! The `batchwatch` binary: parse the configuration, then serve.
+//! The `batchwatch` binary: parse the configuration, then serve (with workers inside) or run
+//! workers alone.
+
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
-use server::config::{Cli, Command};
-use tokio::net::TcpListener;
+use server::{
+    config::{Cli, Command, Config},
+    worker::{self, Demo, Processor},
+};
+use tokio::{net::TcpListener, sync::watch};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -11,17 +17,50 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
+    let config = cli.config;
+    let (stop, stopped) = watch::channel(false);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let options = server::leptos_options(&cli.config)?;
+            let options = server::leptos_options(&config)?;
             let addr = options.site_addr;
-            let state = server::state(cli.config, options).await?;
+            let state = server::state(config.clone(), options).await?;
+            let workers = tokio::spawn(worker::run(
+                state.batches.clone(),
+                processor(&config),
+                (&config).into(),
+                stopped,
+            ));
             let listener = TcpListener::bind(addr).await?;
-            tracing::info!("batchwatch is listening on http://{}", listener.local_addr()?);
-            println!("batchwatch is running at http://{}", listener.local_addr()?);
-            server::start(listener, state, shutdown_signal()).await
+            let url = format!("http://{}", listener.local_addr()?);
+            tracing::info!(%url, workers = config.workers, "batchwatch is listening");
+            println!("batchwatch is running at {url}");
+            let hub = state.hub.clone();
+            server::start(listener, state, async move {
+                shutdown_signal().await;
+                // Open streams would hold the server up: end them, and their pages reconnect.
+                hub.close_all();
+            })
+            .await?;
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+        }
+        Command::Worker => {
+            let batches = server::batches(&config).await?;
+            tracing::info!(workers = config.workers, "batchwatch workers started");
+            let workers = tokio::spawn(worker::run(batches, processor(&config), (&config).into(), stopped));
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
         }
     }
+    Ok(())
+}
+
+fn processor(config: &Config) -> Arc<dyn Processor> {
+    Arc::new(Demo {
+        delay: Duration::from_millis(config.item_delay_ms),
+        failure_rate: config.demo_failure_rate,
+    })
 }
 
 async fn shutdown_signal() {

@@ -12,8 +12,8 @@ use batchwatch_core::{
     Millis, NewBatch, Page, StatusReport,
 };
 use sqlx::{
-    AnyPool, Executor,
-    any::{AnyConnectOptions, AnyPoolOptions},
+    AnyPool, Executor, FromRow, Row,
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
 };
 
 use crate::error::{Error, Result};
@@ -29,10 +29,16 @@ const INSERT_CHUNK: usize = 1_000;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    postgres: bool,
 }
 
-/// The result of one change: the batch after it, with only the items that changed.
-pub type Change = BatchProgress;
+/// One committed change: the event (the batch after it, with only the items that changed)
+/// and where those items sit in the batch, for the cache.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub event: BatchProgress,
+    pub positions: Vec<u32>,
+}
 
 impl Store {
     /// Connects (creating a SQLite file and its folder when missing) and runs the migrations.
@@ -56,7 +62,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!().run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, postgres: url.starts_with("postgres") })
     }
 
     pub async fn create_batch(&self, new: NewBatch, now: Millis) -> Result<BatchProgress> {
@@ -177,7 +183,7 @@ impl Store {
     }
 
     /// Moves one item to a new status, in one transaction with the batch's counts, status and
-    /// `seq`. Returns the batch after the change with only that item.
+    /// `seq`.
     ///
     /// The item `UPDATE` comes first and carries the state machine in its `WHERE`: it takes
     /// SQLite's write lock at once (no read-then-upgrade deadlock) and two racing reports
@@ -192,9 +198,9 @@ impl Store {
         let to = report.status;
         let from = to.source();
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query_as::<_, ItemProgress>(&format!(
+        let row = sqlx::query(&format!(
             "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
-             WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}"
+             WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}, position, batch_id"
         ))
         .bind(to.as_str())
         .bind(report.error)
@@ -205,7 +211,7 @@ impl Store {
         .bind(from.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(changed) = changed else {
+        let Some(row) = row else {
             let current: Option<(String,)> =
                 sqlx::query_as("SELECT status FROM items WHERE id = $1 AND batch_id = $2")
                     .bind(item.to_string())
@@ -223,36 +229,67 @@ impl Store {
             let from = ItemStatus::try_from(status)?;
             return Err(CoreError::IllegalTransition { from, to }.into());
         };
-
-        let mut summary = sqlx::query_as::<_, BatchSummary>(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"
-        ))
-        .bind(batch.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut counts = summary.counts;
-        counts.apply(from, to);
-        summary.set_counts(counts);
-        summary.seq += 1;
-        summary.updated_at = now;
-        sqlx::query(
-            "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
-             failed = $6, seq = $7, updated_at = $8 WHERE id = $9",
-        )
-        .bind(summary.status.as_str())
-        .bind(i64::from(summary.percent))
-        .bind(i64::from(counts.queued))
-        .bind(i64::from(counts.processing))
-        .bind(i64::from(counts.completed))
-        .bind(i64::from(counts.failed))
-        .bind(summary.seq as i64)
-        .bind(now)
-        .bind(batch.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(BatchProgress { summary, items: vec![changed] })
+        finish_change(tx, from, &row, now).await
     }
+
+    /// Claims the next pending item for a worker (Pending → Processing), through the same
+    /// transaction shape as [`Store::report`]. `None` when nothing is pending.
+    pub async fn claim(&self, now: Millis) -> Result<Option<Change>> {
+        let mut tx = self.pool.begin().await?;
+        // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
+        let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let row = sqlx::query(&format!(
+            "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM items WHERE status = 'pending' ORDER BY position LIMIT 1{skip_locked}) \
+             AND status = 'pending' RETURNING {ITEM_COLUMNS}, position, batch_id"
+        ))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match row {
+            Some(row) => finish_change(tx, ItemStatus::Pending, &row, now).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The rest of every item change: the batch's counts, status, percent and `seq`, then commit.
+async fn finish_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    from: ItemStatus,
+    row: &AnyRow,
+    now: Millis,
+) -> Result<Change> {
+    let changed = ItemProgress::from_row(row)?;
+    let position: i64 = row.try_get("position")?;
+    let batch: String = row.try_get("batch_id")?;
+    let mut summary =
+        sqlx::query_as::<_, BatchSummary>(&format!("SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"))
+            .bind(&batch)
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut counts = summary.counts;
+    counts.apply(from, changed.status);
+    summary.set_counts(counts);
+    summary.seq += 1;
+    summary.updated_at = now;
+    sqlx::query(
+        "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
+         failed = $6, seq = $7, updated_at = $8 WHERE id = $9",
+    )
+    .bind(summary.status.as_str())
+    .bind(i64::from(summary.percent))
+    .bind(i64::from(counts.queued))
+    .bind(i64::from(counts.processing))
+    .bind(i64::from(counts.completed))
+    .bind(i64::from(counts.failed))
+    .bind(summary.seq as i64)
+    .bind(now)
+    .bind(&batch)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Change { event: BatchProgress { summary, items: vec![changed] }, positions: vec![position as u32] })
 }
 
 /// For a SQLite URL: creates the file's folder and asks sqlx to create the file.

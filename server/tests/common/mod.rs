@@ -54,7 +54,8 @@ impl TestApp {
         let config = Config {
             database_url: database_url.clone(),
             database_max_connections: 4,
-            leptos_config: String::new(),
+            redis_url: "memory://".into(),
+            ..Config::from_env()
         };
         let state = server::state(config, leptos_options()).await.unwrap();
         Self { router: server::app(state), database_url, _dir: dir }

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# batchwatch's one script. `./dev.sh run` installs what is missing, builds and serves on SQLite;
+# `./dev.sh test` installs what tests need and runs every check. Safe to run again and again:
+# each step looks before it installs.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+CARGO_LEPTOS_VERSION=0.3.10
+# Must equal the `wasm-bindgen` crate pinned in Cargo.toml.
+WASM_BINDGEN_VERSION=0.2.130
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+
+apt_install() {
+    log "installing Debian packages: $*"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ ! -f /tmp/.batchwatch-apt-updated ]; then
+        $sudo apt-get update -qq && touch /tmp/.batchwatch-apt-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_rust_tools() {
+    command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
+    rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+    command -v cc >/dev/null || apt_install build-essential
+    if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 15 minutes, once)"
+        # no_downloads: a missing tool is an error instead of a download that cannot work here.
+        cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+    fi
+    if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+        log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+        # Not --locked: one locked dependency of this release is missing from the registry.
+        cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+    fi
+}
+
+# npm ci when the lock file changed since the last install.
+npm_ci() {
+    local dir="$1"
+    command -v npm >/dev/null || apt_install nodejs npm
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+        log "installing npm packages in $dir"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+ensure_redis() {
+    command -v redis-server >/dev/null || apt_install redis-server
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        log "starting Redis on 127.0.0.1:6379"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    fi
+}
+
+ensure_postgres() {
+    command -v pg_ctlcluster >/dev/null || apt_install postgresql
+    if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+        log "starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    fi
+}
+
+ensure_chromium() {
+    [ -x /usr/bin/chromium ] || apt_install chromium
+}
+
+build_release() {
+    ensure_rust_tools
+    npm_ci "$ROOT"
+    log "building (release)"
+    cargo leptos build --release --cargo-locked
+}
+
+cmd_run() {
+    ensure_redis
+    build_release
+    log "starting batchwatch (SQLite under data/; Ctrl-C stops it)"
+    exec "$TARGET_DIR/release/batchwatch" "$@"
+}
+
+cmd_test() {
+    ensure_rust_tools
+    ensure_redis
+    ensure_postgres
+    ensure_chromium
+    npm_ci "$ROOT"
+    npm_ci "$ROOT/end2end"
+
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "clippy: the server (ssr) build"
+    cargo clippy --locked --all-targets -p batchwatch-core -p app -p server --features app/ssr -- -D warnings
+    log "clippy: the browser (hydrate) build"
+    cargo clippy --locked --target wasm32-unknown-unknown -p frontend -p app -- -D warnings
+    log "the wasm build must not depend on tokio, sqlx or redis"
+    if cargo tree --locked -p frontend --target wasm32-unknown-unknown -e normal --prefix none | grep -E '^(tokio|sqlx|redis)(-[a-z-]+)? v'; then
+        echo "server-only crates reached the wasm build" >&2
+        exit 1
+    fi
+    log "cargo test"
+    cargo test --locked -p batchwatch-core -p server
+    build_release
+    log "wasm size: $(wc -c <target/site/pkg/batchwatch.wasm) bytes raw, $(gzip -9c target/site/pkg/batchwatch.wasm | wc -c) bytes gzipped"
+    log "Playwright (Debian's Chromium)"
+    (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/release/batchwatch" npx playwright test)
+}
+
+case "${1:-}" in
+    run) shift; cmd_run "$@" ;;
+    test) shift; cmd_test "$@" ;;
+    *)
+        echo "usage: ./dev.sh run | test" >&2
+        exit 2
+        ;;
+esac

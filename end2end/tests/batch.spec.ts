@@ -1,0 +1,95 @@
+import { expect, Page, test } from "@playwright/test";
+
+async function hydrated(page: Page, javaScriptEnabled: boolean | undefined) {
+  // Clicks before hydration would be lost; without JS there is nothing to wait for.
+  if (javaScriptEnabled !== false) {
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  }
+}
+
+test("create a batch with the form and land on its page @no-js", async ({ page, javaScriptEnabled }, info) => {
+  const name = `Holiday photos ${info.project.name} ${Date.now()}`;
+  const items = ["beach.jpg", "sunset.jpg", "dinner.jpg", "boat.jpg"];
+  await page.goto("/");
+  await hydrated(page, javaScriptEnabled);
+  const form = page.getByTestId("create-form");
+  await form.getByLabel("Name").fill(name);
+  await form.getByLabel("Items, one per line").fill(items.join("\n"));
+  await form.getByRole("button", { name: "Create batch" }).click();
+
+  await expect(page).toHaveURL(/\/batches\/[0-9a-f-]{36}$/);
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText(name);
+  await expect(page.getByTestId("percent")).toHaveText("0 %");
+  await expect(page.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "0");
+  await expect(page.getByTestId("status-badge")).toHaveText("Queued");
+  await expect(page.locator('[data-testid="item"][data-status="pending"]')).toHaveCount(items.length);
+  await expect(page.getByTestId("count-queued")).toHaveText(String(items.length));
+  await expect(page.getByTestId("count-total")).toHaveText(String(items.length));
+
+  // The server's HTML is complete on its own, before any wasm runs.
+  const response = await page.request.get(page.url());
+  expect(response.status()).toBe(200);
+  const html = await response.text();
+  expect(html).toContain(name);
+  expect(html).toContain('aria-valuenow="0"');
+  expect(html.match(/data-testid="item" data-status="pending"/g)).toHaveLength(items.length);
+  for (const item of items) expect(html).toContain(item);
+
+  await page.screenshot({ path: `artifacts/batch-${info.project.name}.png`, fullPage: true });
+});
+
+test("the demo button creates a batch of N items", async ({ page, javaScriptEnabled }) => {
+  await page.goto("/");
+  await hydrated(page, javaScriptEnabled);
+  const demo = page.getByTestId("demo-form");
+  await demo.getByLabel("Demo batch of N items").fill("12");
+  await demo.getByRole("button", { name: "Create demo batch" }).click();
+  await expect(page).toHaveURL(/\/batches\/[0-9a-f-]{36}$/);
+  await expect(page.locator('[data-testid="item"]')).toHaveCount(12);
+  await expect(page.getByTestId("count-queued")).toHaveText("12");
+});
+
+test("the home page lists batches newest first with their status @no-js", async ({ page, request }) => {
+  const older = `older ${Date.now()}`;
+  const newer = `newer ${Date.now()}`;
+  for (const name of [older, newer]) {
+    const created = await request.post("/api/batches", { data: { name, items: ["a.jpg"] } });
+    expect(created.status()).toBe(201);
+  }
+  await page.goto("/");
+  const rows = page.getByTestId("batch-row");
+  await expect(rows.filter({ hasText: newer })).toHaveCount(1);
+  const names = await rows.allInnerTexts();
+  const at = (n: string) => names.findIndex((t) => t.includes(n));
+  expect(at(newer)).toBeLessThan(at(older));
+  await expect(rows.filter({ hasText: newer }).getByTestId("status-badge")).toHaveText("Queued");
+  await rows.filter({ hasText: newer }).getByRole("link").click();
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText(newer);
+});
+
+test("an unknown batch shows the 404 page @no-js", async ({ page }) => {
+  const response = await page.goto("/batches/67e55044-10b1-426f-9247-bb680e5fe0c8");
+  expect(response?.status()).toBe(404);
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText("Not found");
+});
+
+test("a malformed batch id answers 400 @no-js", async ({ page }) => {
+  const response = await page.goto("/batches/not-an-id");
+  expect(response?.status()).toBe(400);
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText("Bad request");
+});
+
+test("a batch moved by worker reports shows its state after reload @no-js", async ({ page, request }) => {
+  const created = await request.post("/api/batches", { data: { name: `reported ${Date.now()}`, items: ["a", "b"] } });
+  const batch = await created.json();
+  const report = (i: number, status: string, error?: string) =>
+    request.post(`/api/batches/${batch.batch_id}/items/${batch.items[i].id}/status`, { data: { status, error } });
+  for (const [i, status, error] of [[0, "processing"], [0, "done"], [1, "processing"], [1, "failed", "corrupt file"]] as const) {
+    expect((await report(i, status, error)).status()).toBe(200);
+  }
+  await page.goto(`/batches/${batch.batch_id}`);
+  await expect(page.getByTestId("status-badge")).toHaveText("Partial");
+  await expect(page.getByTestId("percent")).toHaveText("100 %");
+  await expect(page.getByText("corrupt file")).toBeVisible();
+  await expect(page.getByTestId("count-failed")).toHaveText("1");
+});

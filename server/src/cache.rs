@@ -1,0 +1,249 @@
+//! The progress cache: `progress:{id}` in Redis (or a map in this process for `memory://`),
+//! read before the database and brought up to date after every committed change.
+//!
+//! The Redis value is a hash: `seq`, `summary` (JSON) and one field per item (`i:{position}`,
+//! JSON), so that a change costs one item's worth of work even in a 10,000-item batch. Writers
+//! race (several workers, servers), so updates are applied only in `seq` order: a change that
+//! does not follow the cached `seq` drops the entry and leaves a `floor` behind, and a refill
+//! from the database older than that floor is refused. A reader thus sees the cached progress
+//! at some committed `seq`, or a miss, never a mix.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use batchwatch_core::{Applied, BatchId, BatchProgress, BatchSummary, ItemProgress, keys};
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+
+use crate::store::Change;
+
+/// Applies a change when it follows the cached `seq`; otherwise keeps only a floor.
+/// ARGV: seq, ttl (ms), summary, then item field/value pairs.
+const APPLY: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'seq')
+local seq = tonumber(ARGV[1])
+if cur and tonumber(cur) + 1 == seq then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'summary', ARGV[3], unpack(ARGV, 4))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur and tonumber(cur) >= seq then return 0 end
+local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'floor', math.max(floor, seq))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return -1
+";
+
+/// Stores a whole snapshot unless the cache already holds a newer one or a higher floor.
+/// ARGV: seq, ttl (ms), summary, then item field/value pairs.
+const FILL: &str = r"
+local seq = tonumber(ARGV[1])
+local cur = redis.call('HGET', KEYS[1], 'seq')
+if cur and tonumber(cur) >= seq then return 0 end
+local floor = redis.call('HGET', KEYS[1], 'floor')
+if floor and tonumber(floor) > seq then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'summary', ARGV[3])
+local i = 4
+while i <= #ARGV do
+  local j = math.min(i + 999, #ARGV)
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, j))
+  i = j + 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    ttl: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+enum Backend {
+    Redis { conn: ConnectionManager, prefix: String, apply: Script, fill: Script },
+    Memory(Mutex<HashMap<BatchId, Entry>>),
+}
+
+/// The in-process twin of the Redis hash, with the same floor rule.
+struct Entry {
+    progress: Option<BatchProgress>,
+    floor: u64,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Cache {
+    pub fn redis(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+        let backend = Backend::Redis {
+            conn,
+            prefix: prefix.to_owned(),
+            apply: Script::new(APPLY),
+            fill: Script::new(FILL),
+        };
+        Self::with(backend, ttl)
+    }
+
+    pub fn memory(ttl: Duration) -> Self {
+        Self::with(Backend::Memory(Mutex::default()), ttl)
+    }
+
+    fn with(backend: Backend, ttl: Duration) -> Self {
+        Self { inner: Arc::new(Inner { backend, ttl, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }) }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            misses: self.inner.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The cached progress, counted as a hit or a miss. A Redis failure is a miss.
+    pub async fn get(&self, id: BatchId) -> Option<BatchProgress> {
+        let found = match &self.inner.backend {
+            Backend::Redis { conn, prefix, .. } => {
+                let mut conn = conn.clone();
+                match conn.hgetall::<_, Vec<(String, String)>>(keys::progress_key(prefix, id)).await {
+                    Ok(fields) => decode(fields),
+                    Err(error) => {
+                        tracing::warn!(%error, "progress cache read failed");
+                        None
+                    }
+                }
+            }
+            Backend::Memory(map) => {
+                let map = map.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(&id).filter(|e| e.expires > Instant::now()).and_then(|e| e.progress.clone())
+            }
+        };
+        let counter = if found.is_some() { &self.inner.hits } else { &self.inner.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Stores a snapshot read from the database (refused when the cache knows better).
+    pub async fn fill(&self, snapshot: &BatchProgress) {
+        let ttl = self.inner.ttl;
+        match &self.inner.backend {
+            Backend::Redis { conn, prefix, fill, .. } => {
+                let items = snapshot.items.iter().enumerate().map(|(position, item)| (position as u32, item));
+                let result = invoke(fill, conn, prefix, &snapshot.summary, items, ttl).await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, "progress cache fill failed");
+                }
+            }
+            Backend::Memory(map) => {
+                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let entry = map.entry(snapshot.summary.batch_id).or_insert(Entry {
+                    progress: None,
+                    floor: 0,
+                    expires: now,
+                });
+                let newer_cached = entry.expires > now
+                    && (entry.progress.as_ref().is_some_and(|p| p.summary.seq >= snapshot.summary.seq)
+                        || entry.floor > snapshot.summary.seq);
+                if !newer_cached {
+                    *entry = Entry { progress: Some(snapshot.clone()), floor: 0, expires: now + ttl };
+                }
+            }
+        }
+    }
+
+    /// Brings the cached progress up to date after a committed change.
+    pub async fn apply(&self, change: &Change) {
+        let ttl = self.inner.ttl;
+        match &self.inner.backend {
+            Backend::Redis { conn, prefix, apply, .. } => {
+                let items = change.positions.iter().copied().zip(&change.event.items);
+                if let Err(error) = invoke(apply, conn, prefix, &change.event.summary, items, ttl).await {
+                    tracing::warn!(%error, "progress cache update failed");
+                }
+            }
+            Backend::Memory(map) => {
+                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let seq = change.event.summary.seq;
+                let entry = map.entry(change.event.summary.batch_id).or_insert(Entry {
+                    progress: None,
+                    floor: 0,
+                    expires: now,
+                });
+                let applied = match entry.progress.as_mut().filter(|_| entry.expires > now) {
+                    Some(progress) => progress.apply(&change.event),
+                    None => Applied::Gap,
+                };
+                match applied {
+                    Applied::Applied => entry.expires = now + ttl,
+                    Applied::Stale => {}
+                    Applied::Gap => {
+                        let floor = if entry.expires > now { entry.floor.max(seq) } else { seq };
+                        *entry = Entry { progress: None, floor, expires: now + ttl };
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn invoke<'a>(
+    script: &Script,
+    conn: &ConnectionManager,
+    prefix: &str,
+    summary: &BatchSummary,
+    items: impl Iterator<Item = (u32, &'a ItemProgress)>,
+    ttl: Duration,
+) -> redis::RedisResult<i64> {
+    let mut invocation = script.key(keys::progress_key(prefix, summary.batch_id));
+    invocation.arg(summary.seq).arg(ttl.as_millis() as u64).arg(json(summary));
+    for (position, item) in items {
+        invocation.arg(format!("i:{position}")).arg(json(item));
+    }
+    invocation.invoke_async(&mut conn.clone()).await
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("progress types always serialize")
+}
+
+/// The cached hash back into a snapshot; `None` for a floor, a missing key or a damaged entry.
+fn decode(fields: Vec<(String, String)>) -> Option<BatchProgress> {
+    let mut summary = None;
+    let mut items = Vec::with_capacity(fields.len());
+    for (field, value) in fields {
+        if field == "summary" {
+            summary = serde_json::from_str::<BatchSummary>(&value).ok();
+        } else if let Some(position) = field.strip_prefix("i:") {
+            items.push((position.parse::<u32>().ok()?, serde_json::from_str::<ItemProgress>(&value).ok()?));
+        }
+    }
+    let summary = summary?;
+    items.sort_unstable_by_key(|(position, _)| *position);
+    // A snapshot missing items (evicted fields) is not a snapshot.
+    (items.len() == summary.counts.total as usize)
+        .then(|| BatchProgress { summary, items: items.into_iter().map(|(_, item)| item).collect() })
+}

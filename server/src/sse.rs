@@ -1,0 +1,198 @@
+//! `GET /api/batches/{id}/stream`: a batch's progress as Server-Sent Events.
+//!
+//! First the current snapshot (`event: snapshot`, cache-first), unless the client says with
+//! `Last-Event-ID` (or `?last_event_id=`) that it already has that `seq`; then `event:
+//! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
+//! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
+//! timeout` ends a stream after its maximum age, and `event: error` one that cannot go on.
+//! Event bytes come framed from the hub and are shared by all watchers.
+
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use batchwatch_core::{BatchId, BatchProgress};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::{sync::broadcast::error::RecvError, time::Instant};
+
+use crate::{
+    batches::Batches,
+    error::Result,
+    extract::{Path, Query},
+    hub::{HubMsg, Watch},
+    state::AppState,
+};
+
+/// Streams' timing, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTimes {
+    pub keepalive: Duration,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Resume {
+    last_event_id: Option<u64>,
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<BatchId>,
+    Query(resume): Query<Resume>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(resume.last_event_id);
+    // Watch before reading the snapshot: an event committed in between is then in the ring.
+    let watch = state.hub.watch(id);
+    let snapshot = state.batches.progress(id).await?;
+    let watcher = Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen);
+    let body = Body::from_stream(futures::stream::unfold(watcher, |mut w| async move {
+        let chunk = w.next().await?;
+        Some((Ok::<_, Infallible>(chunk), w))
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform")),
+            (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+struct Watcher {
+    watch: Watch,
+    batches: Batches,
+    /// The newest `seq` this client has.
+    last: u64,
+    out: VecDeque<Bytes>,
+    done: bool,
+    keepalive: tokio::time::Interval,
+    deadline: Instant,
+}
+
+impl Watcher {
+    fn new(
+        watch: Watch,
+        batches: Batches,
+        times: StreamTimes,
+        snapshot: BatchProgress,
+        last_seen: Option<u64>,
+    ) -> Self {
+        let mut keepalive = tokio::time::interval_at(Instant::now() + times.keepalive, times.keepalive);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut w = Self {
+            watch,
+            batches,
+            last: 0,
+            out: VecDeque::from([Bytes::from_static(b"retry: 1000\n\n")]),
+            done: false,
+            keepalive,
+            deadline: Instant::now() + times.max_age,
+        };
+        if last_seen == Some(snapshot.summary.seq) {
+            w.last = snapshot.summary.seq;
+            w.finish_if_terminal(&snapshot);
+        } else {
+            w.send_snapshot(&snapshot);
+        }
+        w
+    }
+
+    /// The next chunk to write, or `None` when the stream is over.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.out.pop_front() {
+                return Some(chunk);
+            }
+            if self.done {
+                return None;
+            }
+            tokio::select! {
+                msg = self.watch.recv() => self.on_msg(msg).await,
+                _ = self.keepalive.tick() => return Some(Bytes::from_static(b": ping\n\n")),
+                () = tokio::time::sleep_until(self.deadline) => {
+                    self.done = true;
+                    return Some(Bytes::from_static(b"event: timeout\ndata: {}\n\n"));
+                }
+            }
+        }
+    }
+
+    async fn on_msg(&mut self, msg: Result<HubMsg, RecvError>) {
+        match msg {
+            Ok(HubMsg::Event(event)) => {
+                if event.seq > self.last {
+                    self.last = event.seq;
+                    self.out.push_back(event.bytes.clone());
+                    if event.terminal {
+                        self.complete();
+                    }
+                }
+            }
+            // Too far behind for the ring: jump to the newest state.
+            Err(RecvError::Lagged(skipped)) => {
+                tracing::debug!(skipped, "watcher lagged; sending a fresh snapshot");
+                self.resync(false).await;
+            }
+            Ok(HubMsg::Resync) => self.resync(true).await,
+            Err(RecvError::Closed) => self.fail(),
+        }
+    }
+
+    /// Sends a fresh snapshot when it is newer than what the client has.
+    async fn resync(&mut self, from_database: bool) {
+        let read = if from_database {
+            self.batches.progress_from_database(self.watch_id()).await
+        } else {
+            self.batches.progress(self.watch_id()).await
+        };
+        match read {
+            Ok(snapshot) if snapshot.summary.seq > self.last => self.send_snapshot(&snapshot),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a snapshot for a watcher");
+                self.fail();
+            }
+        }
+    }
+
+    fn watch_id(&self) -> BatchId {
+        self.watch.id()
+    }
+
+    fn send_snapshot(&mut self, snapshot: &BatchProgress) {
+        self.last = snapshot.summary.seq;
+        let json = serde_json::to_string(snapshot).expect("progress types always serialize");
+        self.out.push_back(Bytes::from(format!("id: {}\nevent: snapshot\ndata: {json}\n\n", self.last)));
+        self.finish_if_terminal(snapshot);
+    }
+
+    fn finish_if_terminal(&mut self, snapshot: &BatchProgress) {
+        if snapshot.summary.status.is_terminal() {
+            self.complete();
+        }
+    }
+
+    fn complete(&mut self) {
+        self.out.push_back(Bytes::from(format!("event: complete\ndata: {{\"seq\":{}}}\n\n", self.last)));
+        self.done = true;
+    }
+
+    fn fail(&mut self) {
+        self.out.push_back(Bytes::from_static(
+            b"event: error\ndata: {\"message\":\"the server cannot follow this batch\"}\n\n",
+        ));
+        self.done = true;
+    }
+}

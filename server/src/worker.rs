@@ -1,0 +1,125 @@
+//! Workers: claim a pending item, run the processor, report the outcome, all through
+//! [`Batches`], the path every change takes. A failed attempt is retried in place with
+//! exponential backoff (the item stays `processing`, so the batch never looks finished
+//! between attempts) until `MAX_ATTEMPTS`, then the item fails for good.
+
+use std::{sync::Arc, time::Duration};
+
+use batchwatch_core::{ItemProgress, ItemStatus, StatusReport, source::BoxFuture};
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::{batches::Batches, config::Config};
+
+/// The work done on one item. `Err` carries the message a person will see.
+pub trait Processor: Send + Sync + 'static {
+    fn process<'a>(&'a self, item: &'a ItemProgress, attempt: u32) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// The built-in demo: takes a while per item and fails a share of attempts.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    pub delay: Duration,
+    pub failure_rate: f64,
+}
+
+impl Processor for Demo {
+    fn process<'a>(&'a self, item: &'a ItemProgress, attempt: u32) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay.mul_f64(0.5 + fastrand::f64())).await;
+            if fastrand::f64() < self.failure_rate {
+                Err(format!("could not process {} (attempt {attempt})", item.name))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub poll: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Self {
+            workers: c.workers,
+            max_attempts: c.max_attempts,
+            retry_base: Duration::from_millis(c.retry_base_ms),
+            poll: Duration::from_millis(c.worker_poll_ms),
+        }
+    }
+}
+
+/// Runs the workers until `stop` turns true; each finishes its current item first.
+pub async fn run(
+    batches: Batches,
+    processor: Arc<dyn Processor>,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+) {
+    let mut set = JoinSet::new();
+    for n in 0..settings.workers {
+        set.spawn(work(n, batches.clone(), processor.clone(), settings, stop.clone()));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn work(
+    n: usize,
+    batches: Batches,
+    processor: Arc<dyn Processor>,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::debug!(worker = n, "worker started");
+    while !*stop.borrow() {
+        match batches.claim().await {
+            Ok(Some(claimed)) => process(&batches, processor.as_ref(), settings, claimed).await,
+            Ok(None) => {
+                // Idle: a new batch created here wakes us at once; other processes' after `poll`.
+                tokio::select! {
+                    () = batches.work_available() => {}
+                    () = tokio::time::sleep(settings.poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, worker = n, "claiming work failed");
+                tokio::time::sleep(settings.poll).await;
+            }
+        }
+    }
+    tracing::debug!(worker = n, "worker stopped");
+}
+
+async fn process(
+    batches: &Batches,
+    processor: &dyn Processor,
+    settings: Settings,
+    claimed: batchwatch_core::BatchProgress,
+) {
+    let batch = claimed.summary.batch_id;
+    let Some(item) = claimed.items.into_iter().next() else { return };
+    let mut attempt = 1;
+    let outcome = loop {
+        match processor.process(&item, attempt).await {
+            Ok(()) => break StatusReport { status: ItemStatus::Done, error: None },
+            Err(error) if attempt >= settings.max_attempts => {
+                break StatusReport { status: ItemStatus::Failed, error: Some(error) };
+            }
+            Err(error) => {
+                let wait = settings.retry_base * 2u32.saturating_pow(attempt - 1);
+                tracing::debug!(%batch, item = %item.id, attempt, %error, ?wait, "attempt failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    };
+    if let Err(error) = batches.report(batch, item.id, outcome).await {
+        tracing::error!(%error, %batch, item = %item.id, "reporting an item's outcome failed");
+    }
+}

@@ -1,0 +1,145 @@
+//! The browser's side of a live stream, as pure logic: the reconnect schedule, the connection
+//! states the page shows, and the throughput and ETA of a running batch.
+
+use std::collections::VecDeque;
+
+use crate::Millis;
+
+/// The first reconnect waits this long; each failure doubles it.
+pub const BACKOFF_BASE_MS: u32 = 1_000;
+/// No wait is longer than this.
+pub const BACKOFF_CAP_MS: u32 = 30_000;
+/// After this many failed tries in a row the page says "offline" and offers a Retry button.
+pub const OFFLINE_AFTER: u32 = 5;
+
+/// How long to wait before reconnect try `attempt` (1-based): 1 s, 2 s, 4 s, 8 s, 16 s, then
+/// 30 s, each spread by ±20 % with `jitter` in `[0, 1)` so that many pages dropped at once do
+/// not come back at once. Never above the cap.
+pub fn backoff_ms(attempt: u32, jitter: f64) -> u32 {
+    let exp = attempt.saturating_sub(1).min(16);
+    let base = BACKOFF_BASE_MS.saturating_mul(1 << exp).min(BACKOFF_CAP_MS);
+    let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
+    ((f64::from(base) * spread) as u32).min(BACKOFF_CAP_MS)
+}
+
+/// What the live indicator shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Connection {
+    Connecting,
+    Live,
+    /// Try number `attempt` starts at `retry_at` (ms since the epoch).
+    Reconnecting {
+        attempt: u32,
+        retry_at: f64,
+    },
+    /// Gave up after [`OFFLINE_AFTER`] tries: waits for the person, the network or the tab.
+    Offline,
+    /// The batch reached a terminal state: nothing more will come.
+    Finished,
+}
+
+/// Items per second and time left, from the finished count seen over the last seconds.
+#[derive(Debug, Clone, Default)]
+pub struct Rate {
+    samples: VecDeque<(Millis, u32)>,
+}
+
+impl Rate {
+    /// How far back the rate looks: long enough to smooth bursts, short enough to follow.
+    pub const WINDOW_MS: Millis = 10_000;
+
+    pub fn push(&mut self, at: Millis, finished: u32) {
+        if self.samples.back().is_some_and(|&(t, f)| t == at && f == finished) {
+            return;
+        }
+        // A count that went down (a retry) starts a new measurement.
+        if self.samples.back().is_some_and(|&(_, f)| finished < f) {
+            self.samples.clear();
+        }
+        self.samples.push_back((at, finished));
+        while self.samples.len() > 2 && self.samples.front().is_some_and(|&(t, _)| at - t > Self::WINDOW_MS) {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn per_second(&self) -> Option<f64> {
+        let (&(t0, f0), &(t1, f1)) = (self.samples.front()?, self.samples.back()?);
+        (t1 > t0 && f1 > f0).then(|| f64::from(f1 - f0) * 1_000.0 / (t1 - t0) as f64)
+    }
+
+    /// Seconds until `remaining` more items are finished at the current rate.
+    pub fn eta_secs(&self, remaining: u32) -> Option<f64> {
+        self.per_second().map(|r| f64::from(remaining) / r)
+    }
+}
+
+/// A duration as people read it: `42s`, `3m 05s`, `2h 01m`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3_600, (s % 3_600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        let mid: Vec<u32> = (1..=8).map(|a| backoff_ms(a, 0.5)).collect();
+        assert_eq!(mid, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+        assert_eq!(backoff_ms(u32::MAX, 0.5), 30_000);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_20_percent_and_the_cap() {
+        assert_eq!(backoff_ms(1, 0.0), 800);
+        assert_eq!(backoff_ms(1, 0.999_999), 1_199);
+        assert_eq!(backoff_ms(3, 0.0), 3_200);
+        assert_eq!(backoff_ms(6, 0.999), 30_000, "jitter never exceeds the cap");
+        assert_eq!(backoff_ms(1, 7.0), 1_200, "out-of-range jitter is clamped");
+    }
+
+    #[test]
+    fn rate_and_eta() {
+        let mut r = Rate::default();
+        assert_eq!(r.per_second(), None);
+        r.push(0, 0);
+        assert_eq!(r.per_second(), None, "one sample is no rate");
+        r.push(2_000, 10);
+        assert_eq!(r.per_second(), Some(5.0));
+        assert_eq!(r.eta_secs(20), Some(4.0));
+    }
+
+    #[test]
+    fn rate_forgets_old_samples() {
+        let mut r = Rate::default();
+        r.push(0, 0);
+        r.push(1_000, 100);
+        r.push(20_000, 110);
+        r.push(21_000, 120);
+        // Only the last 10 s count: 10 items in 1 s.
+        assert_eq!(r.per_second(), Some(10.0));
+    }
+
+    #[test]
+    fn rate_restarts_when_the_count_drops() {
+        let mut r = Rate::default();
+        r.push(0, 0);
+        r.push(1_000, 10);
+        r.push(2_000, 5);
+        assert_eq!(r.per_second(), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(0.4), "0s");
+        assert_eq!(human_duration(42.0), "42s");
+        assert_eq!(human_duration(185.0), "3m 05s");
+        assert_eq!(human_duration(7_260.0), "2h 01m");
+        assert_eq!(human_duration(-3.0), "0s");
+    }
+}
