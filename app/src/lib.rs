@@ -3,6 +3,7 @@
 
 pub mod api;
 mod components;
+pub mod live;
 mod pages;
 
 use leptos::prelude::*;

@@ -239,3 +239,75 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use batchwatch_core::{BatchStatus, BatchSummary, Counts};
+
+    use super::*;
+
+    fn event(id: BatchId, seq: u64, terminal: bool) -> BatchProgress {
+        let counts =
+            if terminal { Counts { completed: 1, total: 1, ..Counts::default() } } else { Counts::queued(1) };
+        let mut summary = BatchSummary {
+            batch_id: id,
+            name: "b".into(),
+            status: BatchStatus::Queued,
+            percent: 0,
+            counts,
+            seq,
+            created_at: 0,
+            updated_at: 0,
+        };
+        summary.set_counts(counts);
+        BatchProgress { summary, items: Vec::new() }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_holds_at_most_the_ring() {
+        let hub = Hub::memory();
+        let id = BatchId::new();
+        let mut watch = hub.watch(id);
+        for seq in 2..2_000 {
+            hub.publish(&event(id, seq, false)).await;
+        }
+        hub.publish(&event(id, 2_000, true)).await;
+        assert!(matches!(watch.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
+        let mut kept = Vec::new();
+        while let Ok(Ok(HubMsg::Event(e))) =
+            tokio::time::timeout(Duration::from_millis(10), watch.recv()).await
+        {
+            kept.push((e.seq, e.terminal));
+        }
+        assert_eq!(kept.len(), RING, "only the ring was kept for it");
+        assert_eq!(kept.last(), Some(&(2_000, true)), "the newest, terminal event is still there");
+    }
+
+    #[tokio::test]
+    async fn events_are_framed_once_with_their_seq() {
+        let hub = Hub::memory();
+        let id = BatchId::new();
+        let (mut a, mut b) = (hub.watch(id), hub.watch(id));
+        hub.publish(&event(id, 7, false)).await;
+        let (Ok(HubMsg::Event(x)), Ok(HubMsg::Event(y))) = (a.recv().await, b.recv().await) else { panic!() };
+        assert!(Arc::ptr_eq(&x, &y), "one framed event shared by both watchers");
+        let text = std::str::from_utf8(&x.bytes).unwrap();
+        assert!(text.starts_with("id: 7\nevent: progress\ndata: {"), "{text}");
+        assert!(text.ends_with("}\n\n"));
+    }
+
+    #[tokio::test]
+    async fn the_last_watcher_leaving_releases_the_ring() {
+        let hub = Hub::memory();
+        let id = BatchId::new();
+        let a = hub.watch(id);
+        let b = hub.watch(id);
+        drop(a);
+        assert_eq!(hub.watched(), 1);
+        drop(b);
+        assert_eq!(hub.watched(), 0);
+        // Events for nobody are dropped without work.
+        hub.publish(&event(id, 2, false)).await;
+        assert_eq!(hub.watched(), 0);
+    }
+}

@@ -16,7 +16,7 @@ pub mod worker;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::Router;
+use axum::{Router, serve::ListenerExt};
 use batchwatch_core::source::SharedSource;
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -87,12 +87,22 @@ pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Res
     Ok(AppState { leptos_options, hub: batches.hub().clone(), batches, streams, config: Arc::new(config) })
 }
 
+/// The kernel's send buffer per connection. Fixing it turns off autotuning, which would let a
+/// stream whose reader stalls park megabytes in the kernel; 64 KiB still fills loopback and
+/// LAN links, and a stalled watcher falls behind the hub's ring sooner and skips ahead.
+const SEND_BUFFER: usize = 64 * 1024;
+
 /// Serves on `listener` until the future `shutdown` completes.
 pub async fn start(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        // Events are small and latency matters more than packing them.
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
+    });
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

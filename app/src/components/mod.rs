@@ -1,4 +1,6 @@
 pub mod counters;
 pub mod item_list;
+pub mod live_indicator;
 pub mod progress_bar;
+pub mod run_stats;
 pub mod status_badge;

@@ -8,8 +8,10 @@ use leptos_router::hooks::use_params_map;
 use crate::{
     api::{Lookup, lookup},
     components::{
-        counters::Counters, item_list::ItemList, progress_bar::ProgressBar, status_badge::StatusBadge,
+        counters::Counters, item_list::ItemList, live_indicator::LiveIndicator, progress_bar::ProgressBar,
+        run_stats::RunStats, status_badge::StatusBadge,
     },
+    live::{use_live_batch, use_now},
     pages::not_found::{Malformed, NotFound},
 };
 
@@ -37,7 +39,9 @@ pub fn BatchPage() -> impl IntoView {
 
 #[component]
 fn BatchView(progress: BatchProgress) -> impl IntoView {
-    let progress = RwSignal::new(progress);
+    let live = use_live_batch(progress);
+    let now = use_now();
+    let progress = live.progress;
     let summary = Memo::new(move |_| progress.with(|p| p.summary.clone()));
     let name = move || summary.with(|s| s.name.clone());
     let items = Signal::derive(move || progress.with(|p| p.items.clone()));
@@ -49,7 +53,9 @@ fn BatchView(progress: BatchProgress) -> impl IntoView {
                 <h1 class="break-all text-2xl font-bold">{name}</h1>
                 <StatusBadge status=Signal::derive(move || summary.with(|s| s.status)) />
             </div>
+            <LiveIndicator connection=live.connection now retry=live.retry />
             <ProgressBar counts=Signal::derive(move || summary.with(|s| s.counts)) />
+            <RunStats summary now />
             <Counters counts=Signal::derive(move || summary.with(|s| s.counts)) />
             <ItemList items />
         </article>

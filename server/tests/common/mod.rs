@@ -1,5 +1,8 @@
-//! A real server router over a fresh SQLite file per test, driven in-process with `oneshot`.
+//! A real server router over a fresh SQLite file per test, driven in-process with `oneshot`;
+//! `live` starts real servers for streams.
 #![allow(dead_code)]
+
+pub mod live;
 
 use axum::{
     Router,

@@ -1,0 +1,248 @@
+//! A real server on a loopback port with real Redis: shared (with a private key prefix) or a
+//! private `redis-server` that a test can stop and start again.
+
+use std::{
+    net::TcpListener as StdListener,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use server::{
+    config::Config,
+    state::AppState,
+    worker::{self, Demo, Settings},
+};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::watch};
+
+pub fn shared_redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `redis-server` of this test's own, killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let mut redis = Self { port: free_port(), child: None };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (./dev.sh test installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct LiveServer {
+    pub url: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    prefix: String,
+    redis_url: String,
+    stop: watch::Sender<bool>,
+    _dir: TempDir,
+}
+
+pub struct Options {
+    pub redis_url: String,
+    pub workers: usize,
+    pub item_delay: Duration,
+    pub failure_rate: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            redis_url: shared_redis_url(),
+            workers: 0,
+            item_delay: Duration::from_millis(5),
+            failure_rate: 0.0,
+        }
+    }
+}
+
+impl LiveServer {
+    pub async fn start(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("test-{}:", uuid::Uuid::new_v4());
+        let config = Config {
+            database_url: format!("sqlite://{}/live.db", dir.path().display()),
+            redis_url: options.redis_url.clone(),
+            redis_prefix: prefix.clone(),
+            workers: options.workers,
+            max_attempts: 2,
+            retry_base_ms: 1,
+            worker_poll_ms: 20,
+            ..Config::from_env()
+        };
+        let state = server::state(config, super::leptos_options()).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = watch::channel(false);
+        let mut server_stopped = stopped.clone();
+        tokio::spawn(server::start(listener, state.clone(), async move {
+            let _ = server_stopped.changed().await;
+        }));
+        let demo = Arc::new(Demo { delay: options.item_delay, failure_rate: options.failure_rate });
+        let settings = Settings {
+            workers: options.workers,
+            max_attempts: 2,
+            retry_base: Duration::from_millis(1),
+            poll: Duration::from_millis(20),
+        };
+        tokio::spawn(worker::run(state.batches.clone(), demo, settings, stopped));
+        Self {
+            url,
+            state,
+            http: reqwest::Client::new(),
+            prefix,
+            redis_url: options.redis_url,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    pub async fn create(&self, items: usize) -> Value {
+        self.create_named((0..items).map(|i| format!("{i}.jpg")).collect()).await
+    }
+
+    pub async fn create_named(&self, names: Vec<String>) -> Value {
+        let reply = self
+            .http
+            .post(format!("{}/api/batches", self.url))
+            .json(&serde_json::json!({ "name": "live", "items": names }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+        reply.json().await.unwrap()
+    }
+
+    /// Reports an item's new status the way in-process workers do.
+    pub async fn report(&self, batch: &Value, item: usize, status: &str) {
+        let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+        let item = batch["items"][item]["id"].as_str().unwrap().parse().unwrap();
+        let report = batchwatch_core::StatusReport { status: status.parse().unwrap(), error: None };
+        self.state.batches.report(id, item, report).await.unwrap();
+    }
+
+    pub async fn get(&self, batch: &Value) -> Value {
+        let url = format!("{}/api/batches/{}", self.url, batch["batch_id"].as_str().unwrap());
+        self.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Opens the batch's stream, with `Last-Event-ID` when given.
+    pub async fn stream(
+        &self,
+        batch: &Value,
+        last_event_id: Option<u64>,
+    ) -> impl Stream<Item = Event> + Unpin + use<> {
+        let url = format!("{}/api/batches/{}/stream", self.url, batch["batch_id"].as_str().unwrap());
+        let mut request = self.http.get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Box::pin(response.bytes_stream().eventsource().map(|e| e.expect("a well-formed event")))
+    }
+}
+
+impl Drop for LiveServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        // Leave nothing behind in a shared Redis.
+        if let Ok(mut conn) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn).unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+}
+
+/// Reads a stream to its end: every event, and the JSON of each `snapshot`/`progress`.
+pub async fn read_to_end(mut events: impl Stream<Item = Event> + Unpin) -> Vec<(String, Option<Value>)> {
+    let mut seen = Vec::new();
+    while let Some(event) =
+        tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("stream stalled")
+    {
+        let data = matches!(event.event.as_str(), "snapshot" | "progress")
+            .then(|| serde_json::from_str(&event.data).unwrap());
+        seen.push((event.event, data));
+    }
+    seen
+}
+
+/// Checks one watcher's whole stream: `seq` strictly increasing, ending on `final_seq` in a
+/// terminal state, then `complete`.
+pub fn assert_ends_on(seen: &[(String, Option<Value>)], final_seq: u64) {
+    let seqs: Vec<u64> = seen.iter().filter_map(|(_, d)| d.as_ref()?["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not strictly increasing: {seqs:?}");
+    assert_eq!(seqs.last(), Some(&final_seq), "did not end on the final state");
+    let last_state = seen.iter().rev().find_map(|(_, d)| d.as_ref()).unwrap();
+    assert!(["completed", "partial", "failed"].contains(&last_state["status"].as_str().unwrap()));
+    assert_eq!(seen.last().map(|(e, _)| e.as_str()), Some("complete"));
+}

@@ -1,0 +1,166 @@
+//! Live progress against the real Redis: one subscription per server, ordered events ending
+//! on the terminal state, slow watchers, `Last-Event-ID`, and Redis restarting mid-batch.
+
+mod common;
+
+use std::time::Duration;
+
+use common::live::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
+    let redis = PrivateRedis::start().await;
+    let server =
+        LiveServer::start(Options { redis_url: redis.url(), workers: 2, ..Options::default() }).await;
+    // Wait for the hub's subscription before anything is published.
+    while server.state.hub.subscriptions() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let batch = server.create(20).await;
+    let mut watchers = Vec::new();
+    for _ in 0..50 {
+        watchers.push(server.stream(&batch, None).await);
+    }
+    let numpat: i64 = redis.query(&mut redis::cmd("PUBSUB").arg("NUMPAT")).await;
+    let clients: String = redis.query(&mut redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub")).await;
+    assert_eq!(numpat, 1, "one pattern subscription");
+    assert_eq!(clients.lines().count(), 1, "one pub/sub connection: {clients}");
+
+    let streams = futures::future::join_all(watchers.into_iter().map(read_to_end)).await;
+    let final_state = server.get(&batch).await;
+    let final_seq = final_state["seq"].as_u64().unwrap();
+    assert_eq!(final_state["status"], "completed");
+    // 20 items, two changes each, after the creation at seq 1.
+    assert_eq!(final_seq, 41);
+    for seen in &streams {
+        assert_eq!(seen.first().map(|(e, _)| e.as_str()), Some("snapshot"));
+        assert_ends_on(seen, final_seq);
+    }
+    assert_eq!(server.state.hub.watched(), 0, "every ring is released once its watchers leave");
+}
+
+#[tokio::test]
+async fn last_event_id_skips_the_snapshot_the_client_has() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(1).await;
+    server.report(&batch, 0, "processing").await;
+
+    let mut current = server.stream(&batch, Some(2)).await;
+    let mut stale = server.stream(&batch, Some(1)).await;
+    let first = stale.next().await.unwrap();
+    assert_eq!((first.event.as_str(), first.id.as_str()), ("snapshot", "2"));
+
+    server.report(&batch, 0, "done").await;
+    let next = current.next().await.unwrap();
+    assert_eq!(next.event, "progress", "no duplicate snapshot for a client already at seq 2");
+    assert_eq!(next.id, "3");
+    let event: serde_json::Value = serde_json::from_str(&next.data).unwrap();
+    assert_eq!(event["items"].as_array().unwrap().len(), 1, "an event carries only the changed item");
+    assert_eq!(event["status"], "completed");
+    assert_eq!(current.next().await.unwrap().event, "complete");
+    assert!(current.next().await.is_none(), "the stream closes after complete");
+
+    // A finished batch: a client that has the last state gets `complete` at once.
+    let done = read_to_end(server.stream(&batch, Some(3)).await).await;
+    assert_eq!(done.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["complete"]);
+}
+
+#[tokio::test]
+async fn the_manual_reconnect_query_parameter_resumes_too() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(1).await;
+    let url =
+        format!("{}/api/batches/{}/stream?last_event_id=1", server.url, batch["batch_id"].as_str().unwrap());
+    let response = server.http.get(url).send().await.unwrap();
+    let mut events = Box::pin(eventsource_stream::Eventsource::eventsource(response.bytes_stream()));
+    server.report(&batch, 0, "processing").await;
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!((first.event.as_str(), first.id.as_str()), ("progress", "2"));
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
+    let server = LiveServer::start(Options::default()).await;
+    // Large events, many changes: far more than the hub's ring, the sockets' buffers and
+    // hyper's write buffer together hold.
+    let items = 1_000;
+    let batch =
+        server.create_named((0..items).map(|i| format!("{i:04}-{}", "x".repeat(480))).collect()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
+
+    // A client with a tiny receive buffer that reads nothing until the batch is over. HTTP/1.0
+    // keeps the body unchunked, so the raw bytes are the event stream itself.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..items {
+        server.report(&batch, i, "processing").await;
+        server.report(&batch, i, "done").await;
+    }
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let seen: Vec<(String, Option<serde_json::Value>)> = body
+        .split("\n\n")
+        .filter_map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "))?.to_owned();
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            let data = data
+                .filter(|_| event == "snapshot" || event == "progress")
+                .map(|d| serde_json::from_str(d).unwrap());
+            Some((event, data))
+        })
+        .collect();
+
+    let published = 2 * items;
+    let progress_events = seen.iter().filter(|(e, _)| e == "progress").count();
+    let snapshots = seen.iter().filter(|(e, _)| e == "snapshot").count();
+    assert!(progress_events < published, "a slow watcher must skip: got all {progress_events} events");
+    assert!(snapshots >= 2, "it jumped ahead with a fresh snapshot");
+    assert_ends_on(&seen, 1 + published as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_survive_redis_restarting_mid_batch() {
+    let mut redis = PrivateRedis::start().await;
+    let server = LiveServer::start(Options {
+        redis_url: redis.url(),
+        workers: 2,
+        item_delay: Duration::from_millis(30),
+        failure_rate: 0.3,
+    })
+    .await;
+    while server.state.hub.subscriptions() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let batch = server.create(40).await;
+    let mut watchers = Vec::new();
+    for _ in 0..5 {
+        watchers.push(tokio::spawn(read_to_end(server.stream(&batch, None).await)));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart().await;
+
+    let mut results = Vec::new();
+    for w in watchers {
+        results.push(w.await.unwrap());
+    }
+    let final_state = server.get(&batch).await;
+    assert!(server.state.hub.subscriptions() >= 2, "the hub subscribed again");
+    let final_seq = final_state["seq"].as_u64().unwrap();
+    assert_eq!(final_seq, 81, "every item went through processing and an outcome");
+    for seen in &results {
+        assert_ends_on(seen, final_seq);
+        let last = seen.iter().rev().find_map(|(_, d)| d.as_ref()).unwrap();
+        assert_eq!(last["counts"], final_state["counts"]);
+        assert_eq!(last["status"], final_state["status"]);
+    }
+}
