@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 // One private database per run, shared by the worker processes through the environment and
 // removed by global-teardown.ts.
 process.env.E2E_DATA_DIR ??= mkdtempSync(join(tmpdir(), "batchwatch-e2e-"));
+process.env.E2E_REDIS_PREFIX ??= `e2e-${process.pid}-${Date.now()}:`;
 const port = Number(process.env.E2E_PORT ?? 3107);
 const baseURL = `http://127.0.0.1:${port}`;
 const bin = process.env.BATCHWATCH_BIN ?? resolve(__dirname, "../target/release/batchwatch");
@@ -55,6 +56,9 @@ export default defineConfig({
     env: {
       DATABASE_URL: `sqlite://${process.env.E2E_DATA_DIR}/e2e.db`,
       LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+      REDIS_PREFIX: process.env.E2E_REDIS_PREFIX,
+      // These pages must stay still: the live specs start servers with workers of their own.
+      WORKERS: "0",
       RUST_LOG: "warn",
     },
   },

@@ -83,9 +83,11 @@ impl Batches {
         Ok(self.announce(change).await)
     }
 
-    /// Claims the next pending item for a worker, announced like any other change.
-    pub async fn claim(&self) -> Result<Option<BatchProgress>> {
-        match self.store.claim(now()).await? {
+    /// Claims the next item for a worker, announced like any other change. An item left
+    /// `processing` for longer than `lease` (its worker died) is claimed again.
+    pub async fn claim(&self, lease: std::time::Duration) -> Result<Option<BatchProgress>> {
+        let now = now();
+        match self.store.claim(now, now - lease.as_millis() as Millis).await? {
             Some(change) => Ok(Some(self.announce(change).await)),
             None => Ok(None),
         }

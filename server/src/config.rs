@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 500)]
     pub worker_poll_ms: u64,
 
+    /// Seconds after which an item still `processing` is taken to have lost its worker (a
+    /// crashed process) and is claimed again.
+    #[arg(long, env = "PROCESSING_LEASE_SECS", default_value_t = 300)]
+    pub processing_lease_secs: u64,
+
     /// Seconds between keep-alive pings on an idle stream.
     #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15)]
     pub stream_keepalive_secs: u64,

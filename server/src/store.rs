@@ -232,22 +232,39 @@ impl Store {
         finish_change(tx, from, &row, now).await
     }
 
-    /// Claims the next pending item for a worker (Pending → Processing), through the same
-    /// transaction shape as [`Store::report`]. `None` when nothing is pending.
-    pub async fn claim(&self, now: Millis) -> Result<Option<Change>> {
+    /// Claims the next item for a worker, through the same transaction shape as
+    /// [`Store::report`]: a pending one (Pending → Processing), or else one whose worker has
+    /// not been heard of since `stale_before` (a crashed process; its count stays in
+    /// `processing`). `None` when there is nothing to do.
+    pub async fn claim(&self, now: Millis, stale_before: Millis) -> Result<Option<Change>> {
+        if let Some(change) = self.claim_where(ItemStatus::Pending, "status = 'pending'", now, None).await? {
+            return Ok(Some(change));
+        }
+        let stale = "status = 'processing' AND updated_at < $2";
+        self.claim_where(ItemStatus::Processing, stale, now, Some(stale_before)).await
+    }
+
+    async fn claim_where(
+        &self,
+        from: ItemStatus,
+        filter: &str,
+        now: Millis,
+        stale_before: Option<Millis>,
+    ) -> Result<Option<Change>> {
         let mut tx = self.pool.begin().await?;
         // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
         let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM items WHERE status = 'pending' ORDER BY position LIMIT 1{skip_locked}) \
-             AND status = 'pending' RETURNING {ITEM_COLUMNS}, position, batch_id"
-        ))
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match row {
-            Some(row) => finish_change(tx, ItemStatus::Pending, &row, now).await.map(Some),
+             WHERE id = (SELECT id FROM items WHERE {filter} ORDER BY position LIMIT 1{skip_locked}) \
+             AND {filter} RETURNING {ITEM_COLUMNS}, position, batch_id"
+        );
+        let mut update = sqlx::query(&sql).bind(now);
+        if let Some(stale_before) = stale_before {
+            update = update.bind(stale_before);
+        }
+        match update.fetch_optional(&mut *tx).await? {
+            Some(row) => finish_change(tx, from, &row, now).await.map(Some),
             None => Ok(None),
         }
     }

@@ -41,6 +41,7 @@ pub struct Settings {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub poll: Duration,
+    pub lease: Duration,
 }
 
 impl From<&Config> for Settings {
@@ -50,6 +51,7 @@ impl From<&Config> for Settings {
             max_attempts: c.max_attempts,
             retry_base: Duration::from_millis(c.retry_base_ms),
             poll: Duration::from_millis(c.worker_poll_ms),
+            lease: Duration::from_secs(c.processing_lease_secs),
         }
     }
 }
@@ -77,7 +79,7 @@ async fn work(
 ) {
     tracing::debug!(worker = n, "worker started");
     while !*stop.borrow() {
-        match batches.claim().await {
+        match batches.claim(settings.lease).await {
             Ok(Some(claimed)) => process(&batches, processor.as_ref(), settings, claimed).await,
             Ok(None) => {
                 // Idle: a new batch created here wakes us at once; other processes' after `poll`.

@@ -149,6 +149,7 @@ impl LiveServer {
             max_attempts: 2,
             retry_base: Duration::from_millis(1),
             poll: Duration::from_millis(20),
+            lease: Duration::from_secs(60),
         };
         tokio::spawn(worker::run(state.batches.clone(), demo, settings, stopped));
         Self {

@@ -1,0 +1,67 @@
+//! Workers: every item claimed once, processed, retried, and reported through the one path.
+
+mod common;
+
+use std::time::Duration;
+
+use batchwatch_core::{ItemStatus, NewBatch};
+use common::live::{LiveServer, Options};
+use server::store::Store;
+
+async fn wait_terminal(server: &LiveServer, batch: &serde_json::Value) -> serde_json::Value {
+    for _ in 0..500 {
+        let state = server.get(batch).await;
+        if ["completed", "partial", "failed"].contains(&state["status"].as_str().unwrap()) {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("batch did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_process_every_item_exactly_once() {
+    let server =
+        LiveServer::start(Options { redis_url: "memory://".into(), workers: 4, ..Options::default() }).await;
+    let batch = server.create(30).await;
+    let done = wait_terminal(&server, &batch).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["counts"]["completed"], 30);
+    // One claim and one outcome per item: a double claim would show up as extra changes.
+    assert_eq!(done["seq"], 61);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_items_are_retried_then_fail_for_good_with_their_error() {
+    let server = LiveServer::start(Options {
+        redis_url: "memory://".into(),
+        workers: 2,
+        failure_rate: 1.0,
+        ..Options::default()
+    })
+    .await;
+    let batch = server.create(3).await;
+    let done = wait_terminal(&server, &batch).await;
+    assert_eq!(done["status"], "failed");
+    for item in done["items"].as_array().unwrap() {
+        // MAX_ATTEMPTS is 2 in these tests: the message is from the last attempt.
+        assert!(item["error"].as_str().unwrap().ends_with("(attempt 2)"), "{item}");
+    }
+    assert_eq!(done["seq"], 7, "retries happen in place, without extra changes");
+}
+
+#[tokio::test]
+async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/w.db", dir.path().display()), 2).await.unwrap();
+    let batch = store.create_batch(NewBatch::demo(1), 1_000).await.unwrap();
+    let first = store.claim(2_000, 0).await.unwrap().unwrap();
+    assert_eq!(first.event.items[0].status, ItemStatus::Processing);
+    assert!(
+        store.claim(3_000, 2_500).await.unwrap().is_some_and(|c| c.event.summary.seq == 3),
+        "stale: reclaimed"
+    );
+    assert!(store.claim(4_000, 2_500).await.unwrap().is_none(), "fresh again: left alone");
+    let progress = store.progress(batch.summary.batch_id).await.unwrap().unwrap();
+    assert_eq!(progress.summary.counts.processing, 1, "a reclaim does not count the item twice");
+}
