@@ -1,0 +1,107 @@
+import { expect, Page, test } from "@playwright/test";
+import { TestServer } from "./server";
+
+// Each test runs its own server; live batches take a few seconds.
+test.describe.configure({ timeout: 60_000 });
+
+async function openLive(page: Page, url: string) {
+  await page.goto(url);
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
+  // Set once: a reload would lose it.
+  await page.evaluate(() => ((window as any).__sameDocument = true));
+}
+
+async function expectNoReload(page: Page) {
+  expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
+}
+
+test("a 20-item batch reaches 100 % Completed without a reload", async ({ page }) => {
+  const server = await TestServer.start({ WORKERS: "2", ITEM_DELAY_MS: "150", DEMO_FAILURE_RATE: "0" });
+  try {
+    const batch = await server.createBatch(20, "Wedding photos");
+    await openLive(page, `${server.url}/batches/${batch.batch_id}`);
+
+    // Moving while we watch: some items done, not all.
+    await expect(page.getByTestId("count-completed")).not.toHaveText("0");
+    await expect(page.getByTestId("throughput")).toContainText("items/s");
+    await page.screenshot({ path: "artifacts/live-progress.png", fullPage: true });
+
+    await expect(page.getByTestId("status-badge")).toHaveText("Completed", { timeout: 30_000 });
+    await expect(page.getByTestId("percent")).toHaveText("100 %");
+    await expect(page.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "100");
+    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
+    await expect(page.getByTestId("summary")).toContainText("20 done, 0 failed");
+    await expect(page.locator('[data-testid="item"][data-status="done"]')).toHaveCount(20);
+
+    const api = await server.get(batch);
+    for (const key of ["queued", "processing", "completed", "failed", "total"]) {
+      await expect(page.getByTestId(`count-${key}`)).toHaveText(String(api.counts[key]));
+    }
+    await expectNoReload(page);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a batch with failures ends Partial, in orange, with the error shown", async ({ page }) => {
+  const server = await TestServer.start({ WORKERS: "0" });
+  try {
+    const batch = await server.createBatch(4);
+    await openLive(page, `${server.url}/batches/${batch.batch_id}`);
+    for (const i of [0, 1, 2]) {
+      await server.report(batch, i, "processing");
+      await server.report(batch, i, "done");
+    }
+    await server.report(batch, 3, "processing");
+    await expect(page.getByTestId("status-badge")).toHaveText("Processing");
+    await expect(page.locator('[data-testid="item"][data-status="processing"]')).toHaveCount(1);
+    await server.report(batch, 3, "failed", "corrupt JPEG header");
+
+    const badge = page.getByTestId("status-badge");
+    await expect(badge).toHaveText("Partial");
+    // Orange: red strongest, then green, then blue (the color read back in sRGB).
+    const [r, g, b] = await badge.evaluate((el) => {
+      const ctx = document.createElement("canvas").getContext("2d")!;
+      ctx.fillStyle = getComputedStyle(el).backgroundColor;
+      ctx.fillRect(0, 0, 1, 1);
+      return Array.from(ctx.getImageData(0, 0, 1, 1).data);
+    });
+    expect(r).toBeGreaterThan(g);
+    expect(g).toBeGreaterThan(b + 15);
+    await expect(page.getByText("corrupt JPEG header")).toBeVisible();
+    await expect(page.getByTestId("count-failed")).toHaveText("1");
+    await expect(page.getByTestId("count-completed")).toHaveText("3");
+    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
+    await expectNoReload(page);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("the page reconnects after the server is killed and shows the final state", async ({ page }) => {
+  const server = await TestServer.start({
+    WORKERS: "2",
+    ITEM_DELAY_MS: "200",
+    DEMO_FAILURE_RATE: "0",
+    PROCESSING_LEASE_SECS: "1",
+  });
+  try {
+    const batch = await server.createBatch(24);
+    await openLive(page, `${server.url}/batches/${batch.batch_id}`);
+    await expect(page.getByTestId("count-completed")).not.toHaveText("0");
+
+    await server.kill();
+    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "reconnecting");
+    await expect(page.getByTestId("live")).toContainText("Reconnecting in");
+    await server.restart();
+
+    await expect(page.getByTestId("live")).toHaveAttribute("data-state", /live|finished/, { timeout: 20_000 });
+    await expect(page.getByTestId("status-badge")).toHaveText("Completed", { timeout: 30_000 });
+    await expect(page.getByTestId("count-completed")).toHaveText("24");
+    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
+    await expectNoReload(page);
+  } finally {
+    await server.stop();
+  }
+});

@@ -1,0 +1,102 @@
+// A batchwatch server of a test's own: its own port, database and Redis prefix, so a test
+// can kill it and start it again.
+import { ChildProcess, execSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const bin = process.env.BATCHWATCH_BIN ?? resolve(__dirname, "../../target/release/batchwatch");
+
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => done(port));
+    });
+    srv.on("error", fail);
+  });
+}
+
+export class TestServer {
+  private child?: ChildProcess;
+  private constructor(
+    readonly url: string,
+    private readonly port: number,
+    private readonly dir: string,
+    private readonly prefix: string,
+    private readonly env: Record<string, string>,
+  ) {}
+
+  static async start(env: Record<string, string>): Promise<TestServer> {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "batchwatch-live-"));
+    const prefix = `e2e-live-${port}-${Date.now()}:`;
+    const server = new TestServer(`http://127.0.0.1:${port}`, port, dir, prefix, env);
+    await server.restart();
+    return server;
+  }
+
+  async restart(): Promise<void> {
+    this.child = spawn(bin, [], {
+      cwd: resolve(__dirname, "../.."),
+      stdio: "ignore",
+      env: {
+        ...process.env,
+        DATABASE_URL: `sqlite://${this.dir}/live.db`,
+        LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
+        REDIS_PREFIX: this.prefix,
+        RUST_LOG: "warn",
+        ...this.env,
+      },
+    });
+    for (let i = 0; i < 200; i++) {
+      try {
+        if ((await fetch(`${this.url}/api/batches`)).ok) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("batchwatch did not start");
+  }
+
+  /** Kills the process at once, as a crash would. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    rmSync(this.dir, { recursive: true, force: true });
+    execSync(`redis-cli --scan --pattern '${this.prefix}*' | xargs -r redis-cli del`, { stdio: "ignore" });
+  }
+
+  async createBatch(items: number, name = `live ${Date.now()}`): Promise<any> {
+    const res = await fetch(`${this.url}/api/batches`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name, items: Array.from({ length: items }, (_, i) => `photo-${i + 1}.jpg`) }),
+    });
+    if (res.status !== 201) throw new Error(`create: ${res.status}`);
+    return res.json();
+  }
+
+  async report(batch: any, item: number, status: string, error?: string): Promise<void> {
+    const res = await fetch(`${this.url}/api/batches/${batch.batch_id}/items/${batch.items[item].id}/status`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ status, error }),
+    });
+    if (res.status !== 200) throw new Error(`report: ${res.status} ${await res.text()}`);
+  }
+
+  async get(batch: any): Promise<any> {
+    return (await fetch(`${this.url}/api/batches/${batch.batch_id}`)).json();
+  }
+}
