@@ -51,19 +51,21 @@ mod client {
     #[derive(Clone)]
     pub struct Client(Rc<RefCell<State>>);
 
+    type Listener = Closure<dyn FnMut(web_sys::Event)>;
+
     struct State {
         progress: RwSignal<BatchProgress>,
         connection: RwSignal<Connection>,
         source: Option<EventSource>,
         /// Listeners of the open source: dropped with it.
-        listeners: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+        listeners: Vec<Listener>,
         /// Failed tries since the last successful open.
         failures: u32,
         timer: Option<TimeoutHandle>,
         finished: bool,
         stopped: bool,
         /// Tab-visible and back-online listeners, for the page's lifetime.
-        page_listeners: Vec<(web_sys::EventTarget, &'static str, Closure<dyn FnMut(web_sys::Event)>)>,
+        page_listeners: Vec<(web_sys::EventTarget, &'static str, Listener)>,
     }
 
     impl Client {

@@ -23,6 +23,11 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// Runtime threads: 0 is one per core; 1 runs tokio's current-thread runtime, which
+    /// fans out with fewer context switches on small machines (see the README's figures).
+    #[arg(long, env = "SERVER_THREADS", default_value_t = 0)]
+    pub server_threads: usize,
+
     /// Where batches are stored: `sqlite://path` (created when missing) or `postgres://...`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/batchwatch.db")]
     pub database_url: String,

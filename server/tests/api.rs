@@ -6,6 +6,11 @@ use axum::http::{StatusCode, header};
 use common::TestApp;
 use serde_json::{Value, json};
 
+/// What is wrong, content type, body, expected status and error code.
+type BodyCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+/// The same with the report's URL.
+type ReportCase<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+
 #[tokio::test]
 async fn create_returns_201_location_and_the_progress() {
     let app = TestApp::new().await;
@@ -53,7 +58,7 @@ async fn create_rejects_bad_bodies_and_writes_nothing() {
     app.create("existing", 2).await;
     let before = app.fingerprint().await;
     let many: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<BodyCase> = vec![
         (
             "empty name",
             Some("application/json"),
@@ -255,7 +260,7 @@ async fn bad_reports_get_the_right_error_and_write_nothing() {
     let url = |b: &str, i: &str| format!("/api/batches/{b}/items/{i}/status");
     let processing = br#"{"status":"processing"}"#.to_vec();
     let json = Some("application/json");
-    let cases: Vec<(&str, String, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<ReportCase> = vec![
         (
             "done -> processing",
             url(id, done),

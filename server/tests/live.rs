@@ -23,8 +23,8 @@ async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
     for _ in 0..50 {
         watchers.push(server.stream(&batch, None).await);
     }
-    let numpat: i64 = redis.query(&mut redis::cmd("PUBSUB").arg("NUMPAT")).await;
-    let clients: String = redis.query(&mut redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub")).await;
+    let numpat: i64 = redis.query(redis::cmd("PUBSUB").arg("NUMPAT")).await;
+    let clients: String = redis.query(redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub")).await;
     assert_eq!(numpat, 1, "one pattern subscription");
     assert_eq!(clients.lines().count(), 1, "one pub/sub connection: {clients}");
 

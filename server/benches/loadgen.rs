@@ -1,0 +1,378 @@
+//! `loadgen`: the SSE fan-out benchmark. Starts a release `batchwatch` (no workers), opens N
+//! streams on loopback, publishes M change events at R/s into `batch:{id}` the way workers
+//! do, and prints publish→receive latency p50/p99, lost and duplicate events, deliveries/s,
+//! and the server's RSS and CPU. A figure printer, not a test: nothing here asserts a target.
+//!
+//! `cargo bench -p server --bench loadgen -- --help`
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use batchwatch_core::{BatchId, BatchProgress, BatchStatus, Counts, ItemStatus, keys};
+use clap::Parser;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Which shape to run: `fanout` (1 batch, many watchers), `batches` (many batches, one
+    /// watcher each), `saturate` (publish as fast as the server delivers), `items` (a
+    /// 10,000-item batch through the real worker path), or `all`.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// The server binary.
+    #[arg(long, default_value = "target/release/batchwatch")]
+    bin: String,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The server's runtime threads (`SERVER_THREADS`): 1 is tokio's current-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let all = args.scenario == "all";
+    println!("server threads: {}", args.server_threads);
+    if all || args.scenario == "fanout" {
+        fanout(&args, 1, 1_000, 500, 50.0).await?;
+        fanout(&args, 1, 5_000, 250, 50.0).await?;
+    }
+    if all || args.scenario == "batches" {
+        fanout(&args, 1_000, 1, 5_000, 500.0).await?;
+    }
+    if all || args.scenario == "saturate" {
+        fanout(&args, 1, 1_000, 3_000, 0.0).await?;
+    }
+    if all || args.scenario == "items" {
+        items(&args).await?;
+    }
+    Ok(())
+}
+
+/// A `batchwatch` process of the bench's own.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    prefix: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let prefix = format!("bench-{}-{port}:", std::process::id());
+        let mut command = Command::new(&args.bin);
+        command
+            .env("DATABASE_URL", format!("sqlite://{}/bench.db", dir.path().display()))
+            .env("LEPTOS_SITE_ADDR", addr.to_string())
+            .env("REDIS_URL", &args.redis_url)
+            .env("REDIS_PREFIX", &prefix)
+            .env("SERVER_THREADS", args.server_threads.to_string())
+            .env("WORKERS", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn().with_context(|| {
+            format!("starting {} (build it with ./dev.sh run or cargo leptos build --release)", args.bin)
+        })?;
+        let server = Self { child, addr, prefix, http: reqwest::Client::new(), _dir: dir };
+        for _ in 0..200 {
+            if server.http.get(format!("http://{addr}/api/batches")).send().await.is_ok() {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the server did not start")
+    }
+
+    async fn create(&self, items: usize) -> anyhow::Result<BatchProgress> {
+        let names: Vec<String> = (0..items).map(|i| format!("photo-{i:05}.jpg")).collect();
+        let body = serde_json::json!({ "name": "bench", "items": names });
+        let url = format!("http://{}/api/batches", self.addr);
+        Ok(self.http.post(url).json(&body).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// (RSS in KiB, CPU seconds used so far)
+    fn usage(&self) -> (u64, f64) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (rss, ticks as f64 / 100.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What every watcher saw.
+#[derive(Default)]
+struct Seen {
+    latencies_us: Mutex<Vec<u32>>,
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    bytes: AtomicU64,
+    /// Watchers whose stream ended with `complete` after the final `seq`.
+    finished_on_final: AtomicU64,
+}
+
+/// When each (batch, seq) was published, in µs since `start`.
+struct Sent {
+    start: Instant,
+    at: Vec<Vec<AtomicU64>>,
+}
+
+async fn watcher(
+    addr: SocketAddr,
+    batch: usize,
+    id: BatchId,
+    final_seq: u64,
+    sent: Arc<Sent>,
+    seen: Arc<Seen>,
+) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    // HTTP/1.0: the body comes unchunked, so the bytes are the event stream itself.
+    stream
+        .write_all(format!("GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut lines = BufReader::new(stream).lines();
+    let (mut seq, mut last, mut latencies, mut bytes) = (0u64, 0u64, Vec::new(), 0u64);
+    while let Some(line) = lines.next_line().await? {
+        bytes += line.len() as u64 + 1;
+        if let Some(id) = line.strip_prefix("id: ") {
+            seq = id.parse().unwrap_or(0);
+        } else if line == "event: progress" {
+            let now = sent.start.elapsed().as_micros() as u64;
+            let at = sent.at[batch].get(seq as usize).map_or(0, |a| a.load(Ordering::Acquire));
+            if seq <= last {
+                seen.duplicates.fetch_add(1, Ordering::Relaxed);
+            } else {
+                latencies.push(now.saturating_sub(at) as u32);
+                seen.received.fetch_add(1, Ordering::Relaxed);
+                last = seq;
+            }
+        } else if line == "event: snapshot" {
+            last = last.max(seq);
+        } else if line == "event: complete" {
+            if last == final_seq {
+                seen.finished_on_final.fetch_add(1, Ordering::Relaxed);
+            }
+            break;
+        }
+    }
+    seen.bytes.fetch_add(bytes, Ordering::Relaxed);
+    seen.latencies_us.lock().unwrap().extend(latencies);
+    Ok(())
+}
+
+/// The change event a worker would publish: `seq`, and the batch terminal on the last one.
+fn event(base: &BatchProgress, seq: u64, last: bool) -> Vec<u8> {
+    let mut summary = base.summary.clone();
+    summary.seq = seq;
+    let total = summary.counts.total;
+    let counts = if last {
+        Counts { completed: total, total, ..Counts::default() }
+    } else {
+        Counts { processing: 1, queued: total - 1, total, ..Counts::default() }
+    };
+    summary.set_counts(counts);
+    let mut item = base.items[0].clone();
+    item.status = if last { ItemStatus::Done } else { ItemStatus::Processing };
+    debug_assert!(!last || summary.status == BatchStatus::Completed);
+    serde_json::to_vec(&BatchProgress { summary, items: vec![item] }).unwrap()
+}
+
+/// `batches` batches with `watchers` watchers each; `updates` events in all at `rate`/s
+/// (0: as fast as they go), spread round-robin over the batches.
+async fn fanout(
+    args: &Args,
+    batches: usize,
+    watchers: usize,
+    updates: usize,
+    rate: f64,
+) -> anyhow::Result<()> {
+    let server = Server::start(args, &[]).await?;
+    let mut created = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        created.push(server.create(1).await?);
+    }
+    let per_batch = updates.div_ceil(batches);
+    let final_seq = 1 + per_batch as u64;
+    let sent = Arc::new(Sent {
+        start: Instant::now(),
+        at: (0..batches).map(|_| (0..=final_seq + 1).map(|_| AtomicU64::new(0)).collect()).collect(),
+    });
+    let seen = Arc::new(Seen::default());
+    let mut tasks = Vec::new();
+    for (b, batch) in created.iter().enumerate() {
+        for _ in 0..watchers {
+            tasks.push(tokio::spawn(watcher(
+                server.addr,
+                b,
+                batch.summary.batch_id,
+                final_seq,
+                sent.clone(),
+                seen.clone(),
+            )));
+        }
+    }
+    // Let every stream receive its snapshot before publishing.
+    tokio::time::sleep(Duration::from_millis(500 + (batches * watchers) as u64 / 5)).await;
+    let (rss_before, cpu_before) = server.usage();
+
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut tick = (rate > 0.0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
+    let started = Instant::now();
+    for round in 0..per_batch {
+        for (b, batch) in created.iter().enumerate() {
+            if let Some(tick) = tick.as_mut() {
+                tick.tick().await;
+            }
+            let seq = 2 + round as u64;
+            let payload = event(batch, seq, seq == final_seq);
+            sent.at[b][seq as usize].store(sent.start.elapsed().as_micros() as u64, Ordering::Release);
+            let _: () = redis::cmd("PUBLISH")
+                .arg(keys::channel(&server.prefix, batch.summary.batch_id))
+                .arg(payload)
+                .query_async(&mut conn)
+                .await?;
+        }
+    }
+    let published = Instant::now();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss_after, cpu_after) = server.usage();
+    let mut lat = std::mem::take(&mut *seen.latencies_us.lock().unwrap());
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |&v| f64::from(v) / 1_000.0)
+    };
+    let expected = (batches * watchers * per_batch) as u64;
+    let received = seen.received.load(Ordering::Relaxed);
+    let cpu = cpu_after - cpu_before;
+    println!(
+        "{batches} batch(es) x {watchers} watcher(s), {} updates at {}: p50 {:.2} ms, p99 {:.2} ms, \
+         lost {} ({:.1} %), duplicates {}, ended on the final state {}/{}, {:.0} deliveries/s, \
+         publish {:.0}/s, server RSS {:.1} MB (before publishing {:.1} MB), server CPU {:.2} s = {:.2} µs/delivery",
+        per_batch * batches,
+        if rate > 0.0 { format!("{rate}/s") } else { "full speed".into() },
+        pct(0.50),
+        pct(0.99),
+        expected - received,
+        (expected - received) as f64 * 100.0 / expected as f64,
+        seen.duplicates.load(Ordering::Relaxed),
+        seen.finished_on_final.load(Ordering::Relaxed),
+        batches * watchers,
+        received as f64 / elapsed,
+        (per_batch * batches) as f64 / (published - started).as_secs_f64(),
+        rss_after as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
+        cpu,
+        cpu * 1e6 / received.max(1) as f64,
+    );
+    Ok(())
+}
+
+/// A 10,000-item batch through the real path (workers, database, cache, publish) at about
+/// 200 items/s, with 100 watchers.
+async fn items(args: &Args) -> anyhow::Result<()> {
+    let server = Server::start(
+        args,
+        &[
+            ("WORKERS", "4".into()),
+            ("ITEM_DELAY_MS", "20".into()),
+            ("DEMO_FAILURE_RATE", "0".into()),
+            ("WORKER_POLL_MS", "5".into()),
+        ],
+    )
+    .await?;
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info = |text: String, key: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))?.trim().parse().ok()).unwrap_or(0)
+    };
+    let commands_before =
+        info(redis::cmd("INFO").arg("stats").query_async(&mut conn).await?, "total_commands_processed");
+    let (_, cpu_before) = server.usage();
+    let started = Instant::now();
+    let batch = server.create(10_000).await?;
+    let final_seq = 1 + 2 * 10_000;
+    let sent = Arc::new(Sent { start: Instant::now(), at: vec![Vec::new()] });
+    let seen = Arc::new(Seen::default());
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn(watcher(
+                server.addr,
+                0,
+                batch.summary.batch_id,
+                final_seq,
+                sent.clone(),
+                seen.clone(),
+            ))
+        })
+        .collect();
+    let mut redis_memory = 0;
+    for t in tasks {
+        while !t.is_finished() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let key = keys::progress_key(&server.prefix, batch.summary.batch_id);
+            let used: Option<u64> =
+                redis::cmd("MEMORY").arg("USAGE").arg(&key).query_async(&mut conn).await.unwrap_or(None);
+            redis_memory = redis_memory.max(used.unwrap_or(0));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss, cpu_after) = server.usage();
+    let commands =
+        info(redis::cmd("INFO").arg("stats").query_async(&mut conn).await?, "total_commands_processed")
+            - commands_before;
+    let received = seen.received.load(Ordering::Relaxed);
+    println!(
+        "10,000 items x 100 watchers through workers: {:.0} items/s, {} events per watcher, {:.0} bytes per event, \
+         ended on the final state {}/100, server CPU {:.1} s ({:.0} % of one core), RSS {:.1} MB, \
+         Redis: cached progress {:.2} MB, {:.0} commands/s",
+        10_000.0 / elapsed,
+        received / 100,
+        seen.bytes.load(Ordering::Relaxed) as f64 / received.max(1) as f64,
+        seen.finished_on_final.load(Ordering::Relaxed),
+        cpu_after - cpu_before,
+        (cpu_after - cpu_before) * 100.0 / elapsed,
+        rss as f64 / 1024.0,
+        redis_memory as f64 / 1e6,
+        commands as f64 / elapsed,
+    );
+    Ok(())
+}
