@@ -30,14 +30,18 @@ struct Args {
     /// 10,000-item batch through the real worker path), or `all`.
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// The server binary.
-    #[arg(long, default_value = "target/release/batchwatch")]
-    bin: String,
+    /// The server binary [default: `batchwatch` beside this bench's build, from
+    /// `cargo leptos build --release`].
+    #[arg(long)]
+    bin: Option<std::path::PathBuf>,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// The server's runtime threads (`SERVER_THREADS`): 1 is tokio's current-thread runtime.
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -76,8 +80,18 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let prefix = format!("bench-{}-{port}:", std::process::id());
-        let mut command = Command::new(&args.bin);
+        // <target>/release/deps/loadgen-… → <target>/release/batchwatch
+        let bin = match &args.bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .and_then(|d| d.parent())
+                .context("no target dir")?
+                .join("batchwatch"),
+        };
+        let mut command = Command::new(&bin);
         command
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .env("DATABASE_URL", format!("sqlite://{}/bench.db", dir.path().display()))
             .env("LEPTOS_SITE_ADDR", addr.to_string())
             .env("REDIS_URL", &args.redis_url)
@@ -90,7 +104,7 @@ impl Server {
             command.env(k, v);
         }
         let child = command.spawn().with_context(|| {
-            format!("starting {} (build it with ./dev.sh run or cargo leptos build --release)", args.bin)
+            format!("starting {} (build it with ./dev.sh run or cargo leptos build --release)", bin.display())
         })?;
         let server = Self { child, addr, prefix, http: reqwest::Client::new(), _dir: dir };
         for _ in 0..200 {
@@ -143,6 +157,8 @@ struct Seen {
     bytes: AtomicU64,
     /// Watchers whose stream ended with `complete` after the final `seq`.
     finished_on_final: AtomicU64,
+    /// Watchers that have their first snapshot.
+    ready: AtomicU64,
 }
 
 /// When each (batch, seq) was published, in µs since `start`.
@@ -181,6 +197,9 @@ async fn watcher(
                 last = seq;
             }
         } else if line == "event: snapshot" {
+            if last == 0 {
+                seen.ready.fetch_add(1, Ordering::Relaxed);
+            }
             last = last.max(seq);
         } else if line == "event: complete" {
             if last == final_seq {
@@ -245,8 +264,11 @@ async fn fanout(
             )));
         }
     }
-    // Let every stream receive its snapshot before publishing.
-    tokio::time::sleep(Duration::from_millis(500 + (batches * watchers) as u64 / 5)).await;
+    // Every stream has its snapshot before the first event: a late one would miss events.
+    while seen.ready.load(Ordering::Relaxed) < (batches * watchers) as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (rss_before, cpu_before) = server.usage();
 
     let client = redis::Client::open(args.redis_url.as_str())?;

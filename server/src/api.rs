@@ -8,6 +8,7 @@ use axum::{
     routing::{get, post},
 };
 use batchwatch_core::{BatchId, ItemId, NewBatch, Page, StatusReport};
+use tower_http::trace::TraceLayer;
 
 use crate::{
     batches::Batches,
@@ -25,9 +26,12 @@ pub fn router() -> Router<AppState> {
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
-        .route("/batches/{id}/stream", get(sse::stream))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        // After the layers: tracing wraps a response body and reads the clock at every chunk,
+        // which on a stream is every event for every watcher. Streams log their own start.
+        .route("/batches/{id}/stream", get(sse::stream))
 }
 
 async fn create_batch(

@@ -231,9 +231,17 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
                 }
             }
             _ = ping.tick() => {
-                match tokio::time::timeout(PING_EVERY, sink.ping::<String>()).await {
+                // In subscriber mode Redis answers a PING with an array: any answer will do.
+                match tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
-                    _ => return Ok(()),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "Redis did not answer a PING");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::warn!("Redis did not answer a PING in time");
+                        return Ok(());
+                    }
                 }
             }
         }

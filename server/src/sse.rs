@@ -7,7 +7,7 @@
 //! timeout` ends a stream after its maximum age, and `event: error` one that cannot go on.
 //! Event bytes come framed from the hub and are shared by all watchers.
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, pin::Pin, time::Duration};
 
 use axum::{
     body::Body,
@@ -51,6 +51,7 @@ pub async fn stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .or(resume.last_event_id);
+    tracing::debug!(batch = %id, ?last_seen, "stream opened");
     // Watch before reading the snapshot: an event committed in between is then in the ring.
     let watch = state.hub.watch(id);
     let snapshot = state.batches.progress(id).await?;
@@ -78,7 +79,8 @@ struct Watcher {
     out: VecDeque<Bytes>,
     done: bool,
     keepalive: tokio::time::Interval,
-    deadline: Instant,
+    /// Registered once: a timer made anew at every event costs more than the event's write.
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Watcher {
@@ -98,7 +100,7 @@ impl Watcher {
             out: VecDeque::from([Bytes::from_static(b"retry: 1000\n\n")]),
             done: false,
             keepalive,
-            deadline: Instant::now() + times.max_age,
+            deadline: Box::pin(tokio::time::sleep(times.max_age)),
         };
         if last_seen == Some(snapshot.summary.seq) {
             w.last = snapshot.summary.seq;
@@ -121,7 +123,7 @@ impl Watcher {
             tokio::select! {
                 msg = self.watch.recv() => self.on_msg(msg).await,
                 _ = self.keepalive.tick() => return Some(Bytes::from_static(b": ping\n\n")),
-                () = tokio::time::sleep_until(self.deadline) => {
+                () = &mut self.deadline => {
                     self.done = true;
                     return Some(Bytes::from_static(b"event: timeout\ndata: {}\n\n"));
                 }

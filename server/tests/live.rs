@@ -164,3 +164,16 @@ async fn watchers_survive_redis_restarting_mid_batch() {
         assert_eq!(last["status"], final_state["status"]);
     }
 }
+
+#[tokio::test]
+async fn the_subscription_outlives_its_health_checks() {
+    let redis = PrivateRedis::start().await;
+    let server = LiveServer::start(Options { redis_url: redis.url(), ..Options::default() }).await;
+    while server.state.hub.subscriptions() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Longer than the hub's PING interval: an unanswered or misread PING would resubscribe
+    // (and drop the events published meanwhile).
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    assert_eq!(server.state.hub.subscriptions(), 1);
+}
