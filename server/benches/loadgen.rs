@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         fanout(&args, 1_000, 1, 5_000, 500.0).await?;
     }
     if all || args.scenario == "saturate" {
-        fanout(&args, 1, 1_000, 3_000, 0.0).await?;
+        fanout(&args, 1, 1_000, 2_000, 200.0).await?;
     }
     if all || args.scenario == "items" {
         items(&args).await?;
