@@ -36,8 +36,9 @@ struct Args {
     bin: Option<std::path::PathBuf>,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-    /// The server's runtime threads (`SERVER_THREADS`): 1 is tokio's current-thread runtime.
-    #[arg(long, default_value_t = 1)]
+    /// The server's runtime threads (`SERVER_THREADS`): 0 is one per core (the server's
+    /// default), 1 is tokio's current-thread runtime.
+    #[arg(long, default_value_t = 0)]
     server_threads: usize,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]

@@ -177,3 +177,27 @@ async fn the_subscription_outlives_its_health_checks() {
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     assert_eq!(server.state.hub.subscriptions(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_during_a_batch_are_served_from_the_cache() {
+    let server = LiveServer::start(Options { workers: 2, item_delay: Duration::from_millis(10), ..Options::default() }).await;
+    let batch = server.create(40).await;
+    let page = format!("{}/batches/{}", server.url, batch["batch_id"].as_str().unwrap());
+    let before = server.state.batches.cache().stats();
+    let mut reloads = 0;
+    loop {
+        // A person reloading the page, and a script polling the API.
+        let html = server.http.get(&page).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains(r#"role="progressbar""#));
+        let state = server.get(&batch).await;
+        reloads += 2;
+        if state["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = server.state.batches.cache().stats();
+    let (hits, misses) = (after.hits - before.hits, after.misses - before.misses);
+    assert_eq!(hits + misses, reloads, "every read went through the cache");
+    assert!(hits * 10 >= (hits + misses) * 9, "{hits} hits, {misses} misses");
+}
