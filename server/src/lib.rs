@@ -84,7 +84,7 @@ pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Res
         keepalive: Duration::from_secs(config.stream_keepalive_secs),
         max_age: Duration::from_secs(config.stream_max_secs),
     };
-    Ok(AppState { leptos_options, hub: batches.hub().clone(), batches, streams, config: Arc::new(config) })
+    Ok(AppState { leptos_options, batches, streams, config: Arc::new(config) })
 }
 
 /// The kernel's send buffer per connection. Fixing it turns off autotuning, which would let a

@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let url = format!("http://{}", listener.local_addr()?);
             tracing::info!(%url, workers = config.workers, "batchwatch is listening");
             println!("batchwatch is running at {url}");
-            let hub = state.hub.clone();
+            let hub = state.batches.hub().clone();
             server::start(listener, state, async move {
                 shutdown_signal().await;
                 // Open streams would hold the server up: end them, and their pages reconnect.

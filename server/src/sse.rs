@@ -53,7 +53,7 @@ pub async fn stream(
         .or(resume.last_event_id);
     tracing::debug!(batch = %id, ?last_seen, "stream opened");
     // Watch before reading the snapshot: an event committed in between is then in the ring.
-    let watch = state.hub.watch(id);
+    let watch = state.batches.hub().watch(id);
     let snapshot = state.batches.progress(id).await?;
     let watcher = Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen);
     let body = Body::from_stream(futures::stream::unfold(watcher, |mut w| async move {
@@ -155,9 +155,9 @@ impl Watcher {
     /// Sends a fresh snapshot when it is newer than what the client has.
     async fn resync(&mut self, from_database: bool) {
         let read = if from_database {
-            self.batches.progress_from_database(self.watch_id()).await
+            self.batches.progress_from_database(self.watch.id()).await
         } else {
-            self.batches.progress(self.watch_id()).await
+            self.batches.progress(self.watch.id()).await
         };
         match read {
             Ok(snapshot) if snapshot.summary.seq > self.last => self.send_snapshot(&snapshot),
@@ -167,10 +167,6 @@ impl Watcher {
                 self.fail();
             }
         }
-    }
-
-    fn watch_id(&self) -> BatchId {
-        self.watch.id()
     }
 
     fn send_snapshot(&mut self, snapshot: &BatchProgress) {

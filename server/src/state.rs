@@ -5,13 +5,12 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
-use crate::{batches::Batches, config::Config, hub::Hub, sse::StreamTimes};
+use crate::{batches::Batches, config::Config, sse::StreamTimes};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub config: Arc<Config>,
     pub batches: Batches,
-    pub hub: Hub,
     pub streams: StreamTimes,
 }

@@ -15,7 +15,7 @@ async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
     let server =
         LiveServer::start(Options { redis_url: redis.url(), workers: 2, ..Options::default() }).await;
     // Wait for the hub's subscription before anything is published.
-    while server.state.hub.subscriptions() == 0 {
+    while server.state.batches.hub().subscriptions() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let batch = server.create(20).await;
@@ -38,7 +38,7 @@ async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
         assert_eq!(seen.first().map(|(e, _)| e.as_str()), Some("snapshot"));
         assert_ends_on(seen, final_seq);
     }
-    assert_eq!(server.state.hub.watched(), 0, "every ring is released once its watchers leave");
+    assert_eq!(server.state.batches.hub().watched(), 0, "every ring is released once its watchers leave");
 }
 
 #[tokio::test]
@@ -136,7 +136,7 @@ async fn watchers_survive_redis_restarting_mid_batch() {
         failure_rate: 0.3,
     })
     .await;
-    while server.state.hub.subscriptions() == 0 {
+    while server.state.batches.hub().subscriptions() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let batch = server.create(40).await;
@@ -154,7 +154,7 @@ async fn watchers_survive_redis_restarting_mid_batch() {
         results.push(w.await.unwrap());
     }
     let final_state = server.get(&batch).await;
-    assert!(server.state.hub.subscriptions() >= 2, "the hub subscribed again");
+    assert!(server.state.batches.hub().subscriptions() >= 2, "the hub subscribed again");
     let final_seq = final_state["seq"].as_u64().unwrap();
     assert_eq!(final_seq, 81, "every item went through processing and an outcome");
     for seen in &results {
@@ -169,18 +169,23 @@ async fn watchers_survive_redis_restarting_mid_batch() {
 async fn the_subscription_outlives_its_health_checks() {
     let redis = PrivateRedis::start().await;
     let server = LiveServer::start(Options { redis_url: redis.url(), ..Options::default() }).await;
-    while server.state.hub.subscriptions() == 0 {
+    while server.state.batches.hub().subscriptions() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Longer than the hub's PING interval: an unanswered or misread PING would resubscribe
     // (and drop the events published meanwhile).
     tokio::time::sleep(Duration::from_millis(5_500)).await;
-    assert_eq!(server.state.hub.subscriptions(), 1);
+    assert_eq!(server.state.batches.hub().subscriptions(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_during_a_batch_are_served_from_the_cache() {
-    let server = LiveServer::start(Options { workers: 2, item_delay: Duration::from_millis(10), ..Options::default() }).await;
+    let server = LiveServer::start(Options {
+        workers: 2,
+        item_delay: Duration::from_millis(10),
+        ..Options::default()
+    })
+    .await;
     let batch = server.create(40).await;
     let page = format!("{}/batches/{}", server.url, batch["batch_id"].as_str().unwrap());
     let before = server.state.batches.cache().stats();
