@@ -41,13 +41,16 @@ ensure_rust_tools() {
     fi
 }
 
-# npm ci when the lock file changed since the last install.
-npm_ci() {
+# Installs a folder's npm packages when its lock file changed since the last install. `npm
+# install`, not `npm ci`: with this machine's npm 11 and `omit-lockfile-registry-resolved`, the
+# lock lacks Tailwind's optional per-platform packages and `npm ci` refuses it; `npm install`
+# takes the locked versions and leaves the lock as it is.
+npm_install() {
     local dir="$1"
     command -v npm >/dev/null || apt_install nodejs npm
     if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
         log "installing npm packages in $dir"
-        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
     fi
 }
 
@@ -73,7 +76,7 @@ ensure_chromium() {
 
 build_release() {
     ensure_rust_tools
-    npm_ci "$ROOT"
+    npm_install "$ROOT"
     log "building (release)"
     cargo leptos build --release --cargo-locked
 }
@@ -90,8 +93,8 @@ cmd_test() {
     ensure_redis
     ensure_postgres
     ensure_chromium
-    npm_ci "$ROOT"
-    npm_ci "$ROOT/end2end"
+    npm_install "$ROOT"
+    npm_install "$ROOT/end2end"
 
     log "cargo fmt --check"
     cargo fmt --all -- --check
