@@ -128,15 +128,25 @@ pub enum Applied {
     Gap,
 }
 
+impl Applied {
+    /// What an event with `seq` `got` means to a state at `have`.
+    pub fn order(have: u64, got: u64) -> Applied {
+        if got <= have {
+            Applied::Stale
+        } else if got > have + 1 {
+            Applied::Gap
+        } else {
+            Applied::Applied
+        }
+    }
+}
+
 impl BatchProgress {
     /// Applies a change event in `seq` order: items are replaced by id, the summary taken whole.
     pub fn apply(&mut self, event: &BatchProgress) -> Applied {
-        let (have, got) = (self.summary.seq, event.summary.seq);
-        if got <= have {
-            return Applied::Stale;
-        }
-        if got > have + 1 {
-            return Applied::Gap;
+        let order = Applied::order(self.summary.seq, event.summary.seq);
+        if order != Applied::Applied {
+            return order;
         }
         for changed in &event.items {
             if let Some(item) = self.items.iter_mut().find(|item| item.id == changed.id) {

@@ -17,6 +17,8 @@ use crate::pages::{batch::BatchPage, home::HomePage, not_found::NotFound};
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    set_content_security_policy(&options);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -47,7 +49,7 @@ pub fn App() -> impl IntoView {
 
     view! {
         <Stylesheet id="leptos" href="/pkg/batchwatch.css" />
-        <Title formatter=|page: String| format!("{page} · batchwatch") />
+        <Title formatter=title />
         <Router>
             <header class="border-b border-slate-200 bg-white/80 dark:border-slate-800 dark:bg-slate-900/80">
                 <nav class="mx-auto flex max-w-4xl items-center gap-4 px-4 py-3">
@@ -67,6 +69,49 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// A page may run our own scripts, the inline ones leptos writes with this response's nonce
+/// (hydration, resolved resources), and compile wasm; nothing may frame it. Styles allow
+/// inline attributes for the progress bar's width. Live reload under `cargo leptos watch`
+/// needs its websocket.
+pub fn content_security_policy(nonce: &str, reload_port: Option<u32>) -> String {
+    let reload = reload_port.map(|p| format!(" ws://127.0.0.1:{p} ws://localhost:{p}")).unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'{reload}; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+#[cfg(feature = "ssr")]
+fn set_content_security_policy(options: &LeptosOptions) {
+    use http::{HeaderValue, header::CONTENT_SECURITY_POLICY};
+    let (Some(nonce), Some(response)) =
+        (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>())
+    else {
+        return;
+    };
+    // The same condition as `AutoReload`'s for writing its script.
+    let watching = std::env::var("LEPTOS_WATCH").is_ok();
+    let reload_port = options.reload_external_port.unwrap_or(options.reload_port);
+    let policy = content_security_policy(&nonce, watching.then_some(reload_port));
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.insert_header(CONTENT_SECURITY_POLICY, value);
+    }
+}
+
+/// The document title. leptos_meta 0.8 writes the title's text into the server's HTML
+/// unescaped (its `to_html_with_buf` ignores `escape`), so a batch named
+/// `</title><script>…` would become markup: escape it there. The browser sets
+/// `document.title`, which is never parsed, so it gets the text as is.
+fn title(page: String) -> String {
+    let title = format!("{page} · batchwatch");
+    if cfg!(feature = "ssr") {
+        title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    } else {
+        title
     }
 }
 

@@ -93,3 +93,42 @@ test("a batch moved by worker reports shows its state after reload @no-js", asyn
   await expect(page.getByText("corrupt file")).toBeVisible();
   await expect(page.getByTestId("count-failed")).toHaveText("1");
 });
+
+test("names and errors holding HTML are shown as text", async ({ page, request }) => {
+  const evil = "</title><img src=x onerror=alert(1)>";
+  const created = await request.post("/api/batches", { data: { name: evil, items: [evil, "<b>bold</b>"] } });
+  const batch = await created.json();
+  const report = (status: string, error?: string) =>
+    request.post(`/api/batches/${batch.batch_id}/items/${batch.items[0].id}/status`, { data: { status, error } });
+  expect((await report("processing")).status()).toBe(200);
+  expect((await report("failed", "<script>alert(2)</script>")).status()).toBe(200);
+
+  const dialogs: string[] = [];
+  page.on("dialog", (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  await page.goto(`/batches/${batch.batch_id}`);
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText(evil);
+  await expect(page.getByText("<b>bold</b>")).toBeVisible();
+  await expect(page.getByText("<script>alert(2)</script>")).toBeVisible();
+  await expect(page.locator("img")).toHaveCount(0);
+  await expect(page).toHaveTitle(`${evil} · batchwatch`);
+  expect(dialogs).toEqual([]);
+});
+
+test("the page runs under its Content-Security-Policy without violations", async ({ page, request }) => {
+  const created = await request.post("/api/batches", { data: { name: `csp ${Date.now()}`, items: ["a"] } });
+  const batch = await created.json();
+  const violations: string[] = [];
+  page.on("console", (m) => {
+    if (/Content.Security.Policy|Refused to/i.test(m.text())) violations.push(m.text());
+  });
+  const response = await page.goto(`/batches/${batch.batch_id}`);
+  expect(response?.headers()["content-security-policy"]).toContain("'wasm-unsafe-eval'");
+  // Hydration means the inline module script and the wasm both ran under the policy.
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", /live|connecting/);
+  expect(violations).toEqual([]);
+});

@@ -1,4 +1,6 @@
 //! The hydrate entry: the browser loads this wasm and takes over the server-rendered page.
+// The batch page's view type nests deeper than rustc's default limit in the release build.
+#![recursion_limit = "256"]
 
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {

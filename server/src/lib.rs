@@ -16,13 +16,14 @@ pub mod worker;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use axum::http::{HeaderValue, header};
 use axum::{Router, serve::ListenerExt};
 use batchwatch_core::source::SharedSource;
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::{set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
 use crate::{
     batches::Batches, cache::Cache, config::Config, hub::Hub, sse::StreamTimes, state::AppState, store::Store,
@@ -33,8 +34,7 @@ pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let source: SharedSource = Arc::new(state.batches.clone());
     let options = state.leptos_options.clone();
-    Router::new()
-        .nest("/api", api::router())
+    let router = Router::new()
         .leptos_routes_with_context(
             &state,
             routes,
@@ -43,7 +43,24 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        // After the layer: the API traces its own routes, all but the streams (`api::router`).
+        .nest("/api", api::router());
+    with_security_headers(router).with_state(state)
+}
+
+/// Headers on every response. Pages set their own Content-Security-Policy (with the nonce of
+/// their inline scripts, see `app::content_security_policy`); everything else gets one that
+/// allows nothing.
+fn with_security_headers(router: Router<AppState>) -> Router<AppState> {
+    let set = SetResponseHeaderLayer::overriding;
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(set(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(set(header::REFERRER_POLICY, HeaderValue::from_static("strict-origin-when-cross-origin")))
+        .layer(set(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
 }
 
 /// Reads the runtime settings: `Leptos.toml` when present, overridden by `LEPTOS_*` variables.

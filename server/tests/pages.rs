@@ -72,3 +72,55 @@ async fn home_lists_batches_newest_first() {
     assert!(newer < older);
     assert!(html.contains(r#"name="items""#), "the create form");
 }
+
+#[tokio::test]
+async fn pages_carry_a_content_security_policy_with_their_script_nonce() {
+    let app = TestApp::new().await;
+    let batch = app.create("b", 1).await;
+    let page = app.get(&format!("/batches/{}", batch["batch_id"].as_str().unwrap())).await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("'wasm-unsafe-eval'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
+    assert!(!script_src.contains("'unsafe-inline'"), "inline scripts only by nonce: {csp}");
+    let nonce =
+        csp.split("'nonce-").nth(1).and_then(|r| r.split('\'').next()).expect("a nonce in the policy");
+    let html = page.text();
+    assert!(html.contains(&format!(r#"nonce="{nonce}""#)), "the inline scripts carry the header's nonce");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers["referrer-policy"], "strict-origin-when-cross-origin");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+
+    // A fresh nonce for every response.
+    let again = app.get(&format!("/batches/{}", batch["batch_id"].as_str().unwrap())).await;
+    assert_ne!(again.headers["content-security-policy"].to_str().unwrap(), csp);
+}
+
+#[tokio::test]
+async fn api_responses_carry_the_security_headers_too() {
+    let app = TestApp::new().await;
+    for reply in [app.get("/api/batches").await, app.get("/api/batches/nope").await] {
+        assert_eq!(reply.headers["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+    }
+}
+
+#[tokio::test]
+async fn html_in_names_and_errors_is_text() {
+    let app = TestApp::new().await;
+    let evil = "</title><img src=x onerror=alert(1)>";
+    let reply = app.post_json("/api/batches", &serde_json::json!({ "name": evil, "items": [evil] })).await;
+    let batch = reply.json();
+    app.report(&batch, 0, "processing").await;
+    let uri = format!(
+        "/api/batches/{}/items/{}/status",
+        batch["batch_id"].as_str().unwrap(),
+        batch["items"][0]["id"].as_str().unwrap()
+    );
+    app.post_json(&uri, &serde_json::json!({ "status": "failed", "error": "<script>alert(2)</script>" }))
+        .await;
+    let html = app.get(&format!("/batches/{}", batch["batch_id"].as_str().unwrap())).await.text();
+    assert!(!html.contains("<img src=x"), "markup from input must not reach the page as markup");
+    assert!(!html.contains("<script>alert(2)"));
+    assert!(html.contains("&lt;/title&gt;&lt;img src=x onerror=alert(1)&gt;"));
+}

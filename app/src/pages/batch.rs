@@ -41,10 +41,9 @@ pub fn BatchPage() -> impl IntoView {
 fn BatchView(progress: BatchProgress) -> impl IntoView {
     let live = use_live_batch(progress);
     let now = use_now();
-    let progress = live.progress;
-    let summary = Memo::new(move |_| progress.with(|p| p.summary.clone()));
+    let summary = live.state.summary;
     let name = move || summary.with(|s| s.name.clone());
-    let items = Signal::derive(move || progress.with(|p| p.items.clone()));
+    let counts = Signal::derive(move || summary.with(|s| s.counts));
 
     view! {
         <Title text=name />
@@ -54,10 +53,10 @@ fn BatchView(progress: BatchProgress) -> impl IntoView {
                 <StatusBadge status=Signal::derive(move || summary.with(|s| s.status)) />
             </div>
             <LiveIndicator connection=live.connection now retry=live.retry />
-            <ProgressBar counts=Signal::derive(move || summary.with(|s| s.counts)) />
+            <ProgressBar counts />
             <RunStats summary now />
-            <Counters counts=Signal::derive(move || summary.with(|s| s.counts)) />
-            <ItemList items />
+            <Counters counts />
+            <ItemList items=live.state.items />
         </article>
     }
 }
