@@ -18,7 +18,7 @@ use crate::{
     cache::Cache,
     error::{Error, Result},
     hub::Hub,
-    store::{Change, Store},
+    store::{Store, Uncommitted},
 };
 
 #[derive(Clone, Debug)]
@@ -28,11 +28,15 @@ pub struct Batches {
     hub: Hub,
     /// Wakes this process's idle workers when a batch is created here.
     work: Arc<tokio::sync::Notify>,
+    /// Held from commit to publish, so that this process announces changes in the order they
+    /// were committed: two workers finishing at once would otherwise publish `seq` 5 before
+    /// 4, and every page would see a gap and fetch a fresh snapshot.
+    order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Batches {
     pub fn new(store: Store, cache: Cache, hub: Hub) -> Self {
-        Self { store, cache, hub, work: Arc::default() }
+        Self { store, cache, hub, work: Arc::default(), order: Arc::default() }
     }
 
     /// Completes when a batch was created by this process.
@@ -80,7 +84,7 @@ impl Batches {
     pub async fn report(&self, batch: BatchId, item: ItemId, report: StatusReport) -> Result<BatchProgress> {
         let report = report.validate()?;
         let change = self.store.report(batch, item, report, now()).await?;
-        Ok(self.announce(change).await)
+        self.announce(change).await
     }
 
     /// Claims the next item for a worker, announced like any other change. An item left
@@ -88,16 +92,19 @@ impl Batches {
     pub async fn claim(&self, lease: std::time::Duration) -> Result<Option<BatchProgress>> {
         let now = now();
         match self.store.claim(now, now - lease.as_millis() as Millis).await? {
-            Some(change) => Ok(Some(self.announce(change).await)),
+            Some(change) => self.announce(change).await.map(Some),
             None => Ok(None),
         }
     }
 
-    /// After a commit: the cache first, so that a watcher woken by the event reads it fresh.
-    async fn announce(&self, change: Change) -> BatchProgress {
+    /// Commits a change, then brings the cache up to date before publishing, so that a
+    /// watcher woken by the event reads it fresh.
+    async fn announce(&self, change: Uncommitted) -> Result<BatchProgress> {
+        let _in_order = self.order.lock().await;
+        let change = change.commit().await?;
         self.cache.apply(&change).await;
         self.hub.publish(&change.event).await;
-        change.event
+        Ok(change.event)
     }
 }
 

@@ -32,12 +32,26 @@ pub struct Store {
     postgres: bool,
 }
 
-/// One committed change: the event (the batch after it, with only the items that changed)
-/// and where those items sit in the batch, for the cache.
+/// One change: the event (the batch after it, with only the items that changed) and where
+/// those items sit in the batch, for the cache.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub event: BatchProgress,
     pub positions: Vec<u32>,
+}
+
+/// A change written but not yet committed: the caller commits it when it is ready to announce
+/// it, so that commits and announcements happen in the same order.
+pub struct Uncommitted {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    change: Change,
+}
+
+impl Uncommitted {
+    pub async fn commit(self) -> Result<Change> {
+        self.tx.commit().await?;
+        Ok(self.change)
+    }
 }
 
 impl Store {
@@ -194,7 +208,7 @@ impl Store {
         item: ItemId,
         report: StatusReport,
         now: Millis,
-    ) -> Result<Change> {
+    ) -> Result<Uncommitted> {
         let to = report.status;
         let from = to.source();
         let mut tx = self.pool.begin().await?;
@@ -236,7 +250,7 @@ impl Store {
     /// [`Store::report`]: a pending one (Pending → Processing), or else one whose worker has
     /// not been heard of since `stale_before` (a crashed process; its count stays in
     /// `processing`). `None` when there is nothing to do.
-    pub async fn claim(&self, now: Millis, stale_before: Millis) -> Result<Option<Change>> {
+    pub async fn claim(&self, now: Millis, stale_before: Millis) -> Result<Option<Uncommitted>> {
         if let Some(change) = self.claim_where(ItemStatus::Pending, "status = 'pending'", now, None).await? {
             return Ok(Some(change));
         }
@@ -250,7 +264,7 @@ impl Store {
         filter: &str,
         now: Millis,
         stale_before: Option<Millis>,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<Uncommitted>> {
         let mut tx = self.pool.begin().await?;
         // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
         let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -270,13 +284,13 @@ impl Store {
     }
 }
 
-/// The rest of every item change: the batch's counts, status, percent and `seq`, then commit.
+/// The rest of every item change: the batch's counts, status, percent and `seq`.
 async fn finish_change(
-    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
     from: ItemStatus,
     row: &AnyRow,
     now: Millis,
-) -> Result<Change> {
+) -> Result<Uncommitted> {
     let changed = ItemProgress::from_row(row)?;
     let position: i64 = row.try_get("position")?;
     let batch: String = row.try_get("batch_id")?;
@@ -305,8 +319,9 @@ async fn finish_change(
     .bind(&batch)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Change { event: BatchProgress { summary, items: vec![changed] }, positions: vec![position as u32] })
+    let change =
+        Change { event: BatchProgress { summary, items: vec![changed] }, positions: vec![position as u32] };
+    Ok(Uncommitted { tx, change })
 }
 
 /// For a SQLite URL: creates the file's folder and asks sqlx to create the file.

@@ -55,13 +55,28 @@ async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/w.db", dir.path().display()), 2).await.unwrap();
     let batch = store.create_batch(NewBatch::demo(1), 1_000).await.unwrap();
-    let first = store.claim(2_000, 0).await.unwrap().unwrap();
+    let first = store.claim(2_000, 0).await.unwrap().unwrap().commit().await.unwrap();
     assert_eq!(first.event.items[0].status, ItemStatus::Processing);
-    assert!(
-        store.claim(3_000, 2_500).await.unwrap().is_some_and(|c| c.event.summary.seq == 3),
-        "stale: reclaimed"
-    );
+    let again = store.claim(3_000, 2_500).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
+    assert_eq!(again.event.summary.seq, 3);
     assert!(store.claim(4_000, 2_500).await.unwrap().is_none(), "fresh again: left alone");
     let progress = store.progress(batch.summary.batch_id).await.unwrap().unwrap();
     assert_eq!(progress.summary.counts.processing, 1, "a reclaim does not count the item twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workers_publish_in_commit_order() {
+    let server =
+        LiveServer::start(Options { workers: 4, item_delay: Duration::from_millis(1), ..Options::default() })
+            .await;
+    let batch = server.create(60).await;
+    let events = common::live::read_to_end(server.stream(&batch, None).await).await;
+    // Every change arrives, in order: no gap that would send the page after a snapshot.
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|(e, _)| e == "progress")
+        .filter_map(|(_, d)| d.as_ref()?["seq"].as_u64())
+        .collect();
+    let first = seqs[0];
+    assert_eq!(seqs, (first..=121).collect::<Vec<_>>());
 }
