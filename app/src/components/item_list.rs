@@ -46,7 +46,7 @@ fn ItemRow(item: RwSignal<ItemProgress>) -> impl IntoView {
         >
             {move || icon(status())}
             <div class="min-w-0 flex-1">
-                <p class="break-all">{item.with_untracked(|i| i.name.clone())}</p>
+                <p class="break-words">{item.with_untracked(|i| i.name.clone())}</p>
                 {move || {
                     item.with(|i| i.error.clone())
                         .map(|e| view! { <p class="text-xs text-red-600 dark:text-red-400">{e}</p> })
