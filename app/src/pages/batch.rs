@@ -49,7 +49,7 @@ fn BatchView(progress: BatchProgress) -> impl IntoView {
         <Title text=name />
         <article class="space-y-6" data-testid="batch">
             <div class="flex flex-wrap items-center justify-between gap-3">
-                <h1 class="break-words text-2xl font-bold">{name}</h1>
+                <h1 class="min-w-0 break-words text-2xl font-bold">{name}</h1>
                 <StatusBadge status=Signal::derive(move || summary.with(|s| s.status)) />
             </div>
             <LiveIndicator connection=live.connection now retry=live.retry />
