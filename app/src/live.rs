@@ -169,7 +169,10 @@ mod client {
             })));
             if !finished {
                 client.watch_page();
-                client.open();
+                // After hydration: opening sets the connection state, which must not change
+                // the page while it is being hydrated.
+                let first = client.clone();
+                set_timeout(move || first.open(), Duration::ZERO);
             }
             client
         }

@@ -22,7 +22,10 @@ async fn batch_page_renders_the_progress_into_the_html() {
     assert!(html.contains(r#"data-status="queued""#), "the status badge");
     // The hydration script loads `pkg/batchwatch.js` and `batchwatch.wasm`, the files
     // cargo-leptos writes, whoever built the binary.
-    assert!(html.contains(r#""pkg", "batchwatch", "batchwatch", false"#), "the hydration script's file names");
+    assert!(
+        html.contains(r#""pkg", "batchwatch", "batchwatch", false"#),
+        "the hydration script's file names"
+    );
 }
 
 #[tokio::test]
