@@ -294,19 +294,22 @@ async fn finish_change(
     let changed = ItemProgress::from_row(row)?;
     let position: i64 = row.try_get("position")?;
     let batch: String = row.try_get("batch_id")?;
-    let mut summary =
-        sqlx::query_as::<_, BatchSummary>(&format!("SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"))
-            .bind(&batch)
-            .fetch_one(&mut *tx)
-            .await?;
+    // `seq` first, with an UPDATE: on PostgreSQL it locks the batch's row until commit, so two
+    // changes of one batch cannot both read the same counts and lose one of the updates (a
+    // plain SELECT would; SQLite serializes writers anyway).
+    let mut summary = sqlx::query_as::<_, BatchSummary>(&format!(
+        "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
+    ))
+    .bind(now)
+    .bind(&batch)
+    .fetch_one(&mut *tx)
+    .await?;
     let mut counts = summary.counts;
     counts.apply(from, changed.status);
     summary.set_counts(counts);
-    summary.seq += 1;
-    summary.updated_at = now;
     sqlx::query(
         "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
-         failed = $6, seq = $7, updated_at = $8 WHERE id = $9",
+         failed = $6 WHERE id = $7",
     )
     .bind(summary.status.as_str())
     .bind(i64::from(summary.percent))
@@ -314,8 +317,6 @@ async fn finish_change(
     .bind(i64::from(counts.processing))
     .bind(i64::from(counts.completed))
     .bind(i64::from(counts.failed))
-    .bind(summary.seq as i64)
-    .bind(now)
     .bind(&batch)
     .execute(&mut *tx)
     .await?;

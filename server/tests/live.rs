@@ -134,6 +134,7 @@ async fn watchers_survive_redis_restarting_mid_batch() {
         workers: 2,
         item_delay: Duration::from_millis(30),
         failure_rate: 0.3,
+        ..Options::default()
     })
     .await;
     while server.state.batches.hub().subscriptions() == 0 {

@@ -32,6 +32,22 @@ async fn workers_process_every_item_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_postgresql_lose_no_update() {
+    // Four workers changing one batch at once: on PostgreSQL each change must see the one
+    // before it, or counts drift and `seq` skips.
+    let server = LiveServer::start(Options { workers: 4, postgres: true, ..Options::default() }).await;
+    let batch = server.create(30).await;
+    let done = wait_terminal(&server, &batch).await;
+    assert_eq!(
+        done["counts"],
+        serde_json::json!({ "queued": 0, "processing": 0, "completed": 30, "failed": 0, "total": 30 })
+    );
+    assert_eq!(done["seq"], 61);
+    let items = done["items"].as_array().unwrap();
+    assert!(items.iter().all(|i| i["status"] == "done"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_items_are_retried_then_fail_for_good_with_their_error() {
     let server = LiveServer::start(Options {
         redis_url: "memory://".into(),

@@ -100,6 +100,7 @@ pub struct LiveServer {
     prefix: String,
     redis_url: String,
     stop: watch::Sender<bool>,
+    postgres_database: Option<String>,
     _dir: TempDir,
 }
 
@@ -108,6 +109,8 @@ pub struct Options {
     pub workers: usize,
     pub item_delay: Duration,
     pub failure_rate: f64,
+    /// A fresh PostgreSQL database of this test's own instead of a SQLite file.
+    pub postgres: bool,
 }
 
 impl Default for Options {
@@ -117,16 +120,39 @@ impl Default for Options {
             workers: 0,
             item_delay: Duration::from_millis(5),
             failure_rate: 0.0,
+            postgres: false,
         }
     }
+}
+
+/// The local PostgreSQL server (trust auth), without a database name.
+pub fn postgres_server_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .args([&format!("{}/postgres", postgres_server_url()), "-qc", sql])
+        .output()
+        .expect("psql must be installed (./dev.sh test installs PostgreSQL)");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl LiveServer {
     pub async fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let prefix = format!("test-{}:", uuid::Uuid::new_v4());
+        let postgres_database =
+            options.postgres.then(|| format!("bw_test_{}", uuid::Uuid::new_v4().simple()));
+        let database_url = match &postgres_database {
+            Some(name) => {
+                psql(&format!("CREATE DATABASE {name}"));
+                format!("{}/{name}", postgres_server_url())
+            }
+            None => format!("sqlite://{}/live.db", dir.path().display()),
+        };
         let config = Config {
-            database_url: format!("sqlite://{}/live.db", dir.path().display()),
+            database_url,
             redis_url: options.redis_url.clone(),
             redis_prefix: prefix.clone(),
             workers: options.workers,
@@ -159,6 +185,7 @@ impl LiveServer {
             prefix,
             redis_url: options.redis_url,
             stop,
+            postgres_database,
             _dir: dir,
         }
     }
@@ -213,6 +240,9 @@ impl LiveServer {
 impl Drop for LiveServer {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if let Some(name) = &self.postgres_database {
+            psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
         // Leave nothing behind in a shared Redis.
         if let Ok(mut conn) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
             let keys: Vec<String> =
