@@ -13,12 +13,34 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Serve the pages, the API and the streams, with `WORKERS` workers inside (the default).
     Serve,
     /// Run `WORKERS` workers and nothing else, beside one or more servers.
     Worker,
+    /// Manage users and their API tokens.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserAction {
+    /// Create a user and print its first token (shown this once only).
+    Create {
+        name: String,
+        /// A worker: may report item status for any batch, and do nothing else.
+        #[arg(long)]
+        worker: bool,
+    },
+    /// Print one more token for an existing user.
+    Token { name: String },
+    /// List every token, with its user and role (never the secret).
+    List,
+    /// Revoke a token by its id: it stops working at once.
+    Revoke { token_id: String },
 }
 
 #[derive(Debug, Clone, clap::Args)]

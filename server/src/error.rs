@@ -29,6 +29,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migration error")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no randomness: {0}")]
+    Random(#[from] getrandom::Error),
 }
 
 impl Error {
@@ -43,7 +45,7 @@ impl Error {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Database(_) | Self::Migrate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Migrate(_) | Self::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -56,7 +58,7 @@ impl Error {
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::Database(_) | Self::Migrate(_) => "internal",
+            Self::Database(_) | Self::Migrate(_) | Self::Random(_) => "internal",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The batchwatch server: the router and how it is started. `main.rs` only parses the command
 //! line; tests build the same parts with [`state`], [`app`] and [`start`].
 
+pub mod accounts;
 pub mod api;
 pub mod batches;
 pub mod cache;

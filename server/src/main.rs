@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
 use server::{
-    config::{Cli, Command, Config},
+    accounts::{Role, Secret, TokenInfo},
+    config::{Cli, Command, Config, UserAction},
+    store::Store,
     worker::{self, Demo, Processor},
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -33,6 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     let (stop, stopped) = watch::channel(false);
     match cli.command.unwrap_or(Command::Serve) {
+        Command::User { action } => user(&config, action).await?,
         Command::Serve => {
             let options = server::leptos_options(&config)?;
             let addr = options.site_addr;
@@ -67,6 +70,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `batchwatch user ...`: accounts, straight on the database.
+async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
+    let accounts = Store::connect(&config.database_url, 1).await?.accounts();
+    let now = server::batches::now();
+    match action {
+        UserAction::Create { name, worker } => {
+            let role = if worker { Role::Worker } else { Role::User };
+            let (info, secret) = accounts.create_user(&name, role, now).await?;
+            print_secret(&info, &secret);
+        }
+        UserAction::Token { name } => {
+            let (info, secret) = accounts.create_token(&name, now).await?;
+            print_secret(&info, &secret);
+        }
+        UserAction::List => {
+            println!("{:<36}  {:<20}  {:<6}  state", "token id", "user", "role");
+            for t in accounts.list_tokens().await? {
+                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{:<36}  {:<20}  {:<6}  {state}", t.id, t.user, t.role);
+            }
+        }
+        UserAction::Revoke { token_id } => {
+            accounts.revoke(&token_id, now).await?;
+            println!("revoked {token_id}");
+        }
+    }
+    Ok(())
+}
+
+fn print_secret(info: &TokenInfo, secret: &Secret) {
+    println!("user:     {} ({})", info.user, info.role);
+    println!("token id: {}", info.id);
+    println!("token:    {}", secret.0);
+    eprintln!("Keep the token now: it is not stored and cannot be shown again.");
 }
 
 fn processor(config: &Config) -> Arc<dyn Processor> {

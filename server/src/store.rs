@@ -79,6 +79,11 @@ impl Store {
         Ok(Self { pool, postgres: url.starts_with("postgres") })
     }
 
+    /// The users and tokens kept in the same database.
+    pub fn accounts(&self) -> crate::accounts::Accounts {
+        crate::accounts::Accounts::new(self.pool.clone())
+    }
+
     pub async fn create_batch(&self, new: NewBatch, now: Millis) -> Result<BatchProgress> {
         let counts = Counts::queued(new.items.len() as u32);
         let mut summary = BatchSummary {

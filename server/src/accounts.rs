@@ -1,0 +1,207 @@
+//! Accounts: users, their roles and their API tokens. A token is shown once, when it is made;
+//! the database keeps only its SHA-256, which is enough for a random 256-bit secret (a slow
+//! password hash guards guessable secrets, and these are not guessable).
+//!
+//! Managed from the command line (`batchwatch user ...`). Requests are not checked against
+//! tokens yet: that comes with sessions and ownership (see the README).
+
+use std::{fmt, str::FromStr};
+
+use batchwatch_core::Millis;
+use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
+
+use crate::error::{Error, Result};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Creates batches and sees its own.
+    User,
+    /// Reports item status for any batch, and nothing else.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "user" => Ok(Role::User),
+            "worker" => Ok(Role::Worker),
+            other => Err(Error::Unprocessable(format!("unknown role {other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a valid token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub name: String,
+    pub role: Role,
+    pub token_id: String,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub role: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A new token's secret, to be shown once.
+pub struct Secret(pub String);
+
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    pool: AnyPool,
+}
+
+impl Accounts {
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates a user with a first token.
+    pub async fn create_user(&self, name: &str, role: Role, now: Millis) -> Result<(TokenInfo, Secret)> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Error::Unprocessable("a user name has 1 to 100 characters".into()));
+        }
+        let taken =
+            sqlx::query("SELECT 1 FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        if taken.is_some() {
+            return Err(Error::Unprocessable(format!("a user named {name:?} exists already")));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&id)
+            .bind(name)
+            .bind(role.as_str())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        self.create_token(name, now).await
+    }
+
+    /// Gives an existing user one more token.
+    pub async fn create_token(&self, user: &str, now: Millis) -> Result<(TokenInfo, Secret)> {
+        let found: Option<(String, String)> = sqlx::query_as("SELECT id, role FROM users WHERE name = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((user_id, role)) = found else { return Err(Error::NotFound("user")) };
+        let secret = new_secret()?;
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO tokens (id, user_id, hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&id)
+            .bind(&user_id)
+            .bind(hash(&secret))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let info = TokenInfo { id, user: user.to_owned(), role, created_at: now, revoked_at: None };
+        Ok((info, Secret(secret)))
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        Ok(sqlx::query_as(
+            "SELECT t.id, u.name AS user, u.role, t.created_at, t.revoked_at \
+             FROM tokens t JOIN users u ON u.id = t.user_id ORDER BY u.name, t.created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a token; it stops working at once. Revoking twice is harmless.
+    pub async fn revoke(&self, token_id: &str, now: Millis) -> Result<()> {
+        let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+            .bind(now)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound("token"));
+        }
+        Ok(())
+    }
+
+    /// Whose token this is, if it is valid and not revoked.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>> {
+        let row: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT u.id, u.name, u.role, t.id FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.hash = $1 AND t.revoked_at IS NULL",
+        )
+        .bind(hash(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(user_id, name, role, token_id)| {
+            Ok(Principal { user_id, name, role: role.parse()?, token_id })
+        })
+        .transpose()
+    }
+
+    pub async fn user_count(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+}
+
+/// `bw_` and 32 random bytes in hex.
+fn new_secret() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("bw_{}", hex(&bytes)))
+}
+
+fn hash(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_random_and_prefixed() {
+        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with("bw_") && a.len() == 67, "{a}");
+    }
+
+    #[test]
+    fn the_hash_is_sha256_hex() {
+        assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for role in [Role::User, Role::Worker] {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!("admin".parse::<Role>().is_err());
+    }
+}
