@@ -171,13 +171,6 @@ impl Store {
         Ok(rows)
     }
 
-    pub async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
-        Ok(sqlx::query_as::<_, BatchSummary>(&format!("SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
     /// A full snapshot: the summary and every item in order, read in one transaction so that
     /// the items match the summary's `seq`.
     pub async fn progress(&self, id: BatchId) -> Result<Option<BatchProgress>> {
