@@ -101,7 +101,7 @@ cmd_test() {
     log "clippy: the server (ssr) build"
     cargo clippy --locked --all-targets -p batchwatch-core -p app -p server --features app/ssr -- -D warnings
     log "clippy: the browser (hydrate) build"
-    cargo clippy --locked --target wasm32-unknown-unknown -p frontend -p app -- -D warnings
+    cargo clippy --locked --all-targets --target wasm32-unknown-unknown -p frontend -p app -- -D warnings
     log "the wasm build must not depend on tokio, sqlx or redis"
     if cargo tree --locked -p frontend --target wasm32-unknown-unknown -e normal --prefix none | grep -E '^(tokio|sqlx|redis)(-[a-z-]+)? v'; then
         echo "server-only crates reached the wasm build" >&2
