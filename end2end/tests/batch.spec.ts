@@ -1,9 +1,10 @@
 import { expect, Page, test } from "@playwright/test";
 
 async function hydrated(page: Page, javaScriptEnabled: boolean | undefined) {
-  // Clicks before hydration would be lost; without JS there is nothing to wait for.
+  // Clicks before hydration would be lost; without JS there is nothing to wait for. The first
+  // page of a run also waits for the browser to compile the wasm while other tests start.
   if (javaScriptEnabled !== false) {
-    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true", { timeout: 30_000 });
   }
 }
 
@@ -49,7 +50,7 @@ test("the demo button creates a batch of N items", async ({ page, javaScriptEnab
   await expect(page.getByTestId("count-queued")).toHaveText("12");
 });
 
-test("the home page lists batches newest first with their status @no-js", async ({ page, request }) => {
+test("the home page lists batches newest first with their status @no-js", async ({ page, request, javaScriptEnabled }) => {
   const older = `older ${Date.now()}`;
   const newer = `newer ${Date.now()}`;
   for (const name of [older, newer]) {
@@ -63,6 +64,7 @@ test("the home page lists batches newest first with their status @no-js", async 
   const at = (n: string) => names.findIndex((t) => t.includes(n));
   expect(at(newer)).toBeLessThan(at(older));
   await expect(rows.filter({ hasText: newer }).getByTestId("status-badge")).toHaveText("Queued");
+  await hydrated(page, javaScriptEnabled);
   await rows.filter({ hasText: newer }).getByRole("link").click();
   await expect(page.getByRole("heading", { level: 1 })).toHaveText(newer);
 });

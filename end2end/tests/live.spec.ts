@@ -6,7 +6,7 @@ test.describe.configure({ timeout: 60_000 });
 
 async function openLive(page: Page, url: string) {
   await page.goto(url);
-  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true", { timeout: 30_000 });
   await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
   // Set once: a reload would lose it.
   await page.evaluate(() => ((window as any).__sameDocument = true));
