@@ -42,11 +42,13 @@ fn BatchView(progress: BatchProgress) -> impl IntoView {
     let live = use_live_batch(progress);
     let now = use_now();
     let summary = live.state.summary;
-    let name = move || summary.with(|s| s.name.clone());
+    // A batch's name never changes. A plain value, too, because leptos_meta reads the title
+    // after the page's reactive arena is gone, where reading a signal panics.
+    let name = summary.with_untracked(|s| s.name.clone());
     let counts = Signal::derive(move || summary.with(|s| s.counts));
 
     view! {
-        <Title text=name />
+        <Title text=name.clone() />
         <article class="space-y-6" data-testid="batch">
             <div class="flex flex-wrap items-center justify-between gap-3">
                 <h1 class="min-w-0 break-words text-2xl font-bold">{name}</h1>
