@@ -12,6 +12,21 @@ pub fn progress_key(prefix: &str, id: BatchId) -> String {
     format!("{prefix}progress:{id}")
 }
 
+/// A browser session, by the SHA-256 of its cookie (a leaked key list reveals no cookie).
+pub fn session_key(prefix: &str, session_hash: &str) -> String {
+    format!("{prefix}session:{session_hash}")
+}
+
+/// The open streams of a user: a sorted set of slots scored by when each expires.
+pub fn streams_key(prefix: &str, user_id: &str) -> String {
+    format!("{prefix}streams:{user_id}")
+}
+
+/// The writes a token made in the rate-limit window starting at `window_start`.
+pub fn writes_key(prefix: &str, token_id: &str, window_start: crate::Millis) -> String {
+    format!("{prefix}writes:{token_id}:{window_start}")
+}
+
 /// The batch id inside a channel name, for a subscriber that receives many channels.
 pub fn batch_of_channel(prefix: &str, channel: &str) -> Option<BatchId> {
     channel.strip_prefix(prefix)?.strip_prefix("batch:")?.parse().ok()

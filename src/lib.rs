@@ -2,6 +2,7 @@
 //! boundary (database row, Redis message, SSE payload, UI state), compiled into the server and
 //! into the wasm UI alike. No I/O lives here.
 
+pub mod account;
 pub mod error;
 pub mod id;
 pub mod keys;
@@ -13,6 +14,7 @@ pub mod report;
 pub mod source;
 pub mod status;
 
+pub use account::Viewer;
 pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::NewBatch;

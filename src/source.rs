@@ -3,7 +3,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use crate::{BatchId, BatchProgress, BatchSummary, NewBatch, Page};
+use crate::{BatchId, BatchProgress, BatchSummary, NewBatch, Page, Viewer};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -16,11 +16,17 @@ pub enum SourceError {
     Internal,
 }
 
-/// Batches as the pages see them, read cache-first by the implementation.
+/// Batches as the pages see them, read cache-first by the implementation. Every call is made
+/// for a viewer and sees only that viewer's batches: another's batch is `None`, as if it did
+/// not exist.
 pub trait BatchSource: Send + Sync + 'static {
-    fn progress(&self, id: BatchId) -> BoxFuture<'_, Result<Option<BatchProgress>, SourceError>>;
-    fn list(&self, page: Page) -> BoxFuture<'_, Result<Vec<BatchSummary>, SourceError>>;
-    fn create(&self, new: NewBatch) -> BoxFuture<'_, Result<BatchProgress, SourceError>>;
+    fn progress<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+    ) -> BoxFuture<'a, Result<Option<BatchProgress>, SourceError>>;
+    fn list<'a>(&'a self, viewer: &'a Viewer, page: Page) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>>;
+    fn create<'a>(&'a self, viewer: &'a Viewer, new: NewBatch) -> BoxFuture<'a, Result<BatchProgress, SourceError>>;
 }
 
 pub type SharedSource = Arc<dyn BatchSource>;

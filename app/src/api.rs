@@ -1,7 +1,8 @@
 //! Server functions: how the pages reach the server's data. On the server they call the
-//! `BatchSource` that `server` provides as context.
+//! `BatchSource` that `server` provides as context, for the signed-in [`Viewer`] that the
+//! server's sign-in check put into the request.
 
-use batchwatch_core::{BatchId, BatchProgress, BatchSummary, Page};
+use batchwatch_core::{BatchId, BatchProgress, BatchSummary, Page, Viewer};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,15 @@ fn source() -> SharedSource {
     expect_context::<SharedSource>()
 }
 
+/// The signed-in user. The server answers 401 before a server function runs without one, so
+/// this fails only when a page is rendered outside a request.
+#[cfg(feature = "ssr")]
+fn viewer() -> Result<Viewer, ServerFnError> {
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Viewer>().cloned())
+        .ok_or_else(|| ServerFnError::new("sign in first"))
+}
+
 #[cfg(feature = "ssr")]
 fn to_server_error(error: SourceError) -> ServerFnError {
     match error {
@@ -37,21 +47,27 @@ pub async fn lookup(id: String) -> Result<Lookup, ServerFnError> {
     }
 }
 
+/// Who is signed in, for the header.
+#[server(prefix = "/leptos")]
+pub async fn current_user() -> Result<Viewer, ServerFnError> {
+    viewer()
+}
+
 #[server(prefix = "/leptos")]
 pub async fn get_batch(id: BatchId) -> Result<Option<BatchProgress>, ServerFnError> {
-    source().progress(id).await.map_err(to_server_error)
+    source().progress(&viewer()?, id).await.map_err(to_server_error)
 }
 
 #[server(prefix = "/leptos")]
 pub async fn list_batches(page: Page) -> Result<Vec<BatchSummary>, ServerFnError> {
-    source().list(page).await.map_err(to_server_error)
+    source().list(&viewer()?, page).await.map_err(to_server_error)
 }
 
 /// The home page's form: a name and one item per line. Goes on to the new batch's page.
 #[server(prefix = "/leptos")]
 pub async fn create_batch(name: String, items: String) -> Result<BatchId, ServerFnError> {
     let new = batchwatch_core::NewBatch::from_lines(&name, &items);
-    created(source().create(new).await.map_err(to_server_error)?)
+    created(source().create(&viewer()?, new).await.map_err(to_server_error)?)
 }
 
 /// The home page's demo button: `count` made-up photos.
@@ -65,7 +81,7 @@ pub async fn create_demo_batch(count: usize) -> Result<BatchId, ServerFnError> {
         )));
     }
     let new = batchwatch_core::NewBatch::demo(count);
-    created(source().create(new).await.map_err(to_server_error)?)
+    created(source().create(&viewer()?, new).await.map_err(to_server_error)?)
 }
 
 #[cfg(feature = "ssr")]

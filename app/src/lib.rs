@@ -13,7 +13,7 @@ use leptos_router::{
     components::{Route, Router, Routes},
 };
 
-use crate::pages::{batch::BatchPage, home::HomePage, not_found::NotFound};
+use crate::pages::{batch::BatchPage, home::HomePage, login::LoginPage, not_found::NotFound};
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -57,11 +57,13 @@ pub fn App() -> impl IntoView {
                     <a href="/" class="text-lg font-semibold tracking-tight">
                         "batchwatch"
                     </a>
+                    <SignedIn />
                 </nav>
             </header>
             <main class="mx-auto max-w-4xl px-4 py-6">
                 <Routes fallback=NotFound>
                     <Route path=StaticSegment("") view=HomePage ssr=SsrMode::Async />
+                    <Route path=StaticSegment("login") view=LoginPage />
                     <Route
                         path=(StaticSegment("batches"), ParamSegment("id"))
                         view=BatchPage
@@ -70,6 +72,37 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// Who is signed in, and the way out; nothing for a signed-out visitor.
+#[component]
+fn SignedIn() -> impl IntoView {
+    let user = Resource::new(|| (), |_| api::current_user());
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                user.await
+                    .ok()
+                    .map(|viewer| {
+                        view! {
+                            <div class="ml-auto flex items-center gap-3 text-sm">
+                                <span class="text-slate-600 dark:text-slate-400" data-testid="viewer">
+                                    {viewer.name}
+                                </span>
+                                <form method="post" action="/logout">
+                                    <button
+                                        type="submit"
+                                        class="rounded-md border border-slate-300 px-3 py-1 hover:bg-slate-100 dark:border-slate-700 dark:hover:bg-slate-800"
+                                    >
+                                        "Sign out"
+                                    </button>
+                                </form>
+                            </div>
+                        }
+                    })
+            })}
+        </Suspense>
     }
 }
 

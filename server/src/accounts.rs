@@ -2,12 +2,11 @@
 //! the database keeps only its SHA-256, which is enough for a random 256-bit secret (a slow
 //! password hash guards guessable secrets, and these are not guessable).
 //!
-//! Managed from the command line (`batchwatch user ...`). Requests are not checked against
-//! tokens yet: that comes with sessions and ownership (see the README).
+//! Managed from the command line (`batchwatch user ...`); requests are checked in `auth`.
 
 use std::{fmt, str::FromStr};
 
-use batchwatch_core::Millis;
+use batchwatch_core::{Millis, Viewer};
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
@@ -52,11 +51,13 @@ impl fmt::Display for Role {
 /// Who a valid token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub user_id: String,
-    pub name: String,
+    pub viewer: Viewer,
     pub role: Role,
     pub token_id: String,
 }
+
+const PRINCIPAL: &str = "SELECT u.id, u.name, u.role, t.id FROM tokens t JOIN users u ON u.id = t.user_id \
+     WHERE t.revoked_at IS NULL AND ";
 
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -147,15 +148,22 @@ impl Accounts {
 
     /// Whose token this is, if it is valid and not revoked.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>> {
-        let row: Option<(String, String, String, String)> = sqlx::query_as(
-            "SELECT u.id, u.name, u.role, t.id FROM tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.hash = $1 AND t.revoked_at IS NULL",
-        )
-        .bind(hash(secret))
-        .fetch_optional(&self.pool)
-        .await?;
+        self.principal_where("t.hash = $1", &hash(secret)).await
+    }
+
+    /// Whose token this is, by the token's id, if it is not revoked: how a session, which
+    /// holds the id, learns at every request that its token still stands.
+    pub async fn principal(&self, token_id: &str) -> Result<Option<Principal>> {
+        self.principal_where("t.id = $1", token_id).await
+    }
+
+    async fn principal_where(&self, condition: &str, value: &str) -> Result<Option<Principal>> {
+        let row: Option<(String, String, String, String)> = sqlx::query_as(&format!("{PRINCIPAL}{condition}"))
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|(user_id, name, role, token_id)| {
-            Ok(Principal { user_id, name, role: role.parse()?, token_id })
+            Ok(Principal { viewer: Viewer { user_id, name }, role: role.parse()?, token_id })
         })
         .transpose()
     }
@@ -167,13 +175,13 @@ impl Accounts {
 }
 
 /// `bw_` and 32 random bytes in hex.
-fn new_secret() -> Result<String> {
+pub(crate) fn new_secret() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!("bw_{}", hex(&bytes)))
 }
 
-fn hash(secret: &str) -> String {
+pub(crate) fn hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 

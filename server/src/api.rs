@@ -1,4 +1,5 @@
-//! The JSON API under `/api`.
+//! The JSON API under `/api`. Users create, list and read their own batches; a worker token
+//! only reports item status, for any batch.
 
 use axum::{
     Router,
@@ -11,7 +12,9 @@ use batchwatch_core::{BatchId, ItemId, NewBatch, Page, StatusReport};
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    batches::Batches,
+    accounts::Role,
+    auth::{Caller, User},
+    batches::{Access, Batches},
     error::{Error, Result},
     extract::{Json, Path, Query},
     sse,
@@ -36,28 +39,42 @@ pub fn router() -> Router<AppState> {
 
 async fn create_batch(
     State(batches): State<Batches>,
+    User(viewer): User,
     Json(new): Json<NewBatch>,
 ) -> Result<impl IntoResponse> {
-    let progress = batches.create(new).await?;
+    let progress = batches.create(&viewer.user_id, new).await?;
     let location = format!("/api/batches/{}", progress.summary.batch_id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], axum::Json(progress)))
 }
 
-async fn list_batches(State(batches): State<Batches>, Query(page): Query<Page>) -> Result<impl IntoResponse> {
-    Ok(axum::Json(batches.list(page).await?))
+async fn list_batches(
+    State(batches): State<Batches>,
+    User(viewer): User,
+    Query(page): Query<Page>,
+) -> Result<impl IntoResponse> {
+    Ok(axum::Json(batches.list(&viewer.user_id, page).await?))
 }
 
-async fn get_batch(State(batches): State<Batches>, Path(id): Path<BatchId>) -> Result<impl IntoResponse> {
-    Ok(axum::Json(batches.progress(id).await?))
+async fn get_batch(
+    State(batches): State<Batches>,
+    User(viewer): User,
+    Path(id): Path<BatchId>,
+) -> Result<impl IntoResponse> {
+    Ok(axum::Json(batches.progress(Access::Owner(&viewer.user_id), id).await?))
 }
 
 async fn report_status(
     State(batches): State<Batches>,
+    Caller(caller): Caller,
     Path((id, item_id)): Path<(BatchId, ItemId)>,
     Json(report): Json<StatusReport>,
 ) -> Result<impl IntoResponse> {
-    batches.report(id, item_id, report).await?;
-    Ok(axum::Json(batches.progress(id).await?))
+    let access = match caller.role {
+        Role::User => Access::Owner(&caller.viewer.user_id),
+        Role::Worker => Access::Any,
+    };
+    batches.report(access, id, item_id, report).await?;
+    Ok(axum::Json(batches.progress(access, id).await?))
 }
 
 async fn not_found(uri: Uri) -> Error {

@@ -1,6 +1,9 @@
 //! The one path through which batches are created, changed and read, whoever asks: the JSON
 //! API, the server-rendered pages, the streams and the workers.
 //!
+//! Every call says whose it is ([`Access`]): a user reaches only their own batches, and
+//! another's batch is answered exactly like one that does not exist.
+//!
 //! A change is one database transaction; after the commit the cached progress is brought up
 //! to date and the event is published. Reads go to the cache first and refill it on a miss.
 
@@ -10,7 +13,7 @@ use std::{
 };
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport,
+    BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport, Viewer,
     source::{BatchSource, BoxFuture, SourceError},
 };
 
@@ -18,8 +21,26 @@ use crate::{
     cache::Cache,
     error::{Error, Result},
     hub::Hub,
-    store::{Store, Uncommitted},
+    store::{Owned, Store, Uncommitted},
 };
+
+/// On whose behalf a batch is read or changed.
+#[derive(Debug, Clone, Copy)]
+pub enum Access<'a> {
+    /// A user: their own batches only.
+    Owner(&'a str),
+    /// A worker, or the server itself (a stream that has already checked its viewer).
+    Any,
+}
+
+impl Access<'_> {
+    fn allows(self, owner: &str) -> bool {
+        match self {
+            Access::Owner(user) => user == owner,
+            Access::Any => true,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Batches {
@@ -52,37 +73,60 @@ impl Batches {
         &self.hub
     }
 
-    pub async fn create(&self, new: NewBatch) -> Result<BatchProgress> {
+    /// Creates a batch owned by `owner` (a user id).
+    pub async fn create(&self, owner: &str, new: NewBatch) -> Result<BatchProgress> {
         let new = new.validate()?;
-        let progress = self.store.create_batch(new, now()).await?;
-        self.cache.fill(&progress).await;
+        let progress = self.store.create_batch(owner, new, now()).await?;
+        let owned = Owned { owner: owner.to_owned(), progress };
+        self.cache.fill(&owned).await;
         self.work.notify_waiters();
+        let progress = owned.progress;
         tracing::info!(batch = %progress.summary.batch_id, items = progress.items.len(), "batch created");
         Ok(progress)
     }
 
-    pub async fn list(&self, page: Page) -> Result<Vec<BatchSummary>> {
-        self.store.list_batches(page).await
+    /// A user's batches, newest first.
+    pub async fn list(&self, owner: &str, page: Page) -> Result<Vec<BatchSummary>> {
+        self.store.list_batches(owner, page).await
     }
 
     /// A full snapshot, cache-first.
-    pub async fn progress(&self, id: BatchId) -> Result<BatchProgress> {
-        match self.cache.get(id).await {
-            Some(progress) => Ok(progress),
-            None => self.progress_from_database(id).await,
-        }
+    pub async fn progress(&self, access: Access<'_>, id: BatchId) -> Result<BatchProgress> {
+        let owned = match self.cache.get(id).await {
+            Some(owned) => owned,
+            None => self.owned_from_database(id).await?,
+        };
+        visible(access, owned)
     }
 
     /// A full snapshot from the source of truth, which also refills the cache.
-    pub async fn progress_from_database(&self, id: BatchId) -> Result<BatchProgress> {
-        let progress = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
-        self.cache.fill(&progress).await;
-        Ok(progress)
+    pub async fn progress_from_database(&self, access: Access<'_>, id: BatchId) -> Result<BatchProgress> {
+        visible(access, self.owned_from_database(id).await?)
     }
 
-    /// Applies a worker's report. Returns the change event: the batch with only that item.
-    pub async fn report(&self, batch: BatchId, item: ItemId, report: StatusReport) -> Result<BatchProgress> {
+    async fn owned_from_database(&self, id: BatchId) -> Result<Owned> {
+        let owned = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
+        self.cache.fill(&owned).await;
+        Ok(owned)
+    }
+
+    /// Applies a report. Returns the change event: the batch with only that item.
+    pub async fn report(
+        &self,
+        access: Access<'_>,
+        batch: BatchId,
+        item: ItemId,
+        report: StatusReport,
+    ) -> Result<BatchProgress> {
         let report = report.validate()?;
+        if let Access::Owner(_) = access {
+            // Users report rarely (workers report for any batch), so the owner is read here
+            // rather than carried through the state machine's UPDATE.
+            match self.store.owner(batch).await? {
+                Some(owner) if access.allows(&owner) => {}
+                _ => return Err(Error::NotFound("batch")),
+            }
+        }
         let change = self.store.report(batch, item, report, now()).await?;
         self.announce(change).await
     }
@@ -108,6 +152,11 @@ impl Batches {
     }
 }
 
+/// Another user's batch is not found, exactly like a missing one.
+fn visible(access: Access<'_>, owned: Owned) -> Result<BatchProgress> {
+    if access.allows(&owned.owner) { Ok(owned.progress) } else { Err(Error::NotFound("batch")) }
+}
+
 pub fn now() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
@@ -123,9 +172,13 @@ fn for_page(error: Error) -> SourceError {
 }
 
 impl BatchSource for Batches {
-    fn progress(&self, id: BatchId) -> BoxFuture<'_, Result<Option<BatchProgress>, SourceError>> {
+    fn progress<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+    ) -> BoxFuture<'a, Result<Option<BatchProgress>, SourceError>> {
         Box::pin(async move {
-            match Batches::progress(self, id).await {
+            match Batches::progress(self, Access::Owner(&viewer.user_id), id).await {
                 Ok(progress) => Ok(Some(progress)),
                 Err(Error::NotFound(_)) => Ok(None),
                 Err(e) => Err(for_page(e)),
@@ -133,11 +186,11 @@ impl BatchSource for Batches {
         })
     }
 
-    fn list(&self, page: Page) -> BoxFuture<'_, Result<Vec<BatchSummary>, SourceError>> {
-        Box::pin(async move { Batches::list(self, page).await.map_err(for_page) })
+    fn list<'a>(&'a self, viewer: &'a Viewer, page: Page) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>> {
+        Box::pin(async move { Batches::list(self, &viewer.user_id, page).await.map_err(for_page) })
     }
 
-    fn create(&self, new: NewBatch) -> BoxFuture<'_, Result<BatchProgress, SourceError>> {
-        Box::pin(async move { Batches::create(self, new).await.map_err(for_page) })
+    fn create<'a>(&'a self, viewer: &'a Viewer, new: NewBatch) -> BoxFuture<'a, Result<BatchProgress, SourceError>> {
+        Box::pin(async move { Batches::create(self, &viewer.user_id, new).await.map_err(for_page) })
     }
 }

@@ -1,8 +1,8 @@
 //! The progress cache: `progress:{id}` in Redis (or a map in this process for `memory://`),
 //! read before the database and brought up to date after every committed change.
 //!
-//! The Redis value is a hash: `seq`, `summary` (JSON) and one field per item (`i:{position}`,
-//! JSON), so that a change costs one item's worth of work even in a 10,000-item batch. Writers
+//! The Redis value is a hash: `seq`, `owner` (the user id, checked on every read), `summary`
+//! (JSON) and one field per item (`i:{position}`, JSON), so that a change costs one item's worth of work even in a 10,000-item batch. Writers
 //! race (several workers, servers), so updates are applied only in `seq` order: a change that
 //! does not follow the cached `seq` drops the entry and leaves a `floor` behind, and a refill
 //! from the database older than that floor is refused. A reader thus sees the cached progress
@@ -20,7 +20,7 @@ use std::{
 use batchwatch_core::{Applied, BatchId, BatchProgress, BatchSummary, ItemProgress, keys};
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 
-use crate::store::Change;
+use crate::store::{Change, Owned};
 
 /// Applies a change when it follows the cached `seq`; otherwise keeps only a floor.
 /// ARGV: seq, ttl (ms), summary, then item field/value pairs.
@@ -41,7 +41,7 @@ return -1
 ";
 
 /// Stores a whole snapshot unless the cache already holds a newer one or a higher floor.
-/// ARGV: seq, ttl (ms), summary, then item field/value pairs.
+/// ARGV: seq, ttl (ms), summary, then field/value pairs (the owner and the items).
 const FILL: &str = r"
 local seq = tonumber(ARGV[1])
 local cur = redis.call('HGET', KEYS[1], 'seq')
@@ -79,7 +79,7 @@ enum Backend {
 
 /// The in-process twin of the Redis hash, with the same floor rule.
 struct Entry {
-    progress: Option<BatchProgress>,
+    progress: Option<Owned>,
     floor: u64,
     expires: Instant,
 }
@@ -123,7 +123,7 @@ impl Cache {
     }
 
     /// The cached progress, counted as a hit or a miss. A Redis failure is a miss.
-    pub async fn get(&self, id: BatchId) -> Option<BatchProgress> {
+    pub async fn get(&self, id: BatchId) -> Option<Owned> {
         let found = match &self.inner.backend {
             Backend::Redis { conn, prefix, .. } => {
                 let mut conn = conn.clone();
@@ -146,12 +146,15 @@ impl Cache {
     }
 
     /// Stores a snapshot read from the database (refused when the cache knows better).
-    pub async fn fill(&self, snapshot: &BatchProgress) {
+    pub async fn fill(&self, owned: &Owned) {
         let ttl = self.inner.ttl;
+        let snapshot = &owned.progress;
         match &self.inner.backend {
             Backend::Redis { conn, prefix, fill, .. } => {
-                let items = snapshot.items.iter().enumerate().map(|(position, item)| (position as u32, item));
-                let result = invoke(fill, conn, prefix, &snapshot.summary, items, ttl).await;
+                let owner = ("owner".to_owned(), owned.owner.clone());
+                let items = snapshot.items.iter().enumerate().map(|(position, item)| item_field(position as u32, item));
+                let fields = std::iter::once(owner).chain(items);
+                let result = invoke(fill, conn, prefix, &snapshot.summary, fields, ttl).await;
                 if let Err(error) = result {
                     tracing::warn!(%error, "progress cache fill failed");
                 }
@@ -165,10 +168,10 @@ impl Cache {
                     expires: now,
                 });
                 let newer_cached = entry.expires > now
-                    && (entry.progress.as_ref().is_some_and(|p| p.summary.seq >= snapshot.summary.seq)
+                    && (entry.progress.as_ref().is_some_and(|p| p.progress.summary.seq >= snapshot.summary.seq)
                         || entry.floor > snapshot.summary.seq);
                 if !newer_cached {
-                    *entry = Entry { progress: Some(snapshot.clone()), floor: 0, expires: now + ttl };
+                    *entry = Entry { progress: Some(owned.clone()), floor: 0, expires: now + ttl };
                 }
             }
         }
@@ -179,7 +182,7 @@ impl Cache {
         let ttl = self.inner.ttl;
         match &self.inner.backend {
             Backend::Redis { conn, prefix, apply, .. } => {
-                let items = change.positions.iter().copied().zip(&change.event.items);
+                let items = change.positions.iter().zip(&change.event.items).map(|(p, item)| item_field(*p, item));
                 if let Err(error) = invoke(apply, conn, prefix, &change.event.summary, items, ttl).await {
                     tracing::warn!(%error, "progress cache update failed");
                 }
@@ -194,7 +197,7 @@ impl Cache {
                     expires: now,
                 });
                 let applied = match entry.progress.as_mut().filter(|_| entry.expires > now) {
-                    Some(progress) => progress.apply(&change.event),
+                    Some(owned) => owned.progress.apply(&change.event),
                     None => Applied::Gap,
                 };
                 match applied {
@@ -210,20 +213,24 @@ impl Cache {
     }
 }
 
-async fn invoke<'a>(
+async fn invoke(
     script: &Script,
     conn: &ConnectionManager,
     prefix: &str,
     summary: &BatchSummary,
-    items: impl Iterator<Item = (u32, &'a ItemProgress)>,
+    fields: impl Iterator<Item = (String, String)>,
     ttl: Duration,
 ) -> redis::RedisResult<i64> {
     let mut invocation = script.key(keys::progress_key(prefix, summary.batch_id));
     invocation.arg(summary.seq).arg(ttl.as_millis() as u64).arg(json(summary));
-    for (position, item) in items {
-        invocation.arg(format!("i:{position}")).arg(json(item));
+    for (field, value) in fields {
+        invocation.arg(field).arg(value);
     }
     invocation.invoke_async(&mut conn.clone()).await
+}
+
+fn item_field(position: u32, item: &ItemProgress) -> (String, String) {
+    (format!("i:{position}"), json(item))
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -231,19 +238,24 @@ fn json(value: &impl serde::Serialize) -> String {
 }
 
 /// The cached hash back into a snapshot; `None` for a floor, a missing key or a damaged entry.
-fn decode(fields: Vec<(String, String)>) -> Option<BatchProgress> {
+fn decode(fields: Vec<(String, String)>) -> Option<Owned> {
     let mut summary = None;
+    let mut owner = None;
     let mut items = Vec::with_capacity(fields.len());
     for (field, value) in fields {
-        if field == "summary" {
+        if field == "owner" {
+            owner = Some(value);
+        } else if field == "summary" {
             summary = serde_json::from_str::<BatchSummary>(&value).ok();
         } else if let Some(position) = field.strip_prefix("i:") {
             items.push((position.parse::<u32>().ok()?, serde_json::from_str::<ItemProgress>(&value).ok()?));
         }
     }
-    let summary = summary?;
+    let (summary, owner) = (summary?, owner?);
     items.sort_unstable_by_key(|(position, _)| *position);
     // A snapshot missing items (evicted fields) is not a snapshot.
-    (items.len() == summary.counts.total as usize)
-        .then(|| BatchProgress { summary, items: items.into_iter().map(|(_, item)| item).collect() })
+    (items.len() == summary.counts.total as usize).then(|| Owned {
+        owner,
+        progress: BatchProgress { summary, items: items.into_iter().map(|(_, item)| item).collect() },
+    })
 }

@@ -112,6 +112,27 @@ pub struct Config {
     /// Seconds after which a stream ends with `event: timeout` (the page reconnects).
     #[arg(long, env = "STREAM_MAX_SECS", default_value_t = 1800)]
     pub stream_max_secs: u64,
+
+    /// How long a browser stays signed in, in seconds (the session in Redis and its cookie).
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+
+    /// Open streams a user may hold at once, across all servers; the next one gets 429.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 20)]
+    pub max_streams_per_user: u32,
+
+    /// Write requests a user's token (or session) may make per minute; more get 429.
+    #[arg(long, env = "WRITES_PER_MINUTE", default_value_t = 120)]
+    pub writes_per_minute: u32,
+
+    /// Write requests (status reports) a worker's token may make per minute.
+    #[arg(long, env = "WORKER_WRITES_PER_MINUTE", default_value_t = 60_000)]
+    pub worker_writes_per_minute: u32,
+
+    /// When no user exists yet: create `demo` and print a link that signs the browser in
+    /// (`./dev.sh run` sets it).
+    #[arg(long, env = "DEMO_SIGN_IN", default_value_t = false)]
+    pub demo_sign_in: bool,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -3,8 +3,8 @@
 
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
-    http::StatusCode,
+    extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -17,6 +17,12 @@ pub enum Error {
     Core(#[from] batchwatch_core::Error),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("too many {what}: try again in {retry_after} s")]
+    TooMany { what: &'static str, retry_after: u64 },
     #[error("{0}")]
     MalformedPath(String),
     #[error("{0}")]
@@ -31,6 +37,8 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("no randomness: {0}")]
     Random(#[from] getrandom::Error),
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
 }
 
 impl Error {
@@ -43,6 +51,10 @@ impl Error {
             }
             Self::Core(Core::IllegalTransition { .. }) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Database(_) | Self::Migrate(_) | Self::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,6 +68,10 @@ impl Error {
             Self::Core(Core::Invalid(_) | Core::UnknownStatus(_)) | Self::Unprocessable(_) => "invalid",
             Self::Core(Core::IllegalTransition { .. }) => "illegal_transition",
             Self::NotFound(_) => "not_found",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::TooMany { .. } => "too_many_requests",
+            Self::Redis(_) => "unavailable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Database(_) | Self::Migrate(_) | Self::Random(_) => "internal",
@@ -72,7 +88,18 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        (status, Json(json!({ "error": { "code": self.code(), "message": message } }))).into_response()
+        let mut response =
+            (status, Json(json!({ "error": { "code": self.code(), "message": message } }))).into_response();
+        match self {
+            Self::Unauthorized(_) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooMany { retry_after, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -97,5 +124,17 @@ impl From<PathRejection> for Error {
 impl From<QueryRejection> for Error {
     fn from(rejection: QueryRejection) -> Self {
         Self::Unprocessable(rejection.body_text())
+    }
+}
+
+impl From<FormRejection> for Error {
+    fn from(rejection: FormRejection) -> Self {
+        match rejection {
+            FormRejection::InvalidFormContentType(_) => Self::UnsupportedMediaType(
+                "expected a request with `Content-Type: application/x-www-form-urlencoded`".into(),
+            ),
+            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            r => Self::Unprocessable(r.body_text()),
+        }
     }
 }

@@ -3,12 +3,15 @@
 
 pub mod accounts;
 pub mod api;
+pub mod auth;
 pub mod batches;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod hub;
+pub mod limits;
+pub mod sessions;
 pub mod sse;
 pub mod state;
 pub mod store;
@@ -18,7 +21,12 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::http::{HeaderValue, header};
-use axum::{Router, serve::ListenerExt};
+use axum::{
+    Router,
+    middleware::{from_fn, from_fn_with_state},
+    routing::post,
+    serve::ListenerExt,
+};
 use batchwatch_core::source::SharedSource;
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -27,10 +35,13 @@ use tokio::net::TcpListener;
 use tower_http::{set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
 use crate::{
-    batches::Batches, cache::Cache, config::Config, hub::Hub, sse::StreamTimes, state::AppState, store::Store,
+    batches::Batches, cache::Cache, config::Config, hub::Hub, limits::Limits, sessions::Sessions, sse::StreamTimes,
+    state::AppState, store::Store,
 };
 
-/// The whole HTTP surface: the JSON API, the pages, and the static files of the site.
+/// The whole HTTP surface: the JSON API, the pages, sign-in, and the static files of the site.
+/// Every request is identified first (`auth::identify`); pages and server functions then need
+/// a signed-in user, while `/login` and the static files are open to all.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let source: SharedSource = Arc::new(state.batches.clone());
@@ -42,10 +53,14 @@ pub fn app(state: AppState) -> Router {
             move || provide_context(source.clone()),
             move || app::shell(options.clone()),
         )
+        .route_layer(from_fn(auth::pages_need_sign_in))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(TraceLayer::new_for_http())
         // After the layer: the API traces its own routes, all but the streams (`api::router`).
-        .nest("/api", api::router());
+        .nest("/api", api::router())
+        .layer(from_fn_with_state(state.clone(), auth::identify));
     with_security_headers(router).with_state(state)
 }
 
@@ -71,15 +86,21 @@ pub fn leptos_options(config: &Config) -> anyhow::Result<LeptosOptions> {
     Ok(conf.leptos_options)
 }
 
-/// Connects to the database and Redis (or sets up the in-process twins for `memory://`).
-pub async fn batches(config: &Config) -> anyhow::Result<Batches> {
-    let store = Store::connect(&config.database_url, config.database_max_connections)
-        .await
-        .with_context(|| format!("opening the database at {}", config.database_url))?;
-    let (cache, hub) = if config.redis_url.starts_with("memory://") {
-        tracing::info!("REDIS_URL=memory://: cache and events stay inside this process");
-        (Cache::memory(config.cache_ttl()), Hub::memory())
-    } else {
+/// The shared parts: the database, and Redis (or the in-process twins for `memory://`).
+pub struct Backends {
+    pub store: Store,
+    redis: Option<(redis::Client, ConnectionManager)>,
+}
+
+impl Backends {
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url, config.database_max_connections)
+            .await
+            .with_context(|| format!("opening the database at {}", config.database_url))?;
+        if config.redis_url.starts_with("memory://") {
+            tracing::info!("REDIS_URL=memory://: cache, events, sessions and limits stay inside this process");
+            return Ok(Self { store, redis: None });
+        }
         let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
         // Short timeouts: while Redis is away, requests fall back to the database quickly.
         let manager_config = ConnectionManagerConfig::new()
@@ -87,22 +108,59 @@ pub async fn batches(config: &Config) -> anyhow::Result<Batches> {
             .set_response_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
-        (
-            Cache::redis(conn.clone(), &config.redis_prefix, config.cache_ttl()),
-            Hub::redis(client, conn, &config.redis_prefix),
-        )
-    };
-    Ok(Batches::new(store, cache, hub))
+        Ok(Self { store, redis: Some((client, conn)) })
+    }
+
+    pub fn batches(&self, config: &Config) -> Batches {
+        let (cache, hub) = match &self.redis {
+            None => (Cache::memory(config.cache_ttl()), Hub::memory()),
+            Some((client, conn)) => (
+                Cache::redis(conn.clone(), &config.redis_prefix, config.cache_ttl()),
+                Hub::redis(client.clone(), conn.clone(), &config.redis_prefix),
+            ),
+        };
+        Batches::new(self.store.clone(), cache, hub)
+    }
+
+    pub fn sessions(&self, config: &Config) -> Sessions {
+        let ttl = Duration::from_secs(config.session_ttl_secs);
+        match &self.redis {
+            None => Sessions::memory(ttl),
+            Some((_, conn)) => Sessions::redis(conn.clone(), &config.redis_prefix, ttl),
+        }
+    }
+
+    pub fn limits(&self, config: &Config) -> Limits {
+        let settings = limits::Settings {
+            max_streams_per_user: config.max_streams_per_user,
+            // Four keep-alives: a live stream renews its slot well before it could expire.
+            slot_ttl: Duration::from_secs(config.stream_keepalive_secs.max(1) * 4),
+            writes_per_minute: config.writes_per_minute,
+            worker_writes_per_minute: config.worker_writes_per_minute,
+        };
+        match &self.redis {
+            None => Limits::memory(settings),
+            Some((_, conn)) => Limits::redis(conn.clone(), &config.redis_prefix, settings),
+        }
+    }
 }
 
 /// Builds the state every handler shares.
 pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
-    let batches = batches(&config).await?;
+    let backends = Backends::connect(&config).await?;
     let streams = StreamTimes {
         keepalive: Duration::from_secs(config.stream_keepalive_secs),
         max_age: Duration::from_secs(config.stream_max_secs),
     };
-    Ok(AppState { leptos_options, batches, streams, config: Arc::new(config) })
+    Ok(AppState {
+        leptos_options,
+        batches: backends.batches(&config),
+        accounts: backends.store.accounts(),
+        sessions: backends.sessions(&config),
+        limits: backends.limits(&config),
+        streams,
+        config: Arc::new(config),
+    })
 }
 
 /// The kernel's send buffer per connection. Fixing it turns off autotuning, which would let a

@@ -50,6 +50,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let url = format!("http://{}", listener.local_addr()?);
             tracing::info!(%url, workers = config.workers, "batchwatch is listening");
             println!("batchwatch is running at {url}");
+            if config.demo_sign_in {
+                demo_sign_in(&state.accounts, &url).await?;
+            }
             let hub = state.batches.hub().clone();
             server::start(listener, state, async move {
                 shutdown_signal().await;
@@ -61,7 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
         }
         Command::Worker => {
-            let batches = server::batches(&config).await?;
+            let batches = server::Backends::connect(&config).await?.batches(&config);
             tracing::info!(workers = config.workers, "batchwatch workers started");
             let workers = tokio::spawn(worker::run(batches, processor(&config), (&config).into(), stopped));
             shutdown_signal().await;
@@ -98,6 +101,19 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
             println!("revoked {token_id}");
         }
     }
+    Ok(())
+}
+
+/// `DEMO_SIGN_IN`: a first run has no user, so make one and print a link that signs in. The
+/// token rides in the link's fragment, which browsers never send to a server; the sign-in
+/// page reads it from there and submits it.
+async fn demo_sign_in(accounts: &server::accounts::Accounts, url: &str) -> anyhow::Result<()> {
+    if accounts.user_count().await? > 0 {
+        println!("Sign in at {url}/login with a token (`batchwatch user token <name>` prints a new one).");
+        return Ok(());
+    }
+    let (info, secret) = accounts.create_user("demo", Role::User, server::batches::now()).await?;
+    println!("Created the user {:?}. Open this link to sign in: {url}/login#token={}", info.user, secret.0);
     Ok(())
 }
 

@@ -21,7 +21,9 @@ use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
 use crate::{
-    batches::Batches,
+    auth::User,
+    batches::{Access, Batches},
+    limits::StreamSlot,
     error::Result,
     extract::{Path, Query},
     hub::{HubMsg, Watch},
@@ -42,6 +44,7 @@ pub struct Resume {
 
 pub async fn stream(
     State(state): State<AppState>,
+    User(viewer): User,
     Path(id): Path<BatchId>,
     Query(resume): Query<Resume>,
     headers: HeaderMap,
@@ -54,8 +57,10 @@ pub async fn stream(
     tracing::debug!(batch = %id, ?last_seen, "stream opened");
     // Watch before reading the snapshot: an event committed in between is then in the ring.
     let watch = state.batches.hub().watch(id);
-    let snapshot = state.batches.progress(id).await?;
-    let watcher = Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen);
+    let snapshot = state.batches.progress(Access::Owner(&viewer.user_id), id).await?;
+    // After the ownership check: another user's batch is a 404 whatever their count.
+    let slot = state.limits.open_stream(&viewer.user_id).await?;
+    let watcher = Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen, slot);
     let body = Body::from_stream(futures::stream::unfold(watcher, |mut w| async move {
         let chunk = w.next().await?;
         Some((Ok::<_, Infallible>(chunk), w))
@@ -81,6 +86,8 @@ struct Watcher {
     keepalive: tokio::time::Interval,
     /// Registered once: a timer made anew at every event costs more than the event's write.
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// This stream's place in its user's limit, renewed at each keep-alive, freed on drop.
+    slot: StreamSlot,
 }
 
 impl Watcher {
@@ -90,6 +97,7 @@ impl Watcher {
         times: StreamTimes,
         snapshot: BatchProgress,
         last_seen: Option<u64>,
+        slot: StreamSlot,
     ) -> Self {
         let mut keepalive = tokio::time::interval_at(Instant::now() + times.keepalive, times.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,6 +109,7 @@ impl Watcher {
             done: false,
             keepalive,
             deadline: Box::pin(tokio::time::sleep(times.max_age)),
+            slot,
         };
         if last_seen == Some(snapshot.summary.seq) {
             w.last = snapshot.summary.seq;
@@ -122,7 +131,10 @@ impl Watcher {
             }
             tokio::select! {
                 msg = self.watch.recv() => self.on_msg(msg).await,
-                _ = self.keepalive.tick() => return Some(Bytes::from_static(b": ping\n\n")),
+                _ = self.keepalive.tick() => {
+                    self.slot.renew();
+                    return Some(Bytes::from_static(b": ping\n\n"));
+                }
                 () = &mut self.deadline => {
                     self.done = true;
                     return Some(Bytes::from_static(b"event: timeout\ndata: {}\n\n"));
@@ -154,10 +166,11 @@ impl Watcher {
 
     /// Sends a fresh snapshot when it is newer than what the client has.
     async fn resync(&mut self, from_database: bool) {
+        // The stream checked its viewer when it opened.
         let read = if from_database {
-            self.batches.progress_from_database(self.watch.id()).await
+            self.batches.progress_from_database(Access::Any, self.watch.id()).await
         } else {
-            self.batches.progress(self.watch.id()).await
+            self.batches.progress(Access::Any, self.watch.id()).await
         };
         match read {
             Ok(snapshot) if snapshot.summary.seq > self.last => self.send_snapshot(&snapshot),

@@ -5,12 +5,17 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
-use crate::{batches::Batches, config::Config, sse::StreamTimes};
+use crate::{
+    accounts::Accounts, batches::Batches, config::Config, limits::Limits, sessions::Sessions, sse::StreamTimes,
+};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub config: Arc<Config>,
     pub batches: Batches,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub limits: Limits,
     pub streams: StreamTimes,
 }

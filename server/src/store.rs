@@ -32,6 +32,13 @@ pub struct Store {
     postgres: bool,
 }
 
+/// A batch's progress and whom it belongs to (`""` for a batch made before accounts).
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub owner: String,
+    pub progress: BatchProgress,
+}
+
 /// One change: the event (the batch after it, with only the items that changed) and where
 /// those items sit in the batch, for the cache.
 #[derive(Debug, Clone)]
@@ -84,7 +91,7 @@ impl Store {
         crate::accounts::Accounts::new(self.pool.clone())
     }
 
-    pub async fn create_batch(&self, new: NewBatch, now: Millis) -> Result<BatchProgress> {
+    pub async fn create_batch(&self, owner: &str, new: NewBatch, now: Millis) -> Result<BatchProgress> {
         let counts = Counts::queued(new.items.len() as u32);
         let mut summary = BatchSummary {
             batch_id: BatchId::new(),
@@ -110,7 +117,7 @@ impl Store {
             .collect();
 
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO batches ({SUMMARY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+        sqlx::query(&format!("INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
             .bind(summary.batch_id.to_string())
             .bind(&summary.name)
             .bind(summary.status.as_str())
@@ -123,6 +130,7 @@ impl Store {
             .bind(summary.seq as i64)
             .bind(summary.created_at)
             .bind(summary.updated_at)
+            .bind(owner)
             .execute(&mut *tx)
             .await?;
         let batch_id = summary.batch_id.to_string();
@@ -158,12 +166,14 @@ impl Store {
         Ok(BatchProgress { summary, items })
     }
 
-    /// Summaries, newest first.
-    pub async fn list_batches(&self, page: Page) -> Result<Vec<BatchSummary>> {
+    /// One user's batches, newest first.
+    pub async fn list_batches(&self, owner: &str, page: Page) -> Result<Vec<BatchSummary>> {
         let page = page.clamped();
         let rows = sqlx::query_as::<_, BatchSummary>(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM batches ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+            "SELECT {SUMMARY_COLUMNS} FROM batches WHERE owner_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
         ))
+        .bind(owner)
         .bind(i64::from(page.limit))
         .bind(i64::from(page.offset))
         .fetch_all(&self.pool)
@@ -173,10 +183,10 @@ impl Store {
 
     /// A full snapshot: the summary and every item in order, read in one transaction so that
     /// the items match the summary's `seq`.
-    pub async fn progress(&self, id: BatchId) -> Result<Option<BatchProgress>> {
+    pub async fn progress(&self, id: BatchId) -> Result<Option<Owned>> {
         let mut tx = self.pool.begin().await?;
-        let Some(summary) = sqlx::query_as::<_, BatchSummary>(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {SUMMARY_COLUMNS}, COALESCE(owner_id, '') AS owner FROM batches WHERE id = $1"
         ))
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
@@ -184,6 +194,8 @@ impl Store {
         else {
             return Ok(None);
         };
+        let summary = BatchSummary::from_row(&row)?;
+        let owner: String = row.try_get("owner")?;
         let items = sqlx::query_as::<_, ItemProgress>(&format!(
             "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY position"
         ))
@@ -191,7 +203,16 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(BatchProgress { summary, items }))
+        Ok(Some(Owned { owner, progress: BatchProgress { summary, items } }))
+    }
+
+    /// Whom a batch belongs to: `None` when there is no such batch.
+    pub async fn owner(&self, id: BatchId) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT COALESCE(owner_id, '') FROM batches WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(owner,)| owner))
     }
 
     /// Moves one item to a new status, in one transaction with the batch's counts, status and

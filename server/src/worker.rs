@@ -8,7 +8,10 @@ use std::{sync::Arc, time::Duration};
 use batchwatch_core::{ItemProgress, ItemStatus, StatusReport, source::BoxFuture};
 use tokio::{sync::watch, task::JoinSet};
 
-use crate::{batches::Batches, config::Config};
+use crate::{
+    batches::{Access, Batches},
+    config::Config,
+};
 
 /// The work done on one item. `Err` carries the message a person will see.
 pub trait Processor: Send + Sync + 'static {
@@ -121,7 +124,7 @@ async fn process(
             }
         }
     };
-    if let Err(error) = batches.report(batch, item.id, outcome).await {
+    if let Err(error) = batches.report(Access::Any, batch, item.id, outcome).await {
         tracing::error!(%error, %batch, item = %item.id, "reporting an item's outcome failed");
     }
 }

@@ -48,7 +48,7 @@ async fn a_token_is_shown_once_stored_hashed_and_revocable() {
     let accounts = Store::connect(&db, 1).await.unwrap().accounts();
     let who = accounts.authenticate(&token).await.unwrap().expect("the new token works");
     assert_eq!(
-        (who.name.as_str(), who.role, who.token_id.as_str()),
+        (who.viewer.name.as_str(), who.role, who.token_id.as_str()),
         ("alice", Role::User, token_id.as_str())
     );
     assert_eq!(accounts.authenticate("bw_not-a-token").await.unwrap(), None);

@@ -70,14 +70,18 @@ async fn failing_items_are_retried_then_fail_for_good_with_their_error() {
 async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/w.db", dir.path().display()), 2).await.unwrap();
-    let batch = store.create_batch(NewBatch::demo(1), 1_000).await.unwrap();
+    let accounts = store.accounts();
+    let (_, secret) = accounts.create_user("w", server::accounts::Role::User, 0).await.unwrap();
+    let owner = accounts.authenticate(&secret.0).await.unwrap().unwrap().viewer.user_id;
+    let batch = store.create_batch(&owner, NewBatch::demo(1), 1_000).await.unwrap();
     let first = store.claim(2_000, 0).await.unwrap().unwrap().commit().await.unwrap();
     assert_eq!(first.event.items[0].status, ItemStatus::Processing);
     let again = store.claim(3_000, 2_500).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
     assert_eq!(again.event.summary.seq, 3);
     assert!(store.claim(4_000, 2_500).await.unwrap().is_none(), "fresh again: left alone");
-    let progress = store.progress(batch.summary.batch_id).await.unwrap().unwrap();
-    assert_eq!(progress.summary.counts.processing, 1, "a reclaim does not count the item twice");
+    let owned = store.progress(batch.summary.batch_id).await.unwrap().unwrap();
+    assert_eq!(owned.owner, owner);
+    assert_eq!(owned.progress.summary.counts.processing, 1, "a reclaim does not count the item twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,12 +12,27 @@ use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use server::{
+    accounts::Role,
+    batches::Access,
     config::Config,
     state::AppState,
     worker::{self, Demo, Settings},
 };
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::watch};
+
+/// Creates a user on this server's database; returns their token.
+pub async fn user(state: &AppState, name: &str) -> String {
+    let (_, secret) = state.accounts.create_user(name, Role::User, server::batches::now()).await.unwrap();
+    secret.0
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
 
 pub fn shared_redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -96,7 +111,9 @@ impl Drop for PrivateRedis {
 pub struct LiveServer {
     pub url: String,
     pub state: AppState,
+    /// Sends the token of this server's user with every request.
     pub http: reqwest::Client,
+    pub token: String,
     prefix: String,
     redis_url: String,
     stop: watch::Sender<bool>,
@@ -111,6 +128,8 @@ pub struct Options {
     pub failure_rate: f64,
     /// A fresh PostgreSQL database of this test's own instead of a SQLite file.
     pub postgres: bool,
+    /// High by default: fan-out tests open many streams as one user.
+    pub max_streams_per_user: u32,
 }
 
 impl Default for Options {
@@ -121,6 +140,7 @@ impl Default for Options {
             item_delay: Duration::from_millis(5),
             failure_rate: 0.0,
             postgres: false,
+            max_streams_per_user: 1_000,
         }
     }
 }
@@ -159,6 +179,7 @@ impl LiveServer {
             max_attempts: 2,
             retry_base_ms: 1,
             worker_poll_ms: 20,
+            max_streams_per_user: options.max_streams_per_user,
             ..Config::from_env()
         };
         let state = server::state(config, super::leptos_options()).await.unwrap();
@@ -178,10 +199,12 @@ impl LiveServer {
             lease: Duration::from_secs(60),
         };
         tokio::spawn(worker::run(state.batches.clone(), demo, settings, stopped));
+        let token = user(&state, "live").await;
         Self {
             url,
             state,
-            http: reqwest::Client::new(),
+            http: client(&token),
+            token,
             prefix,
             redis_url: options.redis_url,
             stop,
@@ -211,7 +234,7 @@ impl LiveServer {
         let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
         let item = batch["items"][item]["id"].as_str().unwrap().parse().unwrap();
         let report = batchwatch_core::StatusReport { status: status.parse().unwrap(), error: None };
-        self.state.batches.report(id, item, report).await.unwrap();
+        self.state.batches.report(Access::Any, id, item, report).await.unwrap();
     }
 
     pub async fn get(&self, batch: &Value) -> Value {

@@ -1,5 +1,6 @@
-//! A real server router over a fresh SQLite file per test, driven in-process with `oneshot`;
-//! `live` starts real servers for streams.
+//! A real server router over a fresh SQLite file per test, driven in-process with `oneshot`,
+//! with a user (`alice`) whose token every helper sends unless told otherwise; `live` starts
+//! real servers for streams.
 #![allow(dead_code)]
 
 pub mod live;
@@ -11,15 +12,22 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
-use server::config::Config;
+use server::{accounts::Role, config::Config, state::AppState};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
 pub struct TestApp {
     pub router: Router,
+    pub state: AppState,
     pub database_url: String,
+    /// `alice`'s token, sent by `get`, `post_json` and `post_raw`.
+    pub token: String,
     _dir: TempDir,
 }
+
+/// The host the in-process requests are addressed to, and the origin of its pages.
+pub const HOST: &str = "batchwatch.test";
+pub const ORIGIN: &str = "http://batchwatch.test";
 
 pub struct Reply {
     pub status: StatusCode,
@@ -52,16 +60,53 @@ pub fn leptos_options() -> leptos::config::LeptosOptions {
 
 impl TestApp {
     pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A test app whose configuration `change` adjusts first.
+    pub async fn with(change: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}/test.db", dir.path().display());
-        let config = Config {
+        let mut config = Config {
             database_url: database_url.clone(),
             database_max_connections: 4,
             redis_url: "memory://".into(),
             ..Config::from_env()
         };
+        change(&mut config);
         let state = server::state(config, leptos_options()).await.unwrap();
-        Self { router: server::app(state), database_url, _dir: dir }
+        let mut app = Self { router: server::app(state.clone()), state, database_url, token: String::new(), _dir: dir };
+        app.token = app.user("alice").await;
+        app
+    }
+
+    /// Creates a user and returns their token.
+    pub async fn user(&self, name: &str) -> String {
+        self.user_with_role(name, Role::User).await
+    }
+
+    pub async fn user_with_role(&self, name: &str, role: Role) -> String {
+        let (_, secret) = self.state.accounts.create_user(name, role, server::batches::now()).await.unwrap();
+        secret.0
+    }
+
+    /// Signs `token` in through the form, as a browser on this site does; returns the cookie
+    /// to send (`bw_session=...`).
+    pub async fn sign_in(&self, token: &str) -> String {
+        let body = serde_urlencoded::to_string([("token", token), ("next", "/")]).unwrap();
+        let reply = self
+            .send(
+                Request::post("/login")
+                    .header(header::HOST, HOST)
+                    .header(header::ORIGIN, ORIGIN)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text());
+        let set_cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
@@ -73,15 +118,30 @@ impl TestApp {
     }
 
     pub async fn get(&self, uri: &str) -> Reply {
-        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+        self.get_as(uri, &self.token).await
+    }
+
+    pub async fn get_as(&self, uri: &str, token: &str) -> Reply {
+        self.send(Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap())
+            .await
     }
 
     pub async fn post_json(&self, uri: &str, body: &Value) -> Reply {
         self.post_raw(uri, Some("application/json"), serde_json::to_vec(body).unwrap()).await
     }
 
+    pub async fn post_json_as(&self, uri: &str, body: &Value, token: &str) -> Reply {
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        self.send(request.body(Body::from(serde_json::to_vec(body).unwrap())).unwrap()).await
+    }
+
     pub async fn post_raw(&self, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
-        let mut request = Request::builder().method(Method::POST).uri(uri);
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
         }

@@ -1,0 +1,200 @@
+//! Who is asking, and the rules every request meets before its handler runs.
+//!
+//! [`identify`] runs on every request: an `Authorization: Bearer` token (the API, workers) or
+//! the session cookie (the browser) names a [`Principal`], stored in the request's extensions.
+//! State-changing requests not carrying a token must come from this site's own pages (`Origin`
+//! check: a cross-site form cannot ride the cookie), and each authenticated write counts
+//! against its token's rate limit. Handlers then take [`Caller`] or [`User`]; pages take the
+//! [`Viewer`] through [`pages_need_sign_in`].
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderMap, HeaderValue, Method, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+use batchwatch_core::{
+    Viewer,
+    account::{local_path, same_origin},
+};
+use cookie::{Cookie, SameSite};
+use serde::Deserialize;
+
+use crate::{
+    accounts::{Principal, Role},
+    error::{Error, Result},
+    extract::Form,
+    state::AppState,
+};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "bw_session";
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Token,
+    Cookie,
+    None,
+}
+
+pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    match check(&state, &mut request).await {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn check(state: &AppState, request: &mut Request) -> Result<()> {
+    let headers = request.headers();
+    let (principal, proof) = if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        let token = authorization
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::Unauthorized("expected `Authorization: Bearer <token>`"))?;
+        let principal = state.accounts.authenticate(token.trim()).await?;
+        (Some(principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?), Proof::Token)
+    } else if let Some(session) = session_cookie(headers) {
+        (session_principal(state, &session).await?, Proof::Cookie)
+    } else {
+        (None, Proof::None)
+    };
+
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if writes && proof != Proof::Token && !from_this_site(request.headers()) {
+        return Err(Error::Forbidden("a cross-site request cannot change anything here"));
+    }
+    if let Some(principal) = principal {
+        if writes {
+            state.limits.write(&principal).await?;
+        }
+        if principal.role == Role::User {
+            request.extensions_mut().insert(principal.viewer.clone());
+        }
+        request.extensions_mut().insert(principal);
+    }
+    Ok(())
+}
+
+/// The principal behind a session cookie; `None` when the session ended or its token was
+/// revoked (the session is then ended too).
+async fn session_principal(state: &AppState, session: &str) -> Result<Option<Principal>> {
+    let Some(token_id) = state.sessions.token(session).await? else { return Ok(None) };
+    let principal = state.accounts.principal(&token_id).await?;
+    if principal.is_none() {
+        state.sessions.end(session).await?;
+    }
+    Ok(principal)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+}
+
+/// Browsers send `Origin` with every POST; `Referer` is the fallback for the few that do not.
+/// A request with neither is refused: nothing but a browser uses the cookie.
+fn from_this_site(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let origin = headers.get(header::ORIGIN).or_else(|| headers.get(header::REFERER));
+    origin.and_then(|o| o.to_str().ok()).is_some_and(|o| same_origin(o, host))
+}
+
+/// Pages and server functions need a signed-in user: a page sends the browser to `/login`
+/// (and back afterwards), a server function answers 401.
+pub async fn pages_need_sign_in(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if request.extensions().get::<Viewer>().is_some() || path == "/login" {
+        return next.run(request).await;
+    }
+    if path.starts_with("/leptos/") {
+        return Error::Unauthorized("sign in first").into_response();
+    }
+    let here = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let query = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
+    Redirect::to(&format!("/login?{query}")).into_response()
+}
+
+/// Any authenticated caller: 401 without one.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        parts.extensions.get::<Principal>().cloned().map(Caller).ok_or(Error::Unauthorized("sign in or send a token"))
+    }
+}
+
+/// A user (not a worker): 401 without a caller, 403 for a worker token.
+pub struct User(pub Viewer);
+
+impl<S: Send + Sync> FromRequestParts<S> for User {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        match principal.role {
+            Role::User => Ok(User(principal.viewer)),
+            Role::Worker => Err(Error::Forbidden("a worker token may only report item status")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SignIn {
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /login` (the sign-in form): a user's token starts a session. A failure goes back to
+/// the form with the reason in the query, for the page to show.
+pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Result<Response> {
+    let next = local_path(&form.next);
+    let back = |reason: &str| {
+        let query = serde_urlencoded::to_string([("error", reason), ("next", next)]).unwrap_or_default();
+        Ok(Redirect::to(&format!("/login?{query}")).into_response())
+    };
+    let principal = match state.accounts.authenticate(form.token.trim()).await? {
+        None => return back("invalid"),
+        Some(p) if p.role == Role::Worker => return back("worker"),
+        Some(p) => p,
+    };
+    let session = state.sessions.start(&principal.token_id).await?;
+    tracing::info!(user = %principal.viewer.name, "signed in");
+    let max_age = cookie::time::Duration::seconds(state.sessions.ttl().as_secs() as i64);
+    let cookie = session_cookie_builder(&headers, session).max_age(max_age).build();
+    Ok(with_cookie(Redirect::to(next), &cookie))
+}
+
+/// `POST /logout`: ends the session at once and clears the cookie.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if let Some(session) = session_cookie(&headers) {
+        state.sessions.end(&session).await?;
+    }
+    let cookie = session_cookie_builder(&headers, String::new()).max_age(cookie::time::Duration::ZERO).build();
+    Ok(with_cookie(Redirect::to("/login"), &cookie))
+}
+
+/// HttpOnly (no script reads it), SameSite=Lax (not sent on cross-site POSTs), and Secure when
+/// the browser reached us over HTTPS (through a proxy that says so).
+fn session_cookie_builder(headers: &HeaderMap, value: String) -> cookie::CookieBuilder<'static> {
+    let https = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    Cookie::build((SESSION_COOKIE, value)).path("/").http_only(true).same_site(SameSite::Lax).secure(https)
+}
+
+fn with_cookie(redirect: Redirect, cookie: &Cookie<'_>) -> Response {
+    let mut response = redirect.into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}

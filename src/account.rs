@@ -1,0 +1,86 @@
+//! Who is signed in, and the pure rules around signing in: which origins may post with a
+//! session cookie, where a sign-in may send the browser next, and the rate-limit window.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+/// The signed-in person as the pages see them: shown in the header, and the owner every batch
+/// read or write is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    pub user_id: String,
+    pub name: String,
+}
+
+/// Whether a request's `Origin` (or, when a browser sent none, its `Referer`) names the host
+/// the request was sent to. Only the authority is compared: behind a TLS proxy the browser's
+/// origin is `https://host` while the server sees plain HTTP.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    if !matches!(scheme, "http" | "https") {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !authority.is_empty() && authority.eq_ignore_ascii_case(host)
+}
+
+/// Where to go after signing in: a path on this site, or `/`. Anything else (`//evil.example`,
+/// `https://...`, `/\evil`) would make the sign-in form an open redirect.
+pub fn local_path(next: &str) -> &str {
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.chars().any(|c| c.is_control());
+    if local { next } else { "/" }
+}
+
+/// A fixed rate-limit window: the one `now` falls in, and the whole seconds until it ends
+/// (at least 1), which is what `Retry-After` says when the window is full.
+pub fn window(now: Millis, window_ms: Millis) -> (Millis, u64) {
+    let window_ms = window_ms.max(1);
+    let start = now - now.rem_euclid(window_ms);
+    let left_ms = start + window_ms - now;
+    (start, (left_ms as u64).div_ceil(1000).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_compares_the_authority() {
+        assert!(same_origin("http://127.0.0.1:3000", "127.0.0.1:3000"));
+        assert!(same_origin("https://watch.example", "watch.example"));
+        assert!(same_origin("http://127.0.0.1:3000/batches/x?y", "127.0.0.1:3000"));
+        assert!(same_origin("http://Watch.Example", "watch.example"));
+        assert!(!same_origin("http://127.0.0.1:3001", "127.0.0.1:3000"));
+        assert!(!same_origin("https://evil.example", "watch.example"));
+        assert!(!same_origin("https://watch.example.evil.example", "watch.example"));
+        assert!(!same_origin("null", "watch.example"));
+        assert!(!same_origin("", "watch.example"));
+        assert!(!same_origin("ftp://watch.example", "watch.example"));
+        assert!(!same_origin("http://", ""));
+    }
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_path("/batches/1"), "/batches/1");
+        assert_eq!(local_path("/?a=b"), "/?a=b");
+        assert_eq!(local_path("//evil.example"), "/");
+        assert_eq!(local_path("/\\evil.example"), "/");
+        assert_eq!(local_path("https://evil.example"), "/");
+        assert_eq!(local_path("batches"), "/");
+        assert_eq!(local_path("/a\nb"), "/");
+        assert_eq!(local_path(""), "/");
+    }
+
+    #[test]
+    fn windows_start_on_their_boundary() {
+        assert_eq!(window(60_000, 60_000), (60_000, 60));
+        assert_eq!(window(119_999, 60_000), (60_000, 1));
+        assert_eq!(window(61_500, 60_000), (60_000, 59));
+        assert_eq!(window(500, 1_000), (0, 1));
+        assert_eq!(window(5, 0), (5, 1));
+    }
+}
