@@ -25,8 +25,16 @@ pub trait BatchSource: Send + Sync + 'static {
         viewer: &'a Viewer,
         id: BatchId,
     ) -> BoxFuture<'a, Result<Option<BatchProgress>, SourceError>>;
-    fn list<'a>(&'a self, viewer: &'a Viewer, page: Page) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>>;
-    fn create<'a>(&'a self, viewer: &'a Viewer, new: NewBatch) -> BoxFuture<'a, Result<BatchProgress, SourceError>>;
+    fn list<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>>;
+    fn create<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        new: NewBatch,
+    ) -> BoxFuture<'a, Result<BatchProgress, SourceError>>;
 }
 
 pub type SharedSource = Arc<dyn BatchSource>;

@@ -158,10 +158,8 @@ impl Accounts {
     }
 
     async fn principal_where(&self, condition: &str, value: &str) -> Result<Option<Principal>> {
-        let row: Option<(String, String, String, String)> = sqlx::query_as(&format!("{PRINCIPAL}{condition}"))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String, String, String, String)> =
+            sqlx::query_as(&format!("{PRINCIPAL}{condition}")).bind(value).fetch_optional(&self.pool).await?;
         row.map(|(user_id, name, role, token_id)| {
             Ok(Principal { viewer: Viewer { user_id, name }, role: role.parse()?, token_id })
         })

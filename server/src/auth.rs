@@ -47,6 +47,7 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
 
 async fn check(state: &AppState, request: &mut Request) -> Result<()> {
     let headers = request.headers();
+    let session = session_cookie(headers);
     let (principal, proof) = if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         let token = authorization
             .to_str()
@@ -55,14 +56,19 @@ async fn check(state: &AppState, request: &mut Request) -> Result<()> {
             .ok_or(Error::Unauthorized("expected `Authorization: Bearer <token>`"))?;
         let principal = state.accounts.authenticate(token.trim()).await?;
         (Some(principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?), Proof::Token)
-    } else if let Some(session) = session_cookie(headers) {
-        (session_principal(state, &session).await?, Proof::Cookie)
+    } else if let Some(session) = &session {
+        (session_principal(state, session).await?, Proof::Cookie)
     } else {
         (None, Proof::None)
     };
 
+    // The cookie rides along on any request the browser makes, whichever site started it: a
+    // write carrying it (or signing in) must come from our own pages. Without a cookie or a
+    // token there is nobody to act for, and the handler answers 401.
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if writes && proof != Proof::Token && !from_this_site(request.headers()) {
+    let cookie_write =
+        writes && proof != Proof::Token && (session.is_some() || request.uri().path() == "/login");
+    if cookie_write && !from_this_site(request.headers()) {
         return Err(Error::Forbidden("a cross-site request cannot change anything here"));
     }
     if let Some(principal) = principal {
@@ -129,7 +135,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
-        parts.extensions.get::<Principal>().cloned().map(Caller).ok_or(Error::Unauthorized("sign in or send a token"))
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or(Error::Unauthorized("sign in or send a token"))
     }
 }
 
@@ -157,7 +168,11 @@ pub struct SignIn {
 
 /// `POST /login` (the sign-in form): a user's token starts a session. A failure goes back to
 /// the form with the reason in the query, for the page to show.
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Result<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Result<Response> {
     let next = local_path(&form.next);
     let back = |reason: &str| {
         let query = serde_urlencoded::to_string([("error", reason), ("next", next)]).unwrap_or_default();
@@ -180,7 +195,8 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
     if let Some(session) = session_cookie(&headers) {
         state.sessions.end(&session).await?;
     }
-    let cookie = session_cookie_builder(&headers, String::new()).max_age(cookie::time::Duration::ZERO).build();
+    let cookie =
+        session_cookie_builder(&headers, String::new()).max_age(cookie::time::Duration::ZERO).build();
     Ok(with_cookie(Redirect::to("/login"), &cookie))
 }
 

@@ -186,11 +186,19 @@ impl BatchSource for Batches {
         })
     }
 
-    fn list<'a>(&'a self, viewer: &'a Viewer, page: Page) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>> {
+    fn list<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>> {
         Box::pin(async move { Batches::list(self, &viewer.user_id, page).await.map_err(for_page) })
     }
 
-    fn create<'a>(&'a self, viewer: &'a Viewer, new: NewBatch) -> BoxFuture<'a, Result<BatchProgress, SourceError>> {
+    fn create<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        new: NewBatch,
+    ) -> BoxFuture<'a, Result<BatchProgress, SourceError>> {
         Box::pin(async move { Batches::create(self, &viewer.user_id, new).await.map_err(for_page) })
     }
 }

@@ -152,7 +152,11 @@ impl Cache {
         match &self.inner.backend {
             Backend::Redis { conn, prefix, fill, .. } => {
                 let owner = ("owner".to_owned(), owned.owner.clone());
-                let items = snapshot.items.iter().enumerate().map(|(position, item)| item_field(position as u32, item));
+                let items = snapshot
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(|(position, item)| item_field(position as u32, item));
                 let fields = std::iter::once(owner).chain(items);
                 let result = invoke(fill, conn, prefix, &snapshot.summary, fields, ttl).await;
                 if let Err(error) = result {
@@ -168,7 +172,10 @@ impl Cache {
                     expires: now,
                 });
                 let newer_cached = entry.expires > now
-                    && (entry.progress.as_ref().is_some_and(|p| p.progress.summary.seq >= snapshot.summary.seq)
+                    && (entry
+                        .progress
+                        .as_ref()
+                        .is_some_and(|p| p.progress.summary.seq >= snapshot.summary.seq)
                         || entry.floor > snapshot.summary.seq);
                 if !newer_cached {
                     *entry = Entry { progress: Some(owned.clone()), floor: 0, expires: now + ttl };
@@ -182,7 +189,8 @@ impl Cache {
         let ttl = self.inner.ttl;
         match &self.inner.backend {
             Backend::Redis { conn, prefix, apply, .. } => {
-                let items = change.positions.iter().zip(&change.event.items).map(|(p, item)| item_field(*p, item));
+                let items =
+                    change.positions.iter().zip(&change.event.items).map(|(p, item)| item_field(*p, item));
                 if let Err(error) = invoke(apply, conn, prefix, &change.event.summary, items, ttl).await {
                     tracing::warn!(%error, "progress cache update failed");
                 }

@@ -35,8 +35,8 @@ use tokio::net::TcpListener;
 use tower_http::{set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
 use crate::{
-    batches::Batches, cache::Cache, config::Config, hub::Hub, limits::Limits, sessions::Sessions, sse::StreamTimes,
-    state::AppState, store::Store,
+    batches::Batches, cache::Cache, config::Config, hub::Hub, limits::Limits, sessions::Sessions,
+    sse::StreamTimes, state::AppState, store::Store,
 };
 
 /// The whole HTTP surface: the JSON API, the pages, sign-in, and the static files of the site.
@@ -98,7 +98,9 @@ impl Backends {
             .await
             .with_context(|| format!("opening the database at {}", config.database_url))?;
         if config.redis_url.starts_with("memory://") {
-            tracing::info!("REDIS_URL=memory://: cache, events, sessions and limits stay inside this process");
+            tracing::info!(
+                "REDIS_URL=memory://: cache, events, sessions and limits stay inside this process"
+            );
             return Ok(Self { store, redis: None });
         }
         let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;

@@ -25,7 +25,10 @@ pub struct Sessions {
 
 #[derive(Clone)]
 enum Backend {
-    Redis { conn: ConnectionManager, prefix: String },
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
     /// `memory://`: one process's sessions, gone when it stops.
     Memory(Arc<Mutex<HashMap<String, (String, Instant)>>>),
 }

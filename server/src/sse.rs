@@ -23,10 +23,10 @@ use tokio::{sync::broadcast::error::RecvError, time::Instant};
 use crate::{
     auth::User,
     batches::{Access, Batches},
-    limits::StreamSlot,
     error::Result,
     extract::{Path, Query},
     hub::{HubMsg, Watch},
+    limits::StreamSlot,
     state::AppState,
 };
 

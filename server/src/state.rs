@@ -6,7 +6,8 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
-    accounts::Accounts, batches::Batches, config::Config, limits::Limits, sessions::Sessions, sse::StreamTimes,
+    accounts::Accounts, batches::Batches, config::Config, limits::Limits, sessions::Sessions,
+    sse::StreamTimes,
 };
 
 #[derive(Clone, FromRef)]

@@ -208,10 +208,11 @@ impl Store {
 
     /// Whom a batch belongs to: `None` when there is no such batch.
     pub async fn owner(&self, id: BatchId) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT COALESCE(owner_id, '') FROM batches WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT COALESCE(owner_id, '') FROM batches WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(owner,)| owner))
     }
 

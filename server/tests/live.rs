@@ -96,7 +96,8 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
     conn.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..items {

@@ -70,7 +70,8 @@ fn submit_link_token(form: Option<web_sys::HtmlFormElement>, input: Option<web_s
     let Some(value) = location.hash().ok().and_then(|h| h.strip_prefix("#token=").map(str::to_owned)) else {
         return;
     };
-    let here = format!("{}{}", location.pathname().unwrap_or_default(), location.search().unwrap_or_default());
+    let here =
+        format!("{}{}", location.pathname().unwrap_or_default(), location.search().unwrap_or_default());
     if let Ok(history) = window().history() {
         let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&here));
     }

@@ -1,4 +1,4 @@
 pub mod batch;
 pub mod home;
-pub mod not_found;
 pub mod login;
+pub mod not_found;

@@ -114,8 +114,8 @@ pub struct LiveServer {
     /// Sends the token of this server's user with every request.
     pub http: reqwest::Client,
     pub token: String,
-    prefix: String,
-    redis_url: String,
+    pub prefix: String,
+    pub redis_url: String,
     stop: watch::Sender<bool>,
     postgres_database: Option<String>,
     _dir: TempDir,
@@ -211,6 +211,11 @@ impl LiveServer {
             postgres_database,
             _dir: dir,
         }
+    }
+
+    /// The id of this server's user.
+    pub async fn user_id(&self) -> String {
+        self.state.accounts.authenticate(&self.token).await.unwrap().unwrap().viewer.user_id
     }
 
     pub async fn create(&self, items: usize) -> Value {

@@ -75,7 +75,8 @@ impl TestApp {
         };
         change(&mut config);
         let state = server::state(config, leptos_options()).await.unwrap();
-        let mut app = Self { router: server::app(state.clone()), state, database_url, token: String::new(), _dir: dir };
+        let mut app =
+            Self { router: server::app(state.clone()), state, database_url, token: String::new(), _dir: dir };
         app.token = app.user("alice").await;
         app
     }
@@ -122,8 +123,13 @@ impl TestApp {
     }
 
     pub async fn get_as(&self, uri: &str, token: &str) -> Reply {
-        self.send(Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap())
-            .await
+        self.send(
+            Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post_json(&self, uri: &str, body: &Value) -> Reply {
