@@ -85,7 +85,8 @@ cmd_run() {
     ensure_redis
     build_release
     log "starting batchwatch (SQLite under data/; Ctrl-C stops it)"
-    exec "$TARGET_DIR/release/batchwatch" "$@"
+    # A first run creates the user `demo` and prints a link that signs the browser in.
+    DEMO_SIGN_IN="${DEMO_SIGN_IN:-true}" exec "$TARGET_DIR/release/batchwatch" "$@"
 }
 
 cmd_test() {

@@ -48,7 +48,7 @@ export default defineConfig({
   webServer: {
     command: bin,
     cwd: resolve(__dirname, ".."),
-    url: `${baseURL}/api/batches`,
+    url: `${baseURL}/login`,
     timeout: 60_000,
     reuseExistingServer: false,
     stdout: "ignore",

@@ -1,4 +1,5 @@
-import { expect, Page, test } from "@playwright/test";
+import { Page } from "@playwright/test";
+import { expect, test } from "./accounts";
 
 async function hydrated(page: Page, javaScriptEnabled: boolean | undefined) {
   // Clicks before hydration would be lost; without JS there is nothing to wait for. The first
@@ -50,11 +51,11 @@ test("the demo button creates a batch of N items", async ({ page, javaScriptEnab
   await expect(page.getByTestId("count-queued")).toHaveText("12");
 });
 
-test("the home page lists batches newest first with their status @no-js", async ({ page, request, javaScriptEnabled }) => {
+test("the home page lists batches newest first with their status @no-js", async ({ page, api, javaScriptEnabled }) => {
   const older = `older ${Date.now()}`;
   const newer = `newer ${Date.now()}`;
   for (const name of [older, newer]) {
-    const created = await request.post("/api/batches", { data: { name, items: ["a.jpg"] } });
+    const created = await api.post("/api/batches", { data: { name, items: ["a.jpg"] } });
     expect(created.status()).toBe(201);
   }
   await page.goto("/");
@@ -81,11 +82,11 @@ test("a malformed batch id answers 400 @no-js", async ({ page }) => {
   await expect(page.getByRole("heading", { level: 1 })).toHaveText("Bad request");
 });
 
-test("a batch moved by worker reports shows its state after reload @no-js", async ({ page, request }) => {
-  const created = await request.post("/api/batches", { data: { name: `reported ${Date.now()}`, items: ["a", "b"] } });
+test("a batch moved by worker reports shows its state after reload @no-js", async ({ page, api }) => {
+  const created = await api.post("/api/batches", { data: { name: `reported ${Date.now()}`, items: ["a", "b"] } });
   const batch = await created.json();
   const report = (i: number, status: string, error?: string) =>
-    request.post(`/api/batches/${batch.batch_id}/items/${batch.items[i].id}/status`, { data: { status, error } });
+    api.post(`/api/batches/${batch.batch_id}/items/${batch.items[i].id}/status`, { data: { status, error } });
   for (const [i, status, error] of [[0, "processing"], [0, "done"], [1, "processing"], [1, "failed", "corrupt file"]] as const) {
     expect((await report(i, status, error)).status()).toBe(200);
   }
@@ -96,12 +97,12 @@ test("a batch moved by worker reports shows its state after reload @no-js", asyn
   await expect(page.getByTestId("count-failed")).toHaveText("1");
 });
 
-test("names and errors holding HTML are shown as text", async ({ page, request }) => {
+test("names and errors holding HTML are shown as text", async ({ page, api }) => {
   const evil = "</title><img src=x onerror=alert(1)>";
-  const created = await request.post("/api/batches", { data: { name: evil, items: [evil, "<b>bold</b>"] } });
+  const created = await api.post("/api/batches", { data: { name: evil, items: [evil, "<b>bold</b>"] } });
   const batch = await created.json();
   const report = (status: string, error?: string) =>
-    request.post(`/api/batches/${batch.batch_id}/items/${batch.items[0].id}/status`, { data: { status, error } });
+    api.post(`/api/batches/${batch.batch_id}/items/${batch.items[0].id}/status`, { data: { status, error } });
   expect((await report("processing")).status()).toBe(200);
   expect((await report("failed", "<script>alert(2)</script>")).status()).toBe(200);
 
@@ -120,8 +121,8 @@ test("names and errors holding HTML are shown as text", async ({ page, request }
   expect(dialogs).toEqual([]);
 });
 
-test("the page runs under its Content-Security-Policy without violations", async ({ page, request }) => {
-  const created = await request.post("/api/batches", { data: { name: `csp ${Date.now()}`, items: ["a"] } });
+test("the page runs under its Content-Security-Policy without violations", async ({ page, api }) => {
+  const created = await api.post("/api/batches", { data: { name: `csp ${Date.now()}`, items: ["a"] } });
   const batch = await created.json();
   const violations: string[] = [];
   page.on("console", (m) => {

@@ -1,11 +1,13 @@
 import { expect, Page, test } from "@playwright/test";
+import { signIn } from "./accounts";
 import { TestServer } from "./server";
 
 // Each test runs its own server; live batches take a few seconds.
 test.describe.configure({ timeout: 60_000 });
 
-async function openLive(page: Page, url: string) {
-  await page.goto(url);
+async function openLive(page: Page, server: TestServer, path: string) {
+  await signIn(page, server.token, server.url);
+  await page.goto(`${server.url}${path}`);
   await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true", { timeout: 30_000 });
   await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
   // Set once: a reload would lose it.
@@ -20,7 +22,7 @@ test("a 20-item batch reaches 100 % Completed without a reload", async ({ page }
   const server = await TestServer.start({ WORKERS: "2", ITEM_DELAY_MS: "150", DEMO_FAILURE_RATE: "0" });
   try {
     const batch = await server.createBatch(20, "Wedding photos");
-    await openLive(page, `${server.url}/batches/${batch.batch_id}`);
+    await openLive(page, server, `/batches/${batch.batch_id}`);
 
     // Moving while we watch: some items done, not all.
     await expect(page.getByTestId("count-completed")).not.toHaveText("0");
@@ -48,7 +50,7 @@ test("a batch with failures ends Partial, in orange, with the error shown", asyn
   const server = await TestServer.start({ WORKERS: "0" });
   try {
     const batch = await server.createBatch(4);
-    await openLive(page, `${server.url}/batches/${batch.batch_id}`);
+    await openLive(page, server, `/batches/${batch.batch_id}`);
     for (const i of [0, 1, 2]) {
       await server.report(batch, i, "processing");
       await server.report(batch, i, "done");
@@ -88,7 +90,7 @@ test("the page reconnects after the server is killed and shows the final state",
   });
   try {
     const batch = await server.createBatch(24);
-    await openLive(page, `${server.url}/batches/${batch.batch_id}`);
+    await openLive(page, server, `/batches/${batch.batch_id}`);
     await expect(page.getByTestId("count-completed")).not.toHaveText("0");
 
     await server.kill();

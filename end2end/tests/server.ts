@@ -5,8 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-
-const bin = process.env.BATCHWATCH_BIN ?? resolve(__dirname, "../../target/release/batchwatch");
+import { bin, createUser } from "./accounts";
 
 function freePort(): Promise<number> {
   return new Promise((done, fail) => {
@@ -21,13 +20,17 @@ function freePort(): Promise<number> {
 
 export class TestServer {
   private child?: ChildProcess;
+  /** The token of this server's one user, which the helpers below send. */
+  readonly token: string;
   private constructor(
     readonly url: string,
     private readonly port: number,
     private readonly dir: string,
     private readonly prefix: string,
     private readonly env: Record<string, string>,
-  ) {}
+  ) {
+    this.token = createUser(this.databaseUrl, "watcher");
+  }
 
   static async start(env: Record<string, string>): Promise<TestServer> {
     const port = await freePort();
@@ -38,13 +41,21 @@ export class TestServer {
     return server;
   }
 
+  private get databaseUrl(): string {
+    return `sqlite://${this.dir}/live.db`;
+  }
+
+  private headers(): Record<string, string> {
+    return { "content-type": "application/json", authorization: `Bearer ${this.token}` };
+  }
+
   async restart(): Promise<void> {
     this.child = spawn(bin, [], {
       cwd: resolve(__dirname, "../.."),
       stdio: "ignore",
       env: {
         ...process.env,
-        DATABASE_URL: `sqlite://${this.dir}/live.db`,
+        DATABASE_URL: this.databaseUrl,
         LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
         REDIS_PREFIX: this.prefix,
         RUST_LOG: "warn",
@@ -53,7 +64,7 @@ export class TestServer {
     });
     for (let i = 0; i < 200; i++) {
       try {
-        if ((await fetch(`${this.url}/api/batches`)).ok) return;
+        if ((await fetch(`${this.url}/login`)).ok) return;
       } catch {
         // not listening yet
       }
@@ -80,7 +91,7 @@ export class TestServer {
   async createBatch(items: number, name = `live ${Date.now()}`): Promise<any> {
     const res = await fetch(`${this.url}/api/batches`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: this.headers(),
       body: JSON.stringify({ name, items: Array.from({ length: items }, (_, i) => `photo-${i + 1}.jpg`) }),
     });
     if (res.status !== 201) throw new Error(`create: ${res.status}`);
@@ -90,13 +101,13 @@ export class TestServer {
   async report(batch: any, item: number, status: string, error?: string): Promise<void> {
     const res = await fetch(`${this.url}/api/batches/${batch.batch_id}/items/${batch.items[item].id}/status`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: this.headers(),
       body: JSON.stringify({ status, error }),
     });
     if (res.status !== 200) throw new Error(`report: ${res.status} ${await res.text()}`);
   }
 
   async get(batch: any): Promise<any> {
-    return (await fetch(`${this.url}/api/batches/${batch.batch_id}`)).json();
+    return (await fetch(`${this.url}/api/batches/${batch.batch_id}`, { headers: this.headers() })).json();
   }
 }

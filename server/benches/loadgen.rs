@@ -71,7 +71,9 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     prefix: String,
+    /// Sends the bench user's token with every request.
     http: reqwest::Client,
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -90,10 +92,15 @@ impl Server {
                 .context("no target dir")?
                 .join("batchwatch"),
         };
+        let database_url = format!("sqlite://{}/bench.db", dir.path().display());
+        let token = bench_user(&bin, &database_url)?;
         let mut command = Command::new(&bin);
         command
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .env("DATABASE_URL", format!("sqlite://{}/bench.db", dir.path().display()))
+            .env("DATABASE_URL", &database_url)
+            // One user watches everything here: lift the per-user limits.
+            .env("MAX_STREAMS_PER_USER", "1000000")
+            .env("WRITES_PER_MINUTE", "1000000")
             .env("LEPTOS_SITE_ADDR", addr.to_string())
             .env("REDIS_URL", &args.redis_url)
             .env("REDIS_PREFIX", &prefix)
@@ -107,7 +114,10 @@ impl Server {
         let child = command.spawn().with_context(|| {
             format!("starting {} (build it with ./dev.sh run or cargo leptos build --release)", bin.display())
         })?;
-        let server = Self { child, addr, prefix, http: reqwest::Client::new(), _dir: dir };
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+        let http = reqwest::Client::builder().default_headers(headers).build()?;
+        let server = Self { child, addr, prefix, http, token, _dir: dir };
         for _ in 0..200 {
             if server.http.get(format!("http://{addr}/api/batches")).send().await.is_ok() {
                 return Ok(server);
@@ -142,6 +152,22 @@ impl Server {
     }
 }
 
+/// Creates the bench's user with the binary, as an operator would; returns its token.
+fn bench_user(bin: &std::path::Path, database_url: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(["user", "create", "bench"])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .map(|t| t.trim().to_owned())
+        .with_context(|| format!("no token from `batchwatch user create`: {stdout}"))
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -170,6 +196,7 @@ struct Sent {
 
 async fn watcher(
     addr: SocketAddr,
+    token: String,
     batch: usize,
     id: BatchId,
     final_seq: u64,
@@ -179,7 +206,10 @@ async fn watcher(
     let mut stream = TcpStream::connect(addr).await?;
     // HTTP/1.0: the body comes unchunked, so the bytes are the event stream itself.
     stream
-        .write_all(format!("GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut lines = BufReader::new(stream).lines();
     let (mut seq, mut last, mut latencies, mut bytes) = (0u64, 0u64, Vec::new(), 0u64);
@@ -257,6 +287,7 @@ async fn fanout(
         for _ in 0..watchers {
             tasks.push(tokio::spawn(watcher(
                 server.addr,
+                server.token.clone(),
                 b,
                 batch.summary.batch_id,
                 final_seq,
@@ -359,6 +390,7 @@ async fn items(args: &Args) -> anyhow::Result<()> {
         .map(|_| {
             tokio::spawn(watcher(
                 server.addr,
+                server.token.clone(),
                 0,
                 batch.summary.batch_id,
                 final_seq,

@@ -60,7 +60,9 @@ pub fn app(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         // After the layer: the API traces its own routes, all but the streams (`api::router`).
         .nest("/api", api::router())
-        .layer(from_fn_with_state(state.clone(), auth::identify));
+        // Routes only: the static files (the fallback) are the same for everyone, and a page
+        // load fetches several, none of which needs a session lookup.
+        .route_layer(from_fn_with_state(state.clone(), auth::identify));
     with_security_headers(router).with_state(state)
 }
 

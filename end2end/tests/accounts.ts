@@ -1,0 +1,54 @@
+// Users for the tests, made the way an operator makes them (`batchwatch user create`), and
+// a `test` whose page is signed in through /login as a user of its own.
+import { APIRequestContext, expect, Page, test as base } from "@playwright/test";
+import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { resolve } from "node:path";
+
+export const bin = process.env.BATCHWATCH_BIN ?? resolve(__dirname, "../../target/release/batchwatch");
+
+/** Creates a user in the server's database; returns their token. */
+export function createUser(databaseUrl: string, name: string, worker = false): string {
+  const out = execFileSync(bin, ["user", "create", name, ...(worker ? ["--worker"] : [])], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, RUST_LOG: "warn" },
+    stdio: ["ignore", "pipe", "ignore"],
+  }).toString();
+  const token = out.match(/^token:\s+(bw_[0-9a-f]+)$/m)?.[1];
+  if (!token) throw new Error(`no token in: ${out}`);
+  return token;
+}
+
+export const e2eDatabaseUrl = () => `sqlite://${process.env.E2E_DATA_DIR}/e2e.db`;
+
+/** A name no other test uses. */
+export const uniqueName = (what: string) => `${what}-${randomUUID().slice(0, 8)}`;
+
+/** Signs in through the form, as a person does; ends on the page it was sent to. */
+export async function signIn(page: Page, token: string, base = "") {
+  await page.goto(`${base}/login`);
+  await page.getByLabel("Token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByTestId("viewer")).toBeVisible();
+}
+
+/** Each test: a fresh user, its token, an API client sending it, and a page signed in. */
+export const test = base.extend<{ user: { name: string; token: string }; api: APIRequestContext }>({
+  user: async ({}, use) => {
+    const name = uniqueName("user");
+    await use({ name, token: createUser(e2eDatabaseUrl(), name) });
+  },
+  api: async ({ playwright, baseURL, user }, use) => {
+    const api = await playwright.request.newContext({
+      baseURL,
+      extraHTTPHeaders: { authorization: `Bearer ${user.token}` },
+    });
+    await use(api);
+    await api.dispose();
+  },
+  page: async ({ page, user }, use) => {
+    await signIn(page, user.token);
+    await use(page);
+  },
+});
+
+export { expect };
