@@ -3,7 +3,7 @@
 //! server's sign-in check put into the request.
 
 use batchwatch_core::{BatchId, BatchProgress, BatchSummary, Page, Viewer};
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::codec::GetUrl};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
@@ -47,18 +47,19 @@ pub async fn lookup(id: String) -> Result<Lookup, ServerFnError> {
     }
 }
 
-/// Who is signed in, for the header.
-#[server(prefix = "/leptos")]
+/// Who is signed in, for the header. Reads are GETs: they change nothing, so they neither
+/// need the same-origin check nor count against the write limit.
+#[server(prefix = "/leptos", input = GetUrl)]
 pub async fn current_user() -> Result<Viewer, ServerFnError> {
     viewer()
 }
 
-#[server(prefix = "/leptos")]
+#[server(prefix = "/leptos", input = GetUrl)]
 pub async fn get_batch(id: BatchId) -> Result<Option<BatchProgress>, ServerFnError> {
     source().progress(&viewer()?, id).await.map_err(to_server_error)
 }
 
-#[server(prefix = "/leptos")]
+#[server(prefix = "/leptos", input = GetUrl)]
 pub async fn list_batches(page: Page) -> Result<Vec<BatchSummary>, ServerFnError> {
     source().list(&viewer()?, page).await.map_err(to_server_error)
 }
