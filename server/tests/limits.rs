@@ -1,0 +1,93 @@
+//! The limits behave the same on Redis and on the `memory://` twin.
+
+mod common;
+
+use std::time::Duration;
+
+use batchwatch_core::Viewer;
+use server::{
+    accounts::{Principal, Role},
+    error::Error,
+    limits::{Limits, Settings},
+};
+
+const SETTINGS: Settings = Settings {
+    max_streams_per_user: 2,
+    slot_ttl: Duration::from_secs(60),
+    writes_per_minute: 3,
+    worker_writes_per_minute: 5,
+};
+
+/// Both backends, each with a key prefix of its own; the Redis keys are removed on drop.
+async fn backends() -> Vec<(&'static str, Limits, Option<Cleanup>)> {
+    let prefix = format!("test-{}:", uuid::Uuid::new_v4());
+    let client = redis::Client::open(common::live::shared_redis_url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+    vec![
+        ("memory", Limits::memory(SETTINGS), None),
+        ("redis", Limits::redis(conn, &prefix, SETTINGS), Some(Cleanup { client, prefix })),
+    ]
+}
+
+struct Cleanup {
+    client: redis::Client,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut conn = self.client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn).unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
+        }
+    }
+}
+
+fn principal(token_id: &str, role: Role) -> Principal {
+    Principal {
+        viewer: Viewer { user_id: format!("u-{token_id}"), name: token_id.into() },
+        role,
+        token_id: token_id.into(),
+    }
+}
+
+#[tokio::test]
+async fn stream_slots_are_counted_per_user_and_given_back() {
+    for (name, limits, _cleanup) in backends().await {
+        let a = limits.open_stream("ann").await.unwrap();
+        let _b = limits.open_stream("ann").await.unwrap();
+        match limits.open_stream("ann").await {
+            Err(Error::TooMany { retry_after, .. }) => assert!((1..=60).contains(&retry_after), "{name}"),
+            other => panic!("{name}: expected 429, got {:?}", other.map(|_| ())),
+        }
+        assert!(limits.open_stream("ben").await.is_ok(), "{name}: ben has slots of his own");
+        drop(a);
+        // The slot goes back from a task of its own.
+        let mut reopened = None;
+        for _ in 0..50 {
+            if let Ok(slot) = limits.open_stream("ann").await {
+                reopened = Some(slot);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(reopened.is_some(), "{name}: a dropped slot was not given back");
+    }
+}
+
+#[tokio::test]
+async fn writes_are_counted_per_token_with_the_role_s_limit() {
+    for (name, limits, _cleanup) in backends().await {
+        let (user, worker) = (principal("t1", Role::User), principal("t2", Role::Worker));
+        for _ in 0..3 {
+            limits.write(&user).await.unwrap();
+        }
+        assert!(matches!(limits.write(&user).await, Err(Error::TooMany { .. })), "{name}");
+        for _ in 0..5 {
+            limits.write(&worker).await.unwrap();
+        }
+        assert!(matches!(limits.write(&worker).await, Err(Error::TooMany { .. })), "{name}");
+        assert!(limits.write(&principal("t3", Role::User)).await.is_ok(), "{name}: per token");
+    }
+}
