@@ -1,6 +1,7 @@
 //! Who is asking, and the rules every request meets before its handler runs.
 //!
-//! [`identify`] runs on every request: an `Authorization: Bearer` token (the API, workers) or
+//! [`identify`] runs on every route (the static files are open to all): an `Authorization:
+//! Bearer` token (the API, workers) or
 //! the session cookie (the browser) names a [`Principal`], stored in the request's extensions.
 //! State-changing requests not carrying a token must come from this site's own pages (`Origin`
 //! check: a cross-site form cannot ride the cookie), and each authenticated write counts
@@ -30,14 +31,6 @@ use crate::{
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "bw_session";
 
-/// How the caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proof {
-    Token,
-    Cookie,
-    None,
-}
-
 pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     match check(&state, &mut request).await {
         Ok(()) => next.run(request).await,
@@ -48,26 +41,27 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
 async fn check(state: &AppState, request: &mut Request) -> Result<()> {
     let headers = request.headers();
     let session = session_cookie(headers);
-    let (principal, proof) = if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+    let authorization = headers.get(header::AUTHORIZATION);
+    let by_token = authorization.is_some();
+    let principal = if let Some(authorization) = authorization {
         let token = authorization
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthorized("expected `Authorization: Bearer <token>`"))?;
         let principal = state.accounts.authenticate(token.trim()).await?;
-        (Some(principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?), Proof::Token)
+        Some(principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?)
     } else if let Some(session) = &session {
-        (session_principal(state, session).await?, Proof::Cookie)
+        session_principal(state, session).await?
     } else {
-        (None, Proof::None)
+        None
     };
 
     // The cookie rides along on any request the browser makes, whichever site started it: a
     // write carrying it (or signing in) must come from our own pages. Without a cookie or a
     // token there is nobody to act for, and the handler answers 401.
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let cookie_write =
-        writes && proof != Proof::Token && (session.is_some() || request.uri().path() == "/login");
+    let cookie_write = writes && !by_token && (session.is_some() || request.uri().path() == "/login");
     if cookie_write && !from_this_site(request.headers()) {
         return Err(Error::Forbidden("a cross-site request cannot change anything here"));
     }

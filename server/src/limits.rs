@@ -17,7 +17,7 @@ use std::{
 };
 
 use batchwatch_core::{Millis, account::window, keys};
-use redis::{Script, aio::ConnectionManager};
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
 
 use crate::{
     accounts::{Principal, Role},
@@ -197,12 +197,7 @@ impl Limits {
     async fn release(&self, user_id: &str, slot: &str) -> Result<()> {
         match &self.backend {
             Backend::Redis { conn, prefix, .. } => {
-                let () = redis::cmd("ZREM")
-                    .arg(keys::streams_key(prefix, user_id))
-                    .arg(slot)
-                    .query_async(&mut conn.clone())
-                    .await
-                    .map(|_: i64| ())?;
+                let _: i64 = conn.clone().zrem(keys::streams_key(prefix, user_id), slot).await?;
             }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
