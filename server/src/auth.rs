@@ -22,9 +22,10 @@ use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
 use crate::{
-    accounts::{Principal, Role},
+    accounts::{Accounts, Principal, Role},
     error::{Error, Result},
     extract::Form,
+    sessions::Sessions,
     state::AppState,
 };
 
@@ -50,9 +51,10 @@ async fn check(state: &AppState, request: &mut Request) -> Result<()> {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthorized("expected `Authorization: Bearer <token>`"))?;
         let principal = state.accounts.authenticate(token.trim()).await?;
-        Some(principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?)
+        let principal = principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?;
+        Some((Credential::Token(principal.token_id.clone()), principal))
     } else if let Some(session) = &session {
-        session_principal(state, session).await?
+        session_principal(state, session).await?.map(|p| (Credential::Session(session.clone()), p))
     } else {
         None
     };
@@ -65,7 +67,7 @@ async fn check(state: &AppState, request: &mut Request) -> Result<()> {
     if cookie_write && !from_this_site(request.headers()) {
         return Err(Error::Forbidden("a cross-site request cannot change anything here"));
     }
-    if let Some(principal) = principal {
+    if let Some((credential, principal)) = principal {
         if writes {
             state.limits.write(&principal).await?;
         }
@@ -73,8 +75,49 @@ async fn check(state: &AppState, request: &mut Request) -> Result<()> {
             request.extensions_mut().insert(principal.viewer.clone());
         }
         request.extensions_mut().insert(principal);
+        request.extensions_mut().insert(credential);
     }
     Ok(())
+}
+
+/// What a request was signed in with, kept so that a long-lived stream can ask again later.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A bearer token, by its id.
+    Token(String),
+    /// A session, by its cookie's value.
+    Session(String),
+}
+
+/// Asks again whether a credential still stands: a stream outlives the request that opened it,
+/// and revoking its token or signing out must end it too.
+#[derive(Clone)]
+pub struct Recheck {
+    accounts: Accounts,
+    sessions: Sessions,
+    credential: Credential,
+}
+
+impl Recheck {
+    pub fn new(state: &AppState, credential: Credential) -> Self {
+        Self { accounts: state.accounts.clone(), sessions: state.sessions.clone(), credential }
+    }
+
+    /// `false` once the token is revoked or the session ended. A failed lookup counts as
+    /// standing: Redis or the database being away is no reason to cut a viewer off.
+    pub async fn holds(&self) -> bool {
+        let token_id = match &self.credential {
+            Credential::Token(id) => Some(id.clone()),
+            Credential::Session(secret) => match self.sessions.token(secret).await {
+                Ok(token_id) => token_id,
+                Err(_) => return true,
+            },
+        };
+        match token_id {
+            Some(id) => self.accounts.principal(&id).await.map_or(true, |p| p.is_some()),
+            None => false,
+        }
+    }
 }
 
 /// The principal behind a session cookie; `None` when the session ended or its token was
@@ -150,6 +193,20 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
             Role::User => Ok(User(principal.viewer)),
             Role::Worker => Err(Error::Forbidden("a worker token may only report item status")),
         }
+    }
+}
+
+/// A user and what they signed in with, for a stream that checks it again as it goes.
+pub struct SignedUser(pub Viewer, pub Credential);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let User(viewer) = User::from_request_parts(parts, state).await?;
+        let credential =
+            parts.extensions.get::<Credential>().cloned().ok_or(Error::Unauthorized("sign in first"))?;
+        Ok(SignedUser(viewer, credential))
     }
 }
 

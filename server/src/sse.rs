@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
 use crate::{
-    auth::User,
+    auth::{Recheck, SignedUser},
     batches::{Access, Batches},
     error::Result,
     extract::{Path, Query},
@@ -44,7 +44,7 @@ pub struct Resume {
 
 pub async fn stream(
     State(state): State<AppState>,
-    User(viewer): User,
+    SignedUser(viewer, credential): SignedUser,
     Path(id): Path<BatchId>,
     Query(resume): Query<Resume>,
     headers: HeaderMap,
@@ -60,7 +60,9 @@ pub async fn stream(
     let snapshot = state.batches.progress(Access::Owner(&viewer.user_id), id).await?;
     // After the ownership check: another user's batch is a 404 whatever their count.
     let slot = state.limits.open_stream(&viewer.user_id).await?;
-    let watcher = Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen, slot);
+    let recheck = Recheck::new(&state, credential);
+    let watcher =
+        Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen, slot, recheck);
     let body = Body::from_stream(futures::stream::unfold(watcher, |mut w| async move {
         let chunk = w.next().await?;
         Some((Ok::<_, Infallible>(chunk), w))
@@ -88,6 +90,8 @@ struct Watcher {
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// This stream's place in its user's limit, renewed at each keep-alive, freed on drop.
     slot: StreamSlot,
+    /// Asked at each keep-alive: a revoked token or an ended session ends the stream.
+    recheck: Recheck,
 }
 
 impl Watcher {
@@ -98,6 +102,7 @@ impl Watcher {
         snapshot: BatchProgress,
         last_seen: Option<u64>,
         slot: StreamSlot,
+        recheck: Recheck,
     ) -> Self {
         let mut keepalive = tokio::time::interval_at(Instant::now() + times.keepalive, times.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,6 +115,7 @@ impl Watcher {
             keepalive,
             deadline: Box::pin(tokio::time::sleep(times.max_age)),
             slot,
+            recheck,
         };
         if last_seen == Some(snapshot.summary.seq) {
             w.last = snapshot.summary.seq;
@@ -132,6 +138,13 @@ impl Watcher {
             tokio::select! {
                 msg = self.watch.recv() => self.on_msg(msg).await,
                 _ = self.keepalive.tick() => {
+                    if !self.recheck.holds().await {
+                        self.out.push_back(Bytes::from_static(
+                            b"event: error\ndata: {\"message\":\"signed out\"}\n\n",
+                        ));
+                        self.done = true;
+                        continue;
+                    }
                     self.slot.renew();
                     return Some(Bytes::from_static(b": ping\n\n"));
                 }

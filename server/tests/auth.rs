@@ -410,3 +410,50 @@ async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16) -> reqw
     }
     panic!("{url} never answered {status}");
 }
+
+/// A stream outlives the request that opened it: revoking its token, or signing out of its
+/// session, ends it at the next keep-alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_token_or_signing_out_ends_open_streams() {
+    let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
+    let batch = server.create(2).await;
+    let stream_url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let ends_signed_out = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        let text = tokio::time::timeout(Duration::from_secs(10), response.text())
+            .await
+            .expect("the stream ended")
+            .unwrap();
+        assert!(text.ends_with("event: error\ndata: {\"message\":\"signed out\"}\n\n"), "{text}");
+    };
+
+    // A session: sign in as a browser would, open the stream with the cookie, sign out.
+    let host = server.url.trim_start_matches("http://").to_owned();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = browser
+        .post(format!("{}/login", server.url))
+        .header("origin", &server.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", server.token.as_str())]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let stream = browser.get(&stream_url).header("cookie", &cookie).send().await.unwrap();
+    let logout = browser
+        .post(format!("{}/logout", server.url))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    ends_signed_out(stream).await;
+
+    // A token: revoke it while its stream is open.
+    let stream = server.http.get(&stream_url).send().await.unwrap();
+    let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
+    server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
+    ends_signed_out(stream).await;
+}

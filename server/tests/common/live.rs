@@ -130,6 +130,8 @@ pub struct Options {
     pub postgres: bool,
     /// High by default: fan-out tests open many streams as one user.
     pub max_streams_per_user: u32,
+    /// Streams ping (and check their sign-in again) this often.
+    pub keepalive_secs: u64,
 }
 
 impl Default for Options {
@@ -141,6 +143,7 @@ impl Default for Options {
             failure_rate: 0.0,
             postgres: false,
             max_streams_per_user: 1_000,
+            keepalive_secs: 15,
         }
     }
 }
@@ -180,6 +183,7 @@ impl LiveServer {
             retry_base_ms: 1,
             worker_poll_ms: 20,
             max_streams_per_user: options.max_streams_per_user,
+            stream_keepalive_secs: options.keepalive_secs,
             ..Config::from_env()
         };
         let state = server::state(config, super::leptos_options()).await.unwrap();
