@@ -250,6 +250,16 @@ mod client {
             // The stream reached its maximum age: a fresh one at once.
             on("timeout", Box::new(move |_| this.reconnect_now(false)));
             let this = self.clone();
+            // The sign-in behind the stream ended: reloading lets the server send the page
+            // to /login, and back here after signing in again.
+            on(
+                "signed_out",
+                Box::new(move |_| {
+                    this.stop();
+                    let _ = window().location().reload();
+                }),
+            );
+            let this = self.clone();
             // A dropped connection, or the server's own `event: error`.
             on("error", Box::new(move |_| this.failed()));
             let mut s = self.0.borrow_mut();

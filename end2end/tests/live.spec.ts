@@ -107,3 +107,19 @@ test("the page reconnects after the server is killed and shows the final state",
     await server.stop();
   }
 });
+
+test("signing out elsewhere sends a watching page to /login", async ({ page }) => {
+  const server = await TestServer.start({ WORKERS: "0", STREAM_KEEPALIVE_SECS: "1" });
+  try {
+    const batch = await server.createBatch(3);
+    await openLive(page, server, `/batches/${batch.batch_id}`);
+    // Another tab of the same browser signs out: the same cookie, its session ended.
+    const other = await page.context().newPage();
+    await other.goto(`${server.url}/`);
+    await other.getByRole("button", { name: "Sign out" }).click();
+    await expect(other).toHaveURL(/\/login$/);
+    await expect(page).toHaveURL(new RegExp(`/login\\?next=%2Fbatches%2F${batch.batch_id}$`), { timeout: 10_000 });
+  } finally {
+    await server.stop();
+  }
+});

@@ -4,7 +4,9 @@
 //! `Last-Event-ID` (or `?last_event_id=`) that it already has that `seq`; then `event:
 //! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
 //! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
-//! timeout` ends a stream after its maximum age, and `event: error` one that cannot go on.
+//! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
+//! revoked or whose session ended (checked at each ping), and `event: error` one that cannot
+//! go on.
 //! Event bytes come framed from the hub and are shared by all watchers.
 
 use std::{collections::VecDeque, convert::Infallible, pin::Pin, time::Duration};
@@ -139,9 +141,8 @@ impl Watcher {
                 msg = self.watch.recv() => self.on_msg(msg).await,
                 _ = self.keepalive.tick() => {
                     if !self.recheck.holds().await {
-                        self.out.push_back(Bytes::from_static(
-                            b"event: error\ndata: {\"message\":\"signed out\"}\n\n",
-                        ));
+                        // The page reloads, and the server sends it to /login.
+                        self.out.push_back(Bytes::from_static(b"event: signed_out\ndata: {}\n\n"));
                         self.done = true;
                         continue;
                     }

@@ -424,7 +424,7 @@ async fn revoking_the_token_or_signing_out_ends_open_streams() {
             .await
             .expect("the stream ended")
             .unwrap();
-        assert!(text.ends_with("event: error\ndata: {\"message\":\"signed out\"}\n\n"), "{text}");
+        assert!(text.ends_with("event: signed_out\ndata: {}\n\n"), "{text}");
     };
 
     // A session: sign in as a browser would, open the stream with the cookie, sign out.
