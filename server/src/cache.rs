@@ -2,11 +2,12 @@
 //! read before the database and brought up to date after every committed change.
 //!
 //! The Redis value is a hash: `seq`, `owner` (the user id, checked on every read), `summary`
-//! (JSON) and one field per item (`i:{position}`, JSON), so that a change costs one item's worth of work even in a 10,000-item batch. Writers
-//! race (several workers, servers), so updates are applied only in `seq` order: a change that
-//! does not follow the cached `seq` drops the entry and leaves a `floor` behind, and a refill
-//! from the database older than that floor is refused. A reader thus sees the cached progress
-//! at some committed `seq`, or a miss, never a mix.
+//! (JSON) and one field per item (`i:{position}`, JSON), so that a change costs one item's
+//! worth of work even in a 10,000-item batch. Writers race (several workers, servers), so
+//! updates are applied only in `seq` order: a change that does not follow the cached `seq`
+//! drops the entry and leaves a `floor` behind, and a refill from the database older than that
+//! floor is refused. A reader thus sees the cached progress at some committed `seq`, or a miss,
+//! never a mix.
 
 use std::{
     collections::HashMap,
