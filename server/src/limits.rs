@@ -9,6 +9,9 @@
 //! stream renews its slot at every keep-alive; a closed one removes it; a crashed server's
 //! slots are not renewed and expire after [`Limits::slot_ttl`].
 //! Writes: a fixed one-minute window per token, an `INCR` on a key that expires with it.
+//!
+//! While Redis is away the limits let requests through (and log it): the database still
+//! serves, and a limit is not worth an outage.
 
 use std::{
     collections::HashMap,
@@ -111,7 +114,7 @@ impl Limits {
         let max = self.settings.max_streams_per_user;
         let soonest = match &self.backend {
             Backend::Redis { conn, prefix, open, .. } => {
-                let soonest: Millis = open
+                let soonest: redis::RedisResult<Millis> = open
                     .key(keys::streams_key(prefix, user_id))
                     .arg(now)
                     .arg(now + ttl)
@@ -119,8 +122,14 @@ impl Limits {
                     .arg(&slot)
                     .arg(ttl)
                     .invoke_async(&mut conn.clone())
-                    .await?;
-                (soonest >= 0).then_some(soonest)
+                    .await;
+                match soonest {
+                    Ok(soonest) => (soonest >= 0).then_some(soonest),
+                    Err(error) => {
+                        tracing::warn!(%error, "stream limit unavailable: letting the stream open");
+                        None
+                    }
+                }
             }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,12 +160,15 @@ impl Limits {
         let token = &principal.token_id;
         let count = match &self.backend {
             Backend::Redis { conn, prefix, write, .. } => {
-                let count: u32 = write
+                let count: redis::RedisResult<u32> = write
                     .key(keys::writes_key(prefix, token, start))
                     .arg(WINDOW.as_millis() as u64)
                     .invoke_async(&mut conn.clone())
-                    .await?;
-                count
+                    .await;
+                count.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "write limit unavailable: letting the write through");
+                    0
+                })
             }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());

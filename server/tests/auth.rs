@@ -11,7 +11,7 @@ use axum::{
 };
 use common::{
     HOST, ORIGIN, Reply, TestApp,
-    live::{LiveServer, Options, client, user},
+    live::{LiveServer, Options, PrivateRedis, client, user},
 };
 use serde_json::{Value, json};
 use server::accounts::Role;
@@ -456,4 +456,17 @@ async fn revoking_the_token_or_signing_out_ends_open_streams() {
     let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
     server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
     ends_signed_out(stream).await;
+}
+
+/// Redis holds the limits, not the data: with it gone, token requests still create and watch
+/// (the limits let them through, the database serves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_token_requests_still_work() {
+    let mut redis = PrivateRedis::start().await;
+    let server = LiveServer::start(Options { redis_url: redis.url(), ..Options::default() }).await;
+    redis.stop();
+    let batch = server.create(2).await;
+    let mut events = server.stream(&batch, None).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut events)).await;
+    assert_eq!(first.unwrap().unwrap().event, "snapshot");
 }
