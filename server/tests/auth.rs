@@ -470,3 +470,31 @@ async fn with_redis_away_token_requests_still_work() {
     let first = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut events)).await;
     assert_eq!(first.unwrap().unwrap().event, "snapshot");
 }
+
+/// The same ownership rules on PostgreSQL, the database of shared deployments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_holds_on_postgresql() {
+    let server = LiveServer::start(Options { postgres: true, ..Options::default() }).await;
+    let batch = server.create(2).await;
+    let id = batch["batch_id"].as_str().unwrap();
+    let item = batch["items"][0]["id"].as_str().unwrap();
+    let bob = client(&user(&server.state, "bob").await);
+
+    let theirs = bob.get(format!("{}/api/batches/{id}", server.url)).send().await.unwrap();
+    assert_eq!(theirs.status(), 404);
+    let report = bob
+        .post(format!("{}/api/batches/{id}/items/{item}/status", server.url))
+        .json(&json!({ "status": "processing" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), 404);
+    let list: Value =
+        bob.get(format!("{}/api/batches", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list, json!([]));
+
+    let mine: Value =
+        server.http.get(format!("{}/api/batches", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine[0]["batch_id"], id);
+    assert_eq!(server.get(&batch).await["counts"]["queued"], 2, "bob's report changed nothing");
+}
