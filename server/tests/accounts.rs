@@ -100,3 +100,50 @@ async fn worker_tokens_and_mistakes() {
     assert!(!batchwatch(&db, &["user", "create", "  "]).ok);
     assert_eq!(accounts.user_count().await.unwrap(), 1, "failed commands wrote nothing");
 }
+
+/// Starts `batchwatch` with `DEMO_SIGN_IN` and returns its first lines up to the sign-in line,
+/// then stops it.
+fn demo_start(database_url: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchwatch"))
+        .env("DATABASE_URL", database_url)
+        .env("DEMO_SIGN_IN", "true")
+        .env("REDIS_URL", "memory://")
+        .env("WORKERS", "0")
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("sign in") || line.contains("Sign in");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[tokio::test]
+async fn a_first_demo_run_creates_a_user_and_prints_a_link_that_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/demo.db", dir.path().display());
+    let first = demo_start(&db);
+    let link = first
+        .iter()
+        .find_map(|l| l.split_whitespace().find(|w| w.contains("/login#token=")))
+        .unwrap_or_else(|| panic!("no link in {first:?}"));
+    let token = link.split_once("#token=").unwrap().1;
+    let accounts = Store::connect(&db, 1).await.unwrap().accounts();
+    let who = accounts.authenticate(token).await.unwrap().expect("the link's token signs in");
+    assert_eq!((who.viewer.name.as_str(), who.role), ("demo", Role::User));
+
+    let again = demo_start(&db);
+    assert!(again.iter().all(|l| !l.contains("#token=")), "a second run makes no new user: {again:?}");
+    assert_eq!(accounts.user_count().await.unwrap(), 1);
+}
