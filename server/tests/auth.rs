@@ -326,6 +326,7 @@ async fn logging_out_or_revoking_the_token_ends_the_session() {
 #[tokio::test]
 async fn writes_over_the_limit_get_429_and_change_nothing() {
     let app = TestApp::with(|c| c.writes_per_minute = 3).await;
+    common::clear_of_window_edge().await;
     let body = json!({ "name": "n", "items": ["a"] });
     for _ in 0..3 {
         assert_eq!(app.post_json("/api/batches", &body).await.status, StatusCode::CREATED);

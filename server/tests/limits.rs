@@ -79,6 +79,7 @@ async fn stream_slots_are_counted_per_user_and_given_back() {
 #[tokio::test]
 async fn writes_are_counted_per_token_with_the_role_s_limit() {
     for (name, limits, _cleanup) in backends().await {
+        common::clear_of_window_edge().await;
         let (user, worker) = (principal("t1", Role::User), principal("t2", Role::Worker));
         for _ in 0..3 {
             limits.write(&user).await.unwrap();

@@ -53,6 +53,15 @@ impl Reply {
     }
 }
 
+/// Waits while the one-minute write window is about to turn over, so that a test counting
+/// writes sees them all in one window.
+pub async fn clear_of_window_edge() {
+    let into_window = server::batches::now().rem_euclid(60_000);
+    if into_window > 58_000 {
+        tokio::time::sleep(std::time::Duration::from_millis((60_100 - into_window) as u64)).await;
+    }
+}
+
 pub fn leptos_options() -> leptos::config::LeptosOptions {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Leptos.toml");
     leptos_config::get_configuration(Some(path)).unwrap().leptos_options
