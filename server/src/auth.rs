@@ -54,7 +54,13 @@ async fn check(state: &AppState, request: &mut Request) -> Result<()> {
         let principal = principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?;
         Some((Credential::Token(principal.token_id.clone()), principal))
     } else if let Some(session) = &session {
-        session_principal(state, session).await?.map(|p| (Credential::Session(session.clone()), p))
+        let credential = Credential::Session(session.clone());
+        let principal = credential.principal(&state.accounts, &state.sessions).await?;
+        if principal.is_none() {
+            // Its token was revoked (or it expired): end it for good.
+            state.sessions.end(session).await?;
+        }
+        principal.map(|p| (credential, p))
     } else {
         None
     };
@@ -89,6 +95,20 @@ pub enum Credential {
     Session(String),
 }
 
+impl Credential {
+    /// Whom it names now: `None` once its token is revoked or its session ended.
+    async fn principal(&self, accounts: &Accounts, sessions: &Sessions) -> Result<Option<Principal>> {
+        let token_id = match self {
+            Credential::Token(id) => Some(id.clone()),
+            Credential::Session(secret) => sessions.token(secret).await?,
+        };
+        match token_id {
+            Some(id) => accounts.principal(&id).await,
+            None => Ok(None),
+        }
+    }
+}
+
 /// Asks again whether a credential still stands: a stream outlives the request that opened it,
 /// and revoking its token or signing out must end it too.
 #[derive(Clone)]
@@ -106,29 +126,8 @@ impl Recheck {
     /// `false` once the token is revoked or the session ended. A failed lookup counts as
     /// standing: Redis or the database being away is no reason to cut a viewer off.
     pub async fn holds(&self) -> bool {
-        let token_id = match &self.credential {
-            Credential::Token(id) => Some(id.clone()),
-            Credential::Session(secret) => match self.sessions.token(secret).await {
-                Ok(token_id) => token_id,
-                Err(_) => return true,
-            },
-        };
-        match token_id {
-            Some(id) => self.accounts.principal(&id).await.map_or(true, |p| p.is_some()),
-            None => false,
-        }
+        self.credential.principal(&self.accounts, &self.sessions).await.map_or(true, |p| p.is_some())
     }
-}
-
-/// The principal behind a session cookie; `None` when the session ended or its token was
-/// revoked (the session is then ended too).
-async fn session_principal(state: &AppState, session: &str) -> Result<Option<Principal>> {
-    let Some(token_id) = state.sessions.token(session).await? else { return Ok(None) };
-    let principal = state.accounts.principal(&token_id).await?;
-    if principal.is_none() {
-        state.sessions.end(session).await?;
-    }
-    Ok(principal)
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {

@@ -101,10 +101,6 @@ impl Limits {
         Self { backend: Backend::Memory(Arc::default()), settings }
     }
 
-    pub fn slot_ttl(&self) -> Duration {
-        self.settings.slot_ttl
-    }
-
     /// Takes one of the user's stream slots, or answers 429 with the wait until the soonest
     /// slot could expire.
     pub async fn open_stream(&self, user_id: &str) -> Result<StreamSlot> {

@@ -3,11 +3,7 @@
 
 mod common;
 
-use axum::{
-    body::Body,
-    http::{Request, StatusCode, header},
-};
-use common::TestApp;
+use common::{Reply, TestApp};
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::{Value, json};
 
@@ -74,20 +70,12 @@ fn id(real: String) -> impl Strategy<Value = String> {
     ]
 }
 
-async fn post(app: &TestApp, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-    let mut request = Request::post(uri).header(header::AUTHORIZATION, format!("Bearer {}", app.token));
-    if let Some(ct) = content_type {
-        request = request.header(header::CONTENT_TYPE, ct);
-    }
-    let reply = app.send(request.body(Body::from(body)).unwrap()).await;
-    (reply.status, reply.body)
-}
-
 /// Checks one answer; a rejection must have left `before` as it was.
-async fn check(app: &TestApp, status: StatusCode, body: &[u8], before: (i64, i64, i64, i64)) {
-    assert!(!status.is_server_error(), "{status}: {}", String::from_utf8_lossy(body));
+async fn check(app: &TestApp, reply: Reply, before: (i64, i64, i64, i64)) {
+    let status = reply.status;
+    assert!(!status.is_server_error(), "{status}: {}", reply.text());
     if status.is_client_error() {
-        let error: Value = serde_json::from_slice(body).expect("a JSON error");
+        let error: Value = serde_json::from_slice(&reply.body).expect("a JSON error");
         assert!(error["error"]["code"].is_string(), "{error}");
         assert_eq!(app.fingerprint().await, before, "a rejected request wrote something ({status})");
     }
@@ -108,8 +96,8 @@ fn random_creates_and_reports_never_break_the_server_nor_write_when_rejected() {
         .run(&(content_type(), body()), |(ct, body)| {
             runtime.block_on(async {
                 let before = app.fingerprint().await;
-                let (status, reply) = post(&app, "/api/batches", ct, body).await;
-                check(&app, status, &reply, before).await;
+                let reply = app.post_raw("/api/batches", ct, body).await;
+                check(&app, reply, before).await;
             });
             Ok(())
         })
@@ -120,8 +108,8 @@ fn random_creates_and_reports_never_break_the_server_nor_write_when_rejected() {
             runtime.block_on(async {
                 let before = app.fingerprint().await;
                 let uri = format!("/api/batches/{batch}/items/{item}/status");
-                let (status, reply) = post(&app, &uri, ct, body).await;
-                check(&app, status, &reply, before).await;
+                let reply = app.post_raw(&uri, ct, body).await;
+                check(&app, reply, before).await;
             });
             Ok(())
         })

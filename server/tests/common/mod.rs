@@ -62,6 +62,12 @@ pub async fn clear_of_window_edge() {
     }
 }
 
+/// Creates a user on a server's database; returns their token.
+pub async fn create_user(state: &AppState, name: &str, role: Role) -> String {
+    let (_, secret) = state.accounts.create_user(name, role, server::batches::now()).await.unwrap();
+    secret.0
+}
+
 pub fn leptos_options() -> leptos::config::LeptosOptions {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Leptos.toml");
     leptos_config::get_configuration(Some(path)).unwrap().leptos_options
@@ -96,8 +102,7 @@ impl TestApp {
     }
 
     pub async fn user_with_role(&self, name: &str, role: Role) -> String {
-        let (_, secret) = self.state.accounts.create_user(name, role, server::batches::now()).await.unwrap();
-        secret.0
+        create_user(&self.state, name, role).await
     }
 
     /// Signs `token` in through the form, as a browser on this site does; returns the cookie
