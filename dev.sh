@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # batchwatch's one script. `./dev.sh run` installs what is missing, builds and serves on SQLite;
-# `./dev.sh test` installs what tests need and runs every check. Safe to run again and again:
-# each step looks before it installs.
+# `./dev.sh test` installs what tests need and runs every check; `./dev.sh watch` rebuilds and
+# restarts on every change. Safe to run again and again: each step looks before it installs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -89,6 +89,16 @@ cmd_run() {
     DEMO_SIGN_IN="${DEMO_SIGN_IN:-true}" exec "$TARGET_DIR/release/batchwatch" "$@"
 }
 
+# A first start creates the user `demo` and prints a link that signs the browser in; later
+# starts print where to sign in.
+cmd_watch() {
+    ensure_rust_tools
+    ensure_redis
+    npm_install "$ROOT"
+    log "cargo leptos watch (a debug site in target/site: ./dev.sh run rebuilds the release one)"
+    DEMO_SIGN_IN="${DEMO_SIGN_IN:-true}" exec cargo leptos watch "$@"
+}
+
 cmd_test() {
     ensure_rust_tools
     ensure_redis
@@ -119,8 +129,9 @@ cmd_test() {
 case "${1:-}" in
     run) shift; cmd_run "$@" ;;
     test) shift; cmd_test "$@" ;;
+    watch) shift; cmd_watch "$@" ;;
     *)
-        echo "usage: ./dev.sh run | test" >&2
+        echo "usage: ./dev.sh run | test | watch" >&2
         exit 2
         ;;
 esac

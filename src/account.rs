@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Millis;
+use crate::{Millis, status::text_enum};
 
 /// The signed-in person as the pages see them: shown in the header, and the owner every batch
 /// read or write is checked against.
@@ -12,6 +12,27 @@ pub struct Viewer {
     pub user_id: String,
     pub name: String,
 }
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Creates batches and sees its own.
+    User,
+    /// Reports item status for any batch, and nothing else.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+text_enum!(Role, "role", [User, Worker]);
 
 /// Whether a request's `Origin` (or, when a browser sent none, its `Referer`) names the host
 /// the request was sent to. Only the authority is compared: behind a TLS proxy the browser's
@@ -47,6 +68,14 @@ pub fn window(now: Millis, window_ms: Millis) -> (Millis, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_round_trip() {
+        for role in [Role::User, Role::Worker] {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!(matches!("admin".parse::<Role>(), Err(crate::Error::Unknown { what: "role", .. })));
+    }
 
     #[test]
     fn same_origin_compares_the_authority() {

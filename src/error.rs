@@ -11,6 +11,7 @@ pub enum Error {
     Invalid(String),
     #[error("an item cannot go from {from} to {to}")]
     IllegalTransition { from: ItemStatus, to: ItemStatus },
-    #[error("unknown status {0:?}")]
-    UnknownStatus(String),
+    /// A word that names none of a text enum's values (a status, a role).
+    #[error("unknown {what} {value:?}")]
+    Unknown { what: &'static str, value: String },
 }

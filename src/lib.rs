@@ -6,15 +6,16 @@ pub mod account;
 pub mod error;
 pub mod id;
 pub mod keys;
-pub mod live;
 pub mod new_batch;
 pub mod progress;
+pub mod rate;
+pub mod reconnect;
 pub mod report;
 #[cfg(feature = "ssr")]
 pub mod source;
 pub mod status;
 
-pub use account::Viewer;
+pub use account::{Role, Viewer};
 pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::NewBatch;
@@ -25,3 +26,11 @@ pub use status::{BatchStatus, ItemStatus};
 /// Milliseconds since the Unix epoch: the one time format of every stored and sent timestamp,
 /// the same in SQLite, PostgreSQL, JSON and JavaScript's `Date.now()`.
 pub type Millis = i64;
+
+/// Now, as [`Millis`]: the one clock of every stored time and of the server-rendered pages. The
+/// browser has no such clock in wasm (`SystemTime` panics there) and reads `Date.now()`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn now() -> Millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}

@@ -91,6 +91,20 @@ pub struct BatchSummary {
 }
 
 impl BatchSummary {
+    /// A summary whose status and percent follow from `counts`, last changed when it was made.
+    pub fn new(batch_id: BatchId, name: String, counts: Counts, seq: u64, created_at: Millis) -> Self {
+        Self {
+            batch_id,
+            name,
+            status: BatchStatus::derive(&counts),
+            percent: counts.percent(),
+            counts,
+            seq,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
     /// Sets `counts` and the status and percent that follow from them.
     pub fn set_counts(&mut self, counts: Counts) {
         self.counts = counts;
@@ -181,18 +195,8 @@ mod tests {
     use super::*;
 
     fn batch(items: usize) -> BatchProgress {
-        let counts = Counts::queued(items as u32);
         BatchProgress {
-            summary: BatchSummary {
-                batch_id: BatchId::new(),
-                name: "b".into(),
-                status: BatchStatus::derive(&counts),
-                percent: counts.percent(),
-                counts,
-                seq: 1,
-                created_at: 10,
-                updated_at: 10,
-            },
+            summary: BatchSummary::new(BatchId::new(), "b".into(), Counts::queued(items as u32), 1, 10),
             items: (0..items)
                 .map(|i| ItemProgress {
                     id: ItemId::new(),

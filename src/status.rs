@@ -1,8 +1,6 @@
 //! Item and batch statuses, the item state machine, and how a batch's status follows from its
 //! items.
 
-use std::{fmt, str::FromStr};
-
 use serde::{Deserialize, Serialize};
 
 use crate::{Counts, Error};
@@ -96,38 +94,40 @@ impl BatchStatus {
     }
 }
 
+/// `Display`, `FromStr` and `TryFrom<String>` (how the database hands text over) for an enum
+/// with an `as_str`; `what` names it in the error for an unknown word.
 macro_rules! text_enum {
-    ($name:ident, [$($variant:ident),*]) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    ($name:ident, $what:literal, [$($variant:ident),*]) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = Error;
+        impl std::str::FromStr for $name {
+            type Err = $crate::Error;
 
-            fn from_str(s: &str) -> Result<Self, Error> {
+            fn from_str(s: &str) -> Result<Self, $crate::Error> {
                 $(if s == Self::$variant.as_str() {
                     return Ok(Self::$variant);
                 })*
-                Err(Error::UnknownStatus(s.chars().take(32).collect()))
+                Err($crate::Error::Unknown { what: $what, value: s.chars().take(32).collect() })
             }
         }
 
-        // The database stores statuses as text.
         impl TryFrom<String> for $name {
-            type Error = Error;
+            type Error = $crate::Error;
 
-            fn try_from(s: String) -> Result<Self, Error> {
+            fn try_from(s: String) -> Result<Self, $crate::Error> {
                 s.parse()
             }
         }
     };
 }
+pub(crate) use text_enum;
 
-text_enum!(ItemStatus, [Pending, Processing, Done, Failed]);
-text_enum!(BatchStatus, [Queued, Processing, Partial, Completed, Failed]);
+text_enum!(ItemStatus, "status", [Pending, Processing, Done, Failed]);
+text_enum!(BatchStatus, "status", [Queued, Processing, Partial, Completed, Failed]);
 
 #[cfg(test)]
 mod tests {
@@ -202,6 +202,6 @@ mod tests {
         for s in ["queued", "processing", "partial", "completed", "failed"] {
             assert_eq!(s.parse::<BatchStatus>().unwrap().as_str(), s);
         }
-        assert!(matches!("DONE".parse::<ItemStatus>(), Err(Error::UnknownStatus(_))));
+        assert!(matches!("DONE".parse::<ItemStatus>(), Err(Error::Unknown { what: "status", .. })));
     }
 }

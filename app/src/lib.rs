@@ -3,8 +3,11 @@
 
 pub mod api;
 mod components;
-pub mod live;
+pub mod live_batch;
+mod now;
 mod pages;
+#[cfg(feature = "hydrate")]
+mod stream_client;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

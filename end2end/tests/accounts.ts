@@ -23,6 +23,17 @@ export const e2eDatabaseUrl = () => `sqlite://${process.env.E2E_DATA_DIR}/e2e.db
 /** A name no other test uses. */
 export const uniqueName = (what: string) => `${what}-${randomUUID().slice(0, 8)}`;
 
+/**
+ * Waits until the wasm has taken over the page: clicks before hydration would be lost. Without
+ * JavaScript there is nothing to wait for. The first page of a run also waits for the browser
+ * to compile the wasm while other tests start.
+ */
+export async function hydrated(page: Page, javaScriptEnabled = true) {
+  if (javaScriptEnabled) {
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true", { timeout: 30_000 });
+  }
+}
+
 /** Signs in through the form, as a person does; ends on the page it was sent to. */
 export async function signIn(page: Page, token: string, base = "") {
   await page.goto(`${base}/login`);

@@ -1,19 +1,10 @@
-import { Page } from "@playwright/test";
-import { expect, test } from "./accounts";
-
-async function hydrated(page: Page, javaScriptEnabled: boolean | undefined) {
-  // Clicks before hydration would be lost; without JS there is nothing to wait for. The first
-  // page of a run also waits for the browser to compile the wasm while other tests start.
-  if (javaScriptEnabled !== false) {
-    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true", { timeout: 30_000 });
-  }
-}
+import { expect, hydrated, test } from "./accounts";
 
 test("create a batch with the form and land on its page @no-js", async ({ page, javaScriptEnabled }, info) => {
   const name = `Holiday photos ${info.project.name} ${Date.now()}`;
   const items = ["beach.jpg", "sunset.jpg", "dinner.jpg", "boat.jpg"];
   await page.goto("/");
-  await hydrated(page, javaScriptEnabled);
+  await hydrated(page, javaScriptEnabled !== false);
   const form = page.getByTestId("create-form");
   await form.getByLabel("Name").fill(name);
   await form.getByLabel("Items, one per line").fill(items.join("\n"));
@@ -42,7 +33,7 @@ test("create a batch with the form and land on its page @no-js", async ({ page, 
 
 test("the demo button creates a batch of N items", async ({ page, javaScriptEnabled }) => {
   await page.goto("/");
-  await hydrated(page, javaScriptEnabled);
+  await hydrated(page, javaScriptEnabled !== false);
   const demo = page.getByTestId("demo-form");
   await demo.getByLabel("Demo batch of N items").fill("12");
   await demo.getByRole("button", { name: "Create demo batch" }).click();
@@ -65,7 +56,7 @@ test("the home page lists batches newest first with their status @no-js", async 
   const at = (n: string) => names.findIndex((t) => t.includes(n));
   expect(at(newer)).toBeLessThan(at(older));
   await expect(rows.filter({ hasText: newer }).getByTestId("status-badge")).toHaveText("Queued");
-  await hydrated(page, javaScriptEnabled);
+  await hydrated(page, javaScriptEnabled !== false);
   await rows.filter({ hasText: newer }).getByRole("link").click();
   await expect(page.getByRole("heading", { level: 1 })).toHaveText(newer);
 });
@@ -112,7 +103,7 @@ test("names and errors holding HTML are shown as text", async ({ page, api }) =>
     void d.dismiss();
   });
   await page.goto(`/batches/${batch.batch_id}`);
-  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await hydrated(page);
   await expect(page.getByRole("heading", { level: 1 })).toHaveText(evil);
   await expect(page.getByText("<b>bold</b>")).toBeVisible();
   await expect(page.getByText("<script>alert(2)</script>")).toBeVisible();
@@ -131,7 +122,7 @@ test("the page runs under its Content-Security-Policy without violations", async
   const response = await page.goto(`/batches/${batch.batch_id}`);
   expect(response?.headers()["content-security-policy"]).toContain("'wasm-unsafe-eval'");
   // Hydration means the inline module script and the wasm both ran under the policy.
-  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await hydrated(page);
   await expect(page.getByTestId("live")).toHaveAttribute("data-state", /live|connecting/);
   expect(violations).toEqual([]);
 });

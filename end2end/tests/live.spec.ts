@@ -1,6 +1,6 @@
-import { expect, Page, test } from "@playwright/test";
-import { signIn } from "./accounts";
-import { TestServer } from "./server";
+import { expect, Page } from "@playwright/test";
+import { hydrated, signIn } from "./accounts";
+import { test, TestServer } from "./server";
 
 // Each test runs its own server; live batches take a few seconds.
 test.describe.configure({ timeout: 60_000 });
@@ -8,7 +8,7 @@ test.describe.configure({ timeout: 60_000 });
 async function openLive(page: Page, server: TestServer, path: string) {
   await signIn(page, server.token, server.url);
   await page.goto(`${server.url}${path}`);
-  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true", { timeout: 30_000 });
+  await hydrated(page);
   await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
   // Set once: a reload would lose it.
   await page.evaluate(() => ((window as any).__sameDocument = true));
@@ -18,108 +18,92 @@ async function expectNoReload(page: Page) {
   expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
 }
 
-test("a 20-item batch reaches 100 % Completed without a reload", async ({ page }) => {
-  const server = await TestServer.start({ WORKERS: "2", ITEM_DELAY_MS: "150", DEMO_FAILURE_RATE: "0" });
-  try {
-    const batch = await server.createBatch(20, "Wedding photos");
-    await openLive(page, server, `/batches/${batch.batch_id}`);
+test("a 20-item batch reaches 100 % Completed without a reload", async ({ page, startServer }) => {
+  const server = await startServer({ WORKERS: "2", ITEM_DELAY_MS: "150", DEMO_FAILURE_RATE: "0" });
+  const batch = await server.createBatch(20, "Wedding photos");
+  await openLive(page, server, `/batches/${batch.batch_id}`);
 
-    // Moving while we watch: some items done, not all.
-    await expect(page.getByTestId("count-completed")).not.toHaveText("0");
-    await expect(page.getByTestId("throughput")).toContainText("items/s");
-    await page.screenshot({ path: "artifacts/live-progress.png", fullPage: true });
+  // Moving while we watch: some items done, not all.
+  await expect(page.getByTestId("count-completed")).not.toHaveText("0");
+  await expect(page.getByTestId("throughput")).toContainText("items/s");
+  await page.screenshot({ path: "artifacts/live-progress.png", fullPage: true });
 
-    await expect(page.getByTestId("status-badge")).toHaveText("Completed", { timeout: 30_000 });
-    await expect(page.getByTestId("percent")).toHaveText("100 %");
-    await expect(page.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "100");
-    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
-    await expect(page.getByTestId("summary")).toContainText("20 done, 0 failed");
-    await expect(page.locator('[data-testid="item"][data-status="done"]')).toHaveCount(20);
+  await expect(page.getByTestId("status-badge")).toHaveText("Completed", { timeout: 30_000 });
+  await expect(page.getByTestId("percent")).toHaveText("100 %");
+  await expect(page.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "100");
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
+  await expect(page.getByTestId("summary")).toContainText("20 done, 0 failed");
+  await expect(page.locator('[data-testid="item"][data-status="done"]')).toHaveCount(20);
 
-    const api = await server.get(batch);
-    for (const key of ["queued", "processing", "completed", "failed", "total"]) {
-      await expect(page.getByTestId(`count-${key}`)).toHaveText(String(api.counts[key]));
-    }
-    await expectNoReload(page);
-  } finally {
-    await server.stop();
+  const api = await server.get(batch);
+  for (const key of ["queued", "processing", "completed", "failed", "total"]) {
+    await expect(page.getByTestId(`count-${key}`)).toHaveText(String(api.counts[key]));
   }
+  await expectNoReload(page);
 });
 
-test("a batch with failures ends Partial, in orange, with the error shown", async ({ page }) => {
-  const server = await TestServer.start({ WORKERS: "0" });
-  try {
-    const batch = await server.createBatch(4);
-    await openLive(page, server, `/batches/${batch.batch_id}`);
-    for (const i of [0, 1, 2]) {
-      await server.report(batch, i, "processing");
-      await server.report(batch, i, "done");
-    }
-    await server.report(batch, 3, "processing");
-    await expect(page.getByTestId("status-badge")).toHaveText("Processing");
-    await expect(page.locator('[data-testid="item"][data-status="processing"]')).toHaveCount(1);
-    await server.report(batch, 3, "failed", "corrupt JPEG header");
-
-    const badge = page.getByTestId("status-badge");
-    await expect(badge).toHaveText("Partial");
-    // Orange: red strongest, then green, then blue (the color read back in sRGB).
-    const [r, g, b] = await badge.evaluate((el) => {
-      const ctx = document.createElement("canvas").getContext("2d")!;
-      ctx.fillStyle = getComputedStyle(el).backgroundColor;
-      ctx.fillRect(0, 0, 1, 1);
-      return Array.from(ctx.getImageData(0, 0, 1, 1).data);
-    });
-    expect(r).toBeGreaterThan(g);
-    expect(g).toBeGreaterThan(b + 15);
-    await expect(page.getByText("corrupt JPEG header")).toBeVisible();
-    await expect(page.getByTestId("count-failed")).toHaveText("1");
-    await expect(page.getByTestId("count-completed")).toHaveText("3");
-    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
-    await expectNoReload(page);
-  } finally {
-    await server.stop();
+test("a batch with failures ends Partial, in orange, with the error shown", async ({ page, startServer }) => {
+  const server = await startServer({ WORKERS: "0" });
+  const batch = await server.createBatch(4);
+  await openLive(page, server, `/batches/${batch.batch_id}`);
+  for (const i of [0, 1, 2]) {
+    await server.report(batch, i, "processing");
+    await server.report(batch, i, "done");
   }
+  await server.report(batch, 3, "processing");
+  await expect(page.getByTestId("status-badge")).toHaveText("Processing");
+  await expect(page.locator('[data-testid="item"][data-status="processing"]')).toHaveCount(1);
+  await server.report(batch, 3, "failed", "corrupt JPEG header");
+
+  const badge = page.getByTestId("status-badge");
+  await expect(badge).toHaveText("Partial");
+  // Orange: red strongest, then green, then blue (the color read back in sRGB).
+  const [r, g, b] = await badge.evaluate((el) => {
+    const ctx = document.createElement("canvas").getContext("2d")!;
+    ctx.fillStyle = getComputedStyle(el).backgroundColor;
+    ctx.fillRect(0, 0, 1, 1);
+    return Array.from(ctx.getImageData(0, 0, 1, 1).data);
+  });
+  expect(r).toBeGreaterThan(g);
+  expect(g).toBeGreaterThan(b + 15);
+  await expect(page.getByText("corrupt JPEG header")).toBeVisible();
+  await expect(page.getByTestId("count-failed")).toHaveText("1");
+  await expect(page.getByTestId("count-completed")).toHaveText("3");
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
+  await expectNoReload(page);
 });
 
-test("the page reconnects after the server is killed and shows the final state", async ({ page }) => {
-  const server = await TestServer.start({
+test("the page reconnects after the server is killed and shows the final state", async ({ page, startServer }) => {
+  const server = await startServer({
     WORKERS: "2",
     ITEM_DELAY_MS: "200",
     DEMO_FAILURE_RATE: "0",
     PROCESSING_LEASE_SECS: "1",
   });
-  try {
-    const batch = await server.createBatch(24);
-    await openLive(page, server, `/batches/${batch.batch_id}`);
-    await expect(page.getByTestId("count-completed")).not.toHaveText("0");
+  const batch = await server.createBatch(24);
+  await openLive(page, server, `/batches/${batch.batch_id}`);
+  await expect(page.getByTestId("count-completed")).not.toHaveText("0");
 
-    await server.kill();
-    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "reconnecting");
-    await expect(page.getByTestId("live")).toContainText("Reconnecting in");
-    await server.restart();
+  await server.kill();
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "reconnecting");
+  await expect(page.getByTestId("live")).toContainText("Reconnecting in");
+  await server.restart();
 
-    await expect(page.getByTestId("live")).toHaveAttribute("data-state", /live|finished/, { timeout: 20_000 });
-    await expect(page.getByTestId("status-badge")).toHaveText("Completed", { timeout: 30_000 });
-    await expect(page.getByTestId("count-completed")).toHaveText("24");
-    await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
-    await expectNoReload(page);
-  } finally {
-    await server.stop();
-  }
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", /live|finished/, { timeout: 20_000 });
+  await expect(page.getByTestId("status-badge")).toHaveText("Completed", { timeout: 30_000 });
+  await expect(page.getByTestId("count-completed")).toHaveText("24");
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "finished");
+  await expectNoReload(page);
 });
 
-test("signing out elsewhere sends a watching page to /login", async ({ page }) => {
-  const server = await TestServer.start({ WORKERS: "0", STREAM_KEEPALIVE_SECS: "1" });
-  try {
-    const batch = await server.createBatch(3);
-    await openLive(page, server, `/batches/${batch.batch_id}`);
-    // Another tab of the same browser signs out: the same cookie, its session ended.
-    const other = await page.context().newPage();
-    await other.goto(`${server.url}/`);
-    await other.getByRole("button", { name: "Sign out" }).click();
-    await expect(other).toHaveURL(/\/login$/);
-    await expect(page).toHaveURL(new RegExp(`/login\\?next=%2Fbatches%2F${batch.batch_id}$`), { timeout: 10_000 });
-  } finally {
-    await server.stop();
-  }
+test("signing out elsewhere sends a watching page to /login", async ({ page, startServer }) => {
+  const server = await startServer({ WORKERS: "0", STREAM_KEEPALIVE_SECS: "1" });
+  const batch = await server.createBatch(3);
+  await openLive(page, server, `/batches/${batch.batch_id}`);
+  // Another tab of the same browser signs out: the same cookie, its session ended.
+  const other = await page.context().newPage();
+  await other.goto(`${server.url}/`);
+  await other.getByRole("button", { name: "Sign out" }).click();
+  await expect(other).toHaveURL(/\/login$/);
+  await expect(page).toHaveURL(new RegExp(`/login\\?next=%2Fbatches%2F${batch.batch_id}$`), { timeout: 10_000 });
 });

@@ -1,5 +1,6 @@
 // A batchwatch server of a test's own: its own port, database and Redis prefix, so a test
 // can kill it and start it again.
+import { test as base } from "@playwright/test";
 import { ChildProcess, execSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -111,3 +112,16 @@ export class TestServer {
     return (await fetch(`${this.url}/api/batches/${batch.batch_id}`, { headers: this.headers() })).json();
   }
 }
+
+/** A test that starts servers of its own with `startServer(env)`; each is stopped after it. */
+export const test = base.extend<{ startServer: (env: Record<string, string>) => Promise<TestServer> }>({
+  startServer: async ({}, use) => {
+    const started: TestServer[] = [];
+    await use(async (env) => {
+      const server = await TestServer.start(env);
+      started.push(server);
+      return server;
+    });
+    for (const server of started) await server.stop();
+  },
+});

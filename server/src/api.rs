@@ -8,16 +8,15 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
-use batchwatch_core::{BatchId, ItemId, NewBatch, Page, StatusReport};
+use batchwatch_core::{BatchId, ItemId, NewBatch, Page, Role, StatusReport};
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    accounts::Role,
-    auth::{Caller, User},
+    access::auth::{Caller, User},
     batches::{Access, Batches},
     error::{Error, Result},
     extract::{Json, Path, Query},
-    sse,
+    live::stream,
     state::AppState,
 };
 
@@ -34,7 +33,7 @@ pub fn router() -> Router<AppState> {
         .layer(TraceLayer::new_for_http())
         // After the layers: tracing wraps a response body and reads the clock at every chunk,
         // which on a stream is every event for every watcher. Streams log their own start.
-        .route("/batches/{id}/stream", get(sse::stream))
+        .route("/batches/{id}/stream", get(stream::stream))
 }
 
 async fn create_batch(

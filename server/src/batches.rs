@@ -7,21 +7,17 @@
 //! A change is one database transaction; after the commit the cached progress is brought up
 //! to date and the event is published. Reads go to the cache first and refill it on a miss.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport, Viewer,
+    BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport, Viewer, now,
     source::{BatchSource, BoxFuture, SourceError},
 };
 
 use crate::{
-    cache::Cache,
     error::{Error, Result},
-    hub::Hub,
-    store::{Owned, Store, Uncommitted},
+    live::hub::Hub,
+    store::{Owned, Store, Uncommitted, cache::Cache},
 };
 
 /// On whose behalf a batch is read or changed.
@@ -155,10 +151,6 @@ impl Batches {
 /// Another user's batch is not found, exactly like a missing one.
 fn visible(access: Access<'_>, owned: Owned) -> Result<BatchProgress> {
     if access.allows(&owned.owner) { Ok(owned.progress) } else { Err(Error::NotFound("batch")) }
-}
-
-pub fn now() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// How a page sees a failure: its own mistakes as they are, the server's as a generic message.

@@ -151,4 +151,24 @@ impl Config {
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
     }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}
+
+/// Streams' timing.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTimes {
+    pub keepalive: Duration,
+    pub max_age: Duration,
+}
+
+impl From<&Config> for StreamTimes {
+    fn from(c: &Config) -> Self {
+        Self {
+            keepalive: Duration::from_secs(c.stream_keepalive_secs),
+            max_age: Duration::from_secs(c.stream_max_secs),
+        }
+    }
 }

@@ -27,7 +27,7 @@ pub enum Error {
     MalformedPath(String),
     #[error("{0}")]
     Unprocessable(String),
-    #[error("request body is larger than the limit of 1 MiB")]
+    #[error("request body is larger than the limit of {} MiB", crate::api::BODY_LIMIT >> 20)]
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -46,7 +46,7 @@ impl Error {
         use batchwatch_core::Error as Core;
         match self {
             Self::Core(Core::MalformedId { .. }) | Self::MalformedPath(_) => StatusCode::BAD_REQUEST,
-            Self::Core(Core::Invalid(_) | Core::UnknownStatus(_)) | Self::Unprocessable(_) => {
+            Self::Core(Core::Invalid(_) | Core::Unknown { .. }) | Self::Unprocessable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Core(Core::IllegalTransition { .. }) => StatusCode::CONFLICT,
@@ -65,7 +65,7 @@ impl Error {
         use batchwatch_core::Error as Core;
         match self {
             Self::Core(Core::MalformedId { .. }) | Self::MalformedPath(_) => "malformed_id",
-            Self::Core(Core::Invalid(_) | Core::UnknownStatus(_)) | Self::Unprocessable(_) => "invalid",
+            Self::Core(Core::Invalid(_) | Core::Unknown { .. }) | Self::Unprocessable(_) => "invalid",
             Self::Core(Core::IllegalTransition { .. }) => "illegal_transition",
             Self::NotFound(_) => "not_found",
             Self::Unauthorized(_) => "unauthorized",

@@ -1,18 +1,13 @@
 //! The batchwatch server: the router and how it is started. `main.rs` only parses the command
 //! line; tests build the same parts with [`state`], [`app`] and [`start`].
 
-pub mod accounts;
+pub mod access;
 pub mod api;
-pub mod auth;
 pub mod batches;
-pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod hub;
-pub mod limits;
-pub mod sessions;
-pub mod sse;
+pub mod live;
 pub mod state;
 pub mod store;
 pub mod worker;
@@ -35,8 +30,12 @@ use tokio::net::TcpListener;
 use tower_http::{set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
 use crate::{
-    batches::Batches, cache::Cache, config::Config, hub::Hub, limits::Limits, sessions::Sessions,
-    sse::StreamTimes, state::AppState, store::Store,
+    access::{auth, limits::Limits, sessions::Sessions},
+    batches::Batches,
+    config::Config,
+    live::hub::Hub,
+    state::AppState,
+    store::{Store, cache::Cache},
 };
 
 /// The whole HTTP surface: the JSON API, the pages, sign-in, and the static files of the site.
@@ -127,7 +126,7 @@ impl Backends {
     }
 
     pub fn sessions(&self, config: &Config) -> Sessions {
-        let ttl = Duration::from_secs(config.session_ttl_secs);
+        let ttl = config.session_ttl();
         match &self.redis {
             None => Sessions::memory(ttl),
             Some((_, conn)) => Sessions::redis(conn.clone(), &config.redis_prefix, ttl),
@@ -135,13 +134,7 @@ impl Backends {
     }
 
     pub fn limits(&self, config: &Config) -> Limits {
-        let settings = limits::Settings {
-            max_streams_per_user: config.max_streams_per_user,
-            // Four keep-alives: a live stream renews its slot well before it could expire.
-            slot_ttl: Duration::from_secs(config.stream_keepalive_secs.max(1) * 4),
-            writes_per_minute: config.writes_per_minute,
-            worker_writes_per_minute: config.worker_writes_per_minute,
-        };
+        let settings = config.into();
         match &self.redis {
             None => Limits::memory(settings),
             Some((_, conn)) => Limits::redis(conn.clone(), &config.redis_prefix, settings),
@@ -152,17 +145,13 @@ impl Backends {
 /// Builds the state every handler shares.
 pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
     let backends = Backends::connect(&config).await?;
-    let streams = StreamTimes {
-        keepalive: Duration::from_secs(config.stream_keepalive_secs),
-        max_age: Duration::from_secs(config.stream_max_secs),
-    };
     Ok(AppState {
         leptos_options,
         batches: backends.batches(&config),
         accounts: backends.store.accounts(),
         sessions: backends.sessions(&config),
         limits: backends.limits(&config),
-        streams,
+        streams: (&config).into(),
         config: Arc::new(config),
     })
 }

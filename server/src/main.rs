@@ -3,9 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
+use batchwatch_core::{Role, now};
 use clap::Parser;
 use server::{
-    accounts::{Role, Secret, TokenInfo},
+    access::accounts::{Accounts, Secret, TokenInfo},
     config::{Cli, Command, Config, UserAction},
     store::Store,
     worker::{self, Demo, Processor},
@@ -78,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `batchwatch user ...`: accounts, straight on the database.
 async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
     let accounts = Store::connect(&config.database_url, 1).await?.accounts();
-    let now = server::batches::now();
+    let now = now();
     match action {
         UserAction::Create { name, worker } => {
             let role = if worker { Role::Worker } else { Role::User };
@@ -107,12 +108,12 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
 /// `DEMO_SIGN_IN`: a first run has no user, so make one and print a link that signs in. The
 /// token rides in the link's fragment, which browsers never send to a server; the sign-in
 /// page reads it from there and submits it.
-async fn demo_sign_in(accounts: &server::accounts::Accounts, url: &str) -> anyhow::Result<()> {
+async fn demo_sign_in(accounts: &Accounts, url: &str) -> anyhow::Result<()> {
     if accounts.user_count().await? > 0 {
         println!("Sign in at {url}/login with a token (`batchwatch user token <name>` prints a new one).");
         return Ok(());
     }
-    let (info, secret) = accounts.create_user("demo", Role::User, server::batches::now()).await?;
+    let (info, secret) = accounts.create_user("demo", Role::User, now()).await?;
     println!("Created the user {:?}. Open this link to sign in: {url}/login#token={}", info.user, secret.0);
     Ok(())
 }

@@ -6,8 +6,9 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
-    accounts::Accounts, batches::Batches, config::Config, limits::Limits, sessions::Sessions,
-    sse::StreamTimes,
+    access::{accounts::Accounts, limits::Limits, sessions::Sessions},
+    batches::Batches,
+    config::{Config, StreamTimes},
 };
 
 #[derive(Clone, FromRef)]

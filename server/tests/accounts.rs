@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use server::{accounts::Role, store::Store};
+use batchwatch_core::Role;
+use server::store::Store;
 
 struct Run {
     ok: bool,

@@ -3,13 +3,10 @@
 mod common;
 
 use axum::http::{StatusCode, header};
-use common::TestApp;
+use common::{Rejected, TestApp, UNKNOWN_ID, assert_rejected};
 use serde_json::{Value, json};
 
-/// What is wrong, content type, body, expected status and error code.
-type BodyCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
-/// The same with the report's URL.
-type ReportCase<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+const JSON: Option<&str> = Some("application/json");
 
 #[tokio::test]
 async fn create_returns_201_location_and_the_progress() {
@@ -56,107 +53,114 @@ async fn create_accepts_the_largest_batch() {
 async fn create_rejects_bad_bodies_and_writes_nothing() {
     let app = TestApp::new().await;
     app.create("existing", 2).await;
-    let before = app.fingerprint().await;
     let many: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
-    let cases: Vec<BodyCase> = vec![
-        (
-            "empty name",
-            Some("application/json"),
-            br#"{"name":"","items":["a"]}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "blank name",
-            Some("application/json"),
-            br#"{"name":"   ","items":["a"]}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "long name",
-            Some("application/json"),
-            json!({ "name": "n".repeat(201), "items": ["a"] }).to_string().into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "zero items",
-            Some("application/json"),
-            br#"{"name":"b","items":[]}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "too many items",
-            Some("application/json"),
-            json!({ "name": "b", "items": many }).to_string().into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "blank item",
-            Some("application/json"),
-            br#"{"name":"b","items":["a"," "]}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "invalid JSON",
-            Some("application/json"),
-            b"{\"name\": ".to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "missing field",
-            Some("application/json"),
-            br#"{"name":"b"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "wrong type",
-            Some("application/json"),
-            br#"{"name":"b","items":"a"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "unknown field",
-            Some("application/json"),
-            br#"{"name":"b","items":["a"],"x":1}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "no content type",
-            None,
-            br#"{"name":"b","items":["a"]}"#.to_vec(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
-        (
-            "wrong content type",
-            Some("text/plain"),
-            br#"{"name":"b","items":["a"]}"#.to_vec(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
-        (
-            "over 1 MiB",
-            Some("application/json"),
-            json!({ "name": "b", "items": ["x".repeat(1 << 20)] }).to_string().into_bytes(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-        ),
+    let cases = vec![
+        Rejected {
+            what: "empty name",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"","items":["a"]}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "blank name",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"   ","items":["a"]}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "long name",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: json!({ "name": "n".repeat(201), "items": ["a"] }).to_string().into_bytes(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "zero items",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"b","items":[]}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "too many items",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: json!({ "name": "b", "items": many }).to_string().into_bytes(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "blank item",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"b","items":["a"," "]}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "invalid JSON",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: b"{\"name\": ".to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "missing field",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"b"}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "wrong type",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"b","items":"a"}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "unknown field",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: br#"{"name":"b","items":["a"],"x":1}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "no content type",
+            uri: "/api/batches".into(),
+            content_type: None,
+            body: br#"{"name":"b","items":["a"]}"#.to_vec(),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+        },
+        Rejected {
+            what: "wrong content type",
+            uri: "/api/batches".into(),
+            content_type: Some("text/plain"),
+            body: br#"{"name":"b","items":["a"]}"#.to_vec(),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+        },
+        Rejected {
+            what: "over 1 MiB",
+            uri: "/api/batches".into(),
+            content_type: JSON,
+            body: json!({ "name": "b", "items": ["x".repeat(1 << 20)] }).to_string().into_bytes(),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+        },
     ];
-    for (what, content_type, body, status, code) in cases {
-        let reply = app.post_raw("/api/batches", content_type, body).await;
-        assert_eq!(reply.status, status, "{what}: {}", reply.text());
-        assert_eq!(reply.error_code(), code, "{what}");
-        assert_eq!(app.fingerprint().await, before, "{what} wrote to the database");
-    }
+    assert_rejected(&app, cases).await;
 }
 
 #[tokio::test]
@@ -189,7 +193,7 @@ async fn get_answers_400_for_malformed_and_404_for_unknown_ids() {
     let malformed = app.get("/api/batches/not-a-uuid").await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
     assert_eq!(malformed.error_code(), "malformed_id");
-    let unknown = app.get("/api/batches/67e55044-10b1-426f-9247-bb680e5fe0c8").await;
+    let unknown = app.get(&format!("/api/batches/{UNKNOWN_ID}")).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.error_code(), "not_found");
     let no_route = app.get("/api/nothing/here").await;
@@ -215,12 +219,10 @@ async fn reports_move_items_and_the_batch() {
     assert_eq!((p["seq"].as_u64(), p["percent"].as_u64()), (Some(3), Some(50)));
 
     app.report(&batch, 1, "processing").await;
-    let uri = format!(
-        "/api/batches/{}/items/{}/status",
-        batch["batch_id"].as_str().unwrap(),
-        batch["items"][1]["id"].as_str().unwrap()
-    );
-    let p = app.post_json(&uri, &json!({ "status": "failed", "error": "corrupt file" })).await.json();
+    let p = app
+        .report_as(&batch, 1, &json!({ "status": "failed", "error": "corrupt file" }), &app.token)
+        .await
+        .json();
     assert_eq!(p["status"], "partial");
     assert_eq!(p["percent"], 100);
     assert_eq!(p["items"][1]["error"], "corrupt file");
@@ -250,114 +252,121 @@ async fn bad_reports_get_the_right_error_and_write_nothing() {
     let other = app.create("other", 1).await;
     app.report(&batch, 0, "processing").await;
     app.report(&batch, 0, "done").await;
-    let before = app.fingerprint().await;
 
     let id = batch["batch_id"].as_str().unwrap();
     let done = batch["items"][0]["id"].as_str().unwrap();
     let pending = batch["items"][1]["id"].as_str().unwrap();
     let foreign = other["items"][0]["id"].as_str().unwrap();
-    let unknown = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    let unknown = UNKNOWN_ID;
     let url = |b: &str, i: &str| format!("/api/batches/{b}/items/{i}/status");
     let processing = br#"{"status":"processing"}"#.to_vec();
-    let json = Some("application/json");
-    let cases: Vec<ReportCase> = vec![
-        (
-            "done -> processing",
-            url(id, done),
-            json,
-            processing.clone(),
-            StatusCode::CONFLICT,
-            "illegal_transition",
-        ),
-        (
-            "done -> done",
-            url(id, done),
-            json,
-            br#"{"status":"done"}"#.to_vec(),
-            StatusCode::CONFLICT,
-            "illegal_transition",
-        ),
-        (
-            "pending -> done",
-            url(id, pending),
-            json,
-            br#"{"status":"done"}"#.to_vec(),
-            StatusCode::CONFLICT,
-            "illegal_transition",
-        ),
-        (
-            "unknown batch",
-            url(unknown, pending),
-            json,
-            processing.clone(),
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
-        ("unknown item", url(id, unknown), json, processing.clone(), StatusCode::NOT_FOUND, "not_found"),
-        (
-            "another batch's item",
-            url(id, foreign),
-            json,
-            processing.clone(),
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
-        (
-            "malformed batch id",
-            url("nope", pending),
-            json,
-            processing.clone(),
-            StatusCode::BAD_REQUEST,
-            "malformed_id",
-        ),
-        (
-            "malformed item id",
-            url(id, "nope"),
-            json,
-            processing.clone(),
-            StatusCode::BAD_REQUEST,
-            "malformed_id",
-        ),
-        (
-            "unknown status",
-            url(id, pending),
-            json,
-            br#"{"status":"exploded"}"#.to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        ("invalid JSON", url(id, pending), json, b"{".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        (
-            "long error",
-            url(id, pending),
-            json,
-            json!({ "status": "failed", "error": "e".repeat(2_001) }).to_string().into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-        ),
-        (
-            "no content type",
-            url(id, pending),
-            None,
-            processing.clone(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
-        (
-            "over 1 MiB",
-            url(id, pending),
-            json,
-            json!({ "status": "failed", "error": "e".repeat(1 << 20) }).to_string().into_bytes(),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-        ),
+    let cases = vec![
+        Rejected {
+            what: "done -> processing",
+            uri: url(id, done),
+            content_type: JSON,
+            body: processing.clone(),
+            status: StatusCode::CONFLICT,
+            code: "illegal_transition",
+        },
+        Rejected {
+            what: "done -> done",
+            uri: url(id, done),
+            content_type: JSON,
+            body: br#"{"status":"done"}"#.to_vec(),
+            status: StatusCode::CONFLICT,
+            code: "illegal_transition",
+        },
+        Rejected {
+            what: "pending -> done",
+            uri: url(id, pending),
+            content_type: JSON,
+            body: br#"{"status":"done"}"#.to_vec(),
+            status: StatusCode::CONFLICT,
+            code: "illegal_transition",
+        },
+        Rejected {
+            what: "unknown batch",
+            uri: url(unknown, pending),
+            content_type: JSON,
+            body: processing.clone(),
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+        },
+        Rejected {
+            what: "unknown item",
+            uri: url(id, unknown),
+            content_type: JSON,
+            body: processing.clone(),
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+        },
+        Rejected {
+            what: "another batch's item",
+            uri: url(id, foreign),
+            content_type: JSON,
+            body: processing.clone(),
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+        },
+        Rejected {
+            what: "malformed batch id",
+            uri: url("nope", pending),
+            content_type: JSON,
+            body: processing.clone(),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_id",
+        },
+        Rejected {
+            what: "malformed item id",
+            uri: url(id, "nope"),
+            content_type: JSON,
+            body: processing.clone(),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_id",
+        },
+        Rejected {
+            what: "unknown status",
+            uri: url(id, pending),
+            content_type: JSON,
+            body: br#"{"status":"exploded"}"#.to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "invalid JSON",
+            uri: url(id, pending),
+            content_type: JSON,
+            body: b"{".to_vec(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "long error",
+            uri: url(id, pending),
+            content_type: JSON,
+            body: json!({ "status": "failed", "error": "e".repeat(2_001) }).to_string().into_bytes(),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+        },
+        Rejected {
+            what: "no content type",
+            uri: url(id, pending),
+            content_type: None,
+            body: processing.clone(),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+        },
+        Rejected {
+            what: "over 1 MiB",
+            uri: url(id, pending),
+            content_type: JSON,
+            body: json!({ "status": "failed", "error": "e".repeat(1 << 20) }).to_string().into_bytes(),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+        },
     ];
-    for (what, uri, content_type, body, status, code) in cases {
-        let reply = app.post_raw(&uri, content_type, body).await;
-        assert_eq!(reply.status, status, "{what}: {}", reply.text());
-        assert_eq!(reply.error_code(), code, "{what}");
-        assert_eq!(app.fingerprint().await, before, "{what} wrote to the database");
-    }
+    assert_rejected(&app, cases).await;
 }
 
 #[tokio::test]

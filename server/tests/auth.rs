@@ -9,12 +9,12 @@ use axum::{
     body::Body,
     http::{Method, Request, StatusCode, header},
 };
+use batchwatch_core::{Role, now};
 use common::{
-    HOST, ORIGIN, Reply, TestApp,
-    live::{LiveServer, Options, PrivateRedis, client, user},
+    HOST, ORIGIN, Reply, TestApp, UNKNOWN_ID, eventually, report_uri,
+    server::{LiveServer, Options, PrivateRedis, client, user},
 };
 use serde_json::{Value, json};
-use server::accounts::Role;
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
@@ -23,17 +23,12 @@ fn bearer(token: &str) -> String {
 /// Every API route, with a batch and an item of `batch` where it needs them.
 fn api_routes(batch: &Value) -> Vec<(Method, String, Option<Value>)> {
     let id = batch["batch_id"].as_str().unwrap();
-    let item = batch["items"][0]["id"].as_str().unwrap();
     vec![
         (Method::GET, "/api/batches".into(), None),
         (Method::POST, "/api/batches".into(), Some(json!({ "name": "x", "items": ["a"] }))),
         (Method::GET, format!("/api/batches/{id}"), None),
         (Method::GET, format!("/api/batches/{id}/stream"), None),
-        (
-            Method::POST,
-            format!("/api/batches/{id}/items/{item}/status"),
-            Some(json!({ "status": "processing" })),
-        ),
+        (Method::POST, report_uri(batch, 0), Some(json!({ "status": "processing" }))),
     ]
 }
 
@@ -85,23 +80,16 @@ async fn another_users_batch_is_404_like_a_missing_one_and_untouched() {
     let batch = app.create("alice's", 2).await;
     let bob = app.user("bob").await;
     let id = batch["batch_id"].as_str().unwrap();
-    let item = batch["items"][0]["id"].as_str().unwrap();
     let before = app.fingerprint().await;
 
-    let missing = app.get_as(&format!("/api/batches/{}", uuid_like()), &bob).await;
+    let missing = app.get_as(&format!("/api/batches/{UNKNOWN_ID}"), &bob).await;
     let theirs = app.get_as(&format!("/api/batches/{id}"), &bob).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     assert_eq!(theirs.body, missing.body, "no existence leak: the same answer as for no batch");
 
     let stream = app.get_as(&format!("/api/batches/{id}/stream"), &bob).await;
     assert_eq!(stream.status, StatusCode::NOT_FOUND);
-    let report = app
-        .post_json_as(
-            &format!("/api/batches/{id}/items/{item}/status"),
-            &json!({ "status": "processing" }),
-            &bob,
-        )
-        .await;
+    let report = app.report_as(&batch, 0, &json!({ "status": "processing" }), &bob).await;
     assert_eq!(report.status, StatusCode::NOT_FOUND);
     assert_eq!(report.error_code(), "not_found");
     assert_eq!(app.fingerprint().await, before, "bob's report wrote nothing");
@@ -122,25 +110,13 @@ async fn another_users_batch_is_404_like_a_missing_one_and_untouched() {
     assert!(!page.text().contains("alice&#x27;s") && !page.text().contains("alice's"));
 }
 
-fn uuid_like() -> &'static str {
-    "67e55044-10b1-426f-9247-bb680e5fe0c8"
-}
-
 #[tokio::test]
 async fn a_worker_token_reports_for_any_batch_and_does_nothing_else() {
     let app = TestApp::new().await;
     let batch = app.create("alice's", 1).await;
     let worker = app.user_with_role("worker-1", Role::Worker).await;
-    let id = batch["batch_id"].as_str().unwrap();
-    let item = batch["items"][0]["id"].as_str().unwrap();
 
-    let report = app
-        .post_json_as(
-            &format!("/api/batches/{id}/items/{item}/status"),
-            &json!({ "status": "processing" }),
-            &worker,
-        )
-        .await;
+    let report = app.report_as(&batch, 0, &json!({ "status": "processing" }), &worker).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.text());
     assert_eq!(report.json()["counts"]["processing"], 1);
 
@@ -386,7 +362,7 @@ async fn streams_over_the_limit_get_429_until_one_ends() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let soon = server::batches::now() + 1_500;
+    let soon = now() + 1_500;
     let _: i64 = redis::cmd("ZADD")
         .arg(&key)
         .arg(soon)
@@ -402,14 +378,10 @@ async fn streams_over_the_limit_get_429_until_one_ends() {
 
 /// Opens `url` until it answers `status` (a slot is given back by a task after the drop).
 async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16) -> reqwest::Response {
-    for _ in 0..100 {
-        let reply = http.get(url).send().await.unwrap();
-        if reply.status() == status {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never answered {status}");
+    eventually(&format!("{url} to answer {status}"), || async {
+        Some(http.get(url).send().await.unwrap()).filter(|reply| reply.status() == status)
+    })
+    .await
 }
 
 /// A stream outlives the request that opened it: revoking its token, or signing out of its
@@ -478,13 +450,12 @@ async fn ownership_holds_on_postgresql() {
     let server = LiveServer::start(Options { postgres: true, ..Options::default() }).await;
     let batch = server.create(2).await;
     let id = batch["batch_id"].as_str().unwrap();
-    let item = batch["items"][0]["id"].as_str().unwrap();
     let bob = client(&user(&server.state, "bob").await);
 
     let theirs = bob.get(format!("{}/api/batches/{id}", server.url)).send().await.unwrap();
     assert_eq!(theirs.status(), 404);
     let report = bob
-        .post(format!("{}/api/batches/{id}/items/{item}/status", server.url))
+        .post(format!("{}{}", server.url, report_uri(&batch, 0)))
         .json(&json!({ "status": "processing" }))
         .send()
         .await
@@ -497,5 +468,5 @@ async fn ownership_holds_on_postgresql() {
     let mine: Value =
         server.http.get(format!("{}/api/batches", server.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(mine[0]["batch_id"], id);
-    assert_eq!(server.get(&batch).await["counts"]["queued"], 2, "bob's report changed nothing");
+    assert_eq!(server.get(&batch).await.summary.counts.queued, 2, "bob's report changed nothing");
 }

@@ -4,11 +4,13 @@ mod common;
 
 use std::time::Duration;
 
-use batchwatch_core::Viewer;
+use batchwatch_core::{Role, Viewer};
 use server::{
-    accounts::{Principal, Role},
+    access::{
+        accounts::Principal,
+        limits::{Limits, Settings},
+    },
     error::Error,
-    limits::{Limits, Settings},
 };
 
 const SETTINGS: Settings = Settings {
@@ -21,26 +23,23 @@ const SETTINGS: Settings = Settings {
 /// Both backends, each with a key prefix of its own; the Redis keys are removed on drop.
 async fn backends() -> Vec<(&'static str, Limits, Option<Cleanup>)> {
     let prefix = format!("test-{}:", uuid::Uuid::new_v4());
-    let client = redis::Client::open(common::live::shared_redis_url()).unwrap();
+    let redis_url = common::server::shared_redis_url();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
     let conn = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
     vec![
         ("memory", Limits::memory(SETTINGS), None),
-        ("redis", Limits::redis(conn, &prefix, SETTINGS), Some(Cleanup { client, prefix })),
+        ("redis", Limits::redis(conn, &prefix, SETTINGS), Some(Cleanup { redis_url, prefix })),
     ]
 }
 
 struct Cleanup {
-    client: redis::Client,
+    redis_url: String,
     prefix: String,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let mut conn = self.client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn).unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
-        }
+        common::clean_redis_prefix(&self.redis_url, &self.prefix);
     }
 }
 
@@ -64,15 +63,8 @@ async fn stream_slots_are_counted_per_user_and_given_back() {
         assert!(limits.open_stream("ben").await.is_ok(), "{name}: ben has slots of his own");
         drop(a);
         // The slot goes back from a task of its own.
-        let mut reopened = None;
-        for _ in 0..50 {
-            if let Ok(slot) = limits.open_stream("ann").await {
-                reopened = Some(slot);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(reopened.is_some(), "{name}: a dropped slot was not given back");
+        let what = format!("{name}: a dropped slot to be given back");
+        common::eventually(&what, || async { limits.open_stream("ann").await.ok() }).await;
     }
 }
 

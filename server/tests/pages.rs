@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::TestApp;
+use common::{TestApp, UNKNOWN_ID};
 
 #[tokio::test]
 async fn batch_page_renders_the_progress_into_the_html() {
@@ -43,7 +43,7 @@ async fn batch_page_follows_reports() {
 #[tokio::test]
 async fn unknown_batch_is_a_404_page() {
     let app = TestApp::new().await;
-    let page = app.get("/batches/67e55044-10b1-426f-9247-bb680e5fe0c8").await;
+    let page = app.get(&format!("/batches/{UNKNOWN_ID}")).await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
     assert!(page.text().contains("Not found"));
 }
@@ -117,13 +117,8 @@ async fn html_in_names_and_errors_is_text() {
     let reply = app.post_json("/api/batches", &serde_json::json!({ "name": evil, "items": [evil] })).await;
     let batch = reply.json();
     app.report(&batch, 0, "processing").await;
-    let uri = format!(
-        "/api/batches/{}/items/{}/status",
-        batch["batch_id"].as_str().unwrap(),
-        batch["items"][0]["id"].as_str().unwrap()
-    );
-    app.post_json(&uri, &serde_json::json!({ "status": "failed", "error": "<script>alert(2)</script>" }))
-        .await;
+    let failed = serde_json::json!({ "status": "failed", "error": "<script>alert(2)</script>" });
+    app.report_as(&batch, 0, &failed, &app.token).await;
     let html = app.get(&format!("/batches/{}", batch["batch_id"].as_str().unwrap())).await.text();
     assert!(!html.contains("<img src=x"), "markup from input must not reach the page as markup");
     assert!(!html.contains("<script>alert(2)"));

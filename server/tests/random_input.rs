@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Reply, TestApp};
+use common::{Reply, TestApp, UNKNOWN_ID};
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::{Value, json};
 
@@ -64,7 +64,7 @@ fn content_type() -> impl Strategy<Value = Option<&'static str>> {
 fn id(real: String) -> impl Strategy<Value = String> {
     prop_oneof![
         Just(real),
-        Just("67e55044-10b1-426f-9247-bb680e5fe0c8".to_owned()),
+        Just(UNKNOWN_ID.to_owned()),
         ".{0,40}".prop_map(|s| s.bytes().map(|b| format!("%{b:02X}")).collect()),
         "[0-9a-f-]{0,40}",
     ]

@@ -4,31 +4,20 @@ mod common;
 
 use std::time::Duration;
 
-use batchwatch_core::{ItemStatus, NewBatch};
-use common::live::{LiveServer, Options};
+use batchwatch_core::{BatchStatus, Counts, ItemStatus, NewBatch, Role};
+use common::server::{LiveServer, Options, read_to_end};
 use server::store::Store;
-
-async fn wait_terminal(server: &LiveServer, batch: &serde_json::Value) -> serde_json::Value {
-    for _ in 0..500 {
-        let state = server.get(batch).await;
-        if ["completed", "partial", "failed"].contains(&state["status"].as_str().unwrap()) {
-            return state;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("batch did not finish");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_process_every_item_exactly_once() {
     let server =
         LiveServer::start(Options { redis_url: "memory://".into(), workers: 4, ..Options::default() }).await;
     let batch = server.create(30).await;
-    let done = wait_terminal(&server, &batch).await;
-    assert_eq!(done["status"], "completed");
-    assert_eq!(done["counts"]["completed"], 30);
+    let done = server.finished(&batch).await.summary;
+    assert_eq!(done.status, BatchStatus::Completed);
+    assert_eq!(done.counts.completed, 30);
     // One claim and one outcome per item: a double claim would show up as extra changes.
-    assert_eq!(done["seq"], 61);
+    assert_eq!(done.seq, 61);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,14 +26,10 @@ async fn workers_on_postgresql_lose_no_update() {
     // before it, or counts drift and `seq` skips.
     let server = LiveServer::start(Options { workers: 4, postgres: true, ..Options::default() }).await;
     let batch = server.create(30).await;
-    let done = wait_terminal(&server, &batch).await;
-    assert_eq!(
-        done["counts"],
-        serde_json::json!({ "queued": 0, "processing": 0, "completed": 30, "failed": 0, "total": 30 })
-    );
-    assert_eq!(done["seq"], 61);
-    let items = done["items"].as_array().unwrap();
-    assert!(items.iter().all(|i| i["status"] == "done"));
+    let done = server.finished(&batch).await;
+    assert_eq!(done.summary.counts, Counts { completed: 30, total: 30, ..Counts::default() });
+    assert_eq!(done.summary.seq, 61);
+    assert!(done.items.iter().all(|i| i.status == ItemStatus::Done));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,13 +42,13 @@ async fn failing_items_are_retried_then_fail_for_good_with_their_error() {
     })
     .await;
     let batch = server.create(3).await;
-    let done = wait_terminal(&server, &batch).await;
-    assert_eq!(done["status"], "failed");
-    for item in done["items"].as_array().unwrap() {
+    let done = server.finished(&batch).await;
+    assert_eq!(done.summary.status, BatchStatus::Failed);
+    for item in &done.items {
         // MAX_ATTEMPTS is 2 in these tests: the message is from the last attempt.
-        assert!(item["error"].as_str().unwrap().ends_with("(attempt 2)"), "{item}");
+        assert!(item.error.as_deref().unwrap().ends_with("(attempt 2)"), "{item:?}");
     }
-    assert_eq!(done["seq"], 7, "retries happen in place, without extra changes");
+    assert_eq!(done.summary.seq, 7, "retries happen in place, without extra changes");
 }
 
 #[tokio::test]
@@ -71,7 +56,7 @@ async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/w.db", dir.path().display()), 2).await.unwrap();
     let accounts = store.accounts();
-    let (_, secret) = accounts.create_user("w", server::accounts::Role::User, 0).await.unwrap();
+    let (_, secret) = accounts.create_user("w", Role::User, 0).await.unwrap();
     let owner = accounts.authenticate(&secret.0).await.unwrap().unwrap().viewer.user_id;
     let batch = store.create_batch(&owner, NewBatch::demo(1), 1_000).await.unwrap();
     let first = store.claim(2_000, 0).await.unwrap().unwrap().commit().await.unwrap();
@@ -90,7 +75,7 @@ async fn concurrent_workers_publish_in_commit_order() {
         LiveServer::start(Options { workers: 4, item_delay: Duration::from_millis(1), ..Options::default() })
             .await;
     let batch = server.create(60).await;
-    let events = common::live::read_to_end(server.stream(&batch, None).await).await;
+    let events = read_to_end(server.stream(&batch, None).await).await;
     // Every change arrives, in order: no gap that would send the page after a snapshot.
     let seqs: Vec<u64> = events
         .iter()

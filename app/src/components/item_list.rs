@@ -3,7 +3,7 @@
 use batchwatch_core::{ItemProgress, ItemStatus};
 use leptos::prelude::*;
 
-use crate::live::ItemCell;
+use crate::live_batch::ItemCell;
 
 fn icon(status: ItemStatus) -> impl IntoView {
     let (glyph, class, label) = match status {

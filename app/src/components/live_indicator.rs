@@ -1,7 +1,7 @@
 //! Whether the page is following the batch live: live, reconnecting in Ns, offline with a
 //! Retry button, or finished.
 
-use batchwatch_core::live::Connection;
+use batchwatch_core::reconnect::Connection;
 use leptos::prelude::*;
 
 #[component]

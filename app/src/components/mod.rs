@@ -1,3 +1,5 @@
+//! The pieces the pages are built from, one component a file.
+
 pub mod counters;
 pub mod item_list;
 pub mod live_indicator;

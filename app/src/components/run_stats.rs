@@ -3,7 +3,7 @@
 
 use batchwatch_core::{
     BatchSummary,
-    live::{Rate, human_duration},
+    rate::{Rate, human_duration},
 };
 use leptos::prelude::*;
 

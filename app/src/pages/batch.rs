@@ -11,7 +11,8 @@ use crate::{
         counters::Counters, item_list::ItemList, live_indicator::LiveIndicator, progress_bar::ProgressBar,
         run_stats::RunStats, status_badge::StatusBadge,
     },
-    live::{use_live_batch, use_now},
+    live_batch::use_live_batch,
+    now::use_now,
     pages::not_found::{Malformed, NotFound},
 };
 

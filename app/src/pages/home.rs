@@ -1,6 +1,6 @@
 //! `/`: the batches, newest first, and the forms that create one.
 
-use batchwatch_core::{BatchSummary, Page};
+use batchwatch_core::{BatchSummary, NewBatch, Page};
 use leptos::{form::ActionForm, prelude::*};
 use leptos_meta::Title;
 
@@ -54,7 +54,7 @@ pub fn HomePage() -> impl IntoView {
                     <h2 class="text-lg font-semibold">"New batch"</h2>
                     <label class="block text-sm">
                         "Name"
-                        <input name="name" required maxlength="200" class=INPUT />
+                        <input name="name" required maxlength=NewBatch::MAX_NAME_CHARS class=INPUT />
                     </label>
                     <label class="block text-sm">
                         "Items, one per line"
@@ -67,7 +67,7 @@ pub fn HomePage() -> impl IntoView {
                 <ActionForm action=demo attr:class="space-y-3" attr:data-testid="demo-form">
                     <label class="block text-sm">
                         "Demo batch of N items"
-                        <input name="count" type="number" min="1" max="10000" value="20" class=INPUT />
+                        <input name="count" type="number" min="1" max=NewBatch::MAX_ITEMS value="20" class=INPUT />
                     </label>
                     <button type="submit" class=BUTTON disabled=move || demo.pending().get()>
                         "Create demo batch"

@@ -1,3 +1,5 @@
+//! One module a route: `/`, `/login`, `/batches/{id}`, and the not-found page.
+
 pub mod batch;
 pub mod home;
 pub mod login;

@@ -1,18 +1,21 @@
 //! A real server router over a fresh SQLite file per test, driven in-process with `oneshot`,
-//! with a user (`alice`) whose token every helper sends unless told otherwise; `live` starts
-//! real servers for streams.
+//! with a user (`alice`) whose token every helper sends unless told otherwise; `server` starts
+//! real servers on loopback ports for streams. Helpers every test file shares live here.
 #![allow(dead_code)]
 
-pub mod live;
+pub mod server;
 
+use std::time::Duration;
+
+use ::server::{config::Config, state::AppState};
 use axum::{
     Router,
     body::Body,
     http::{HeaderMap, Method, Request, StatusCode, header},
 };
+use batchwatch_core::{Role, now};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use server::{accounts::Role, config::Config, state::AppState};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
@@ -53,10 +56,64 @@ impl Reply {
     }
 }
 
+/// A well-formed id that names no batch and no item.
+pub const UNKNOWN_ID: &str = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+
+/// Polls `probe` every 20 ms until it gives a value; panics naming `what` after 10 s.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Removes every key under a test's prefix from a shared Redis: tests leave nothing behind.
+pub fn clean_redis_prefix(redis_url: &str, prefix: &str) {
+    let Ok(mut conn) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) else { return };
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut conn).unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+    }
+}
+
+/// One row of a table of requests that must be rejected.
+pub struct Rejected<'a> {
+    pub what: &'a str,
+    pub uri: String,
+    pub content_type: Option<&'a str>,
+    pub body: Vec<u8>,
+    pub status: StatusCode,
+    pub code: &'a str,
+}
+
+/// Posts every case: each gets its status and error code, and none writes anything.
+pub async fn assert_rejected(app: &TestApp, cases: Vec<Rejected<'_>>) {
+    let before = app.fingerprint().await;
+    for case in cases {
+        let reply = app.post_raw(&case.uri, case.content_type, case.body).await;
+        assert_eq!(reply.status, case.status, "{}: {}", case.what, reply.text());
+        assert_eq!(reply.error_code(), case.code, "{}", case.what);
+        assert_eq!(app.fingerprint().await, before, "{} wrote to the database", case.what);
+    }
+}
+
+/// The report route of an item of a batch's JSON.
+pub fn report_uri(batch: &Value, item: usize) -> String {
+    format!(
+        "/api/batches/{}/items/{}/status",
+        batch["batch_id"].as_str().unwrap(),
+        batch["items"][item]["id"].as_str().unwrap()
+    )
+}
+
 /// Waits while the one-minute write window is about to turn over, so that a test counting
 /// writes sees them all in one window.
 pub async fn clear_of_window_edge() {
-    let into_window = server::batches::now().rem_euclid(60_000);
+    let into_window = now().rem_euclid(60_000);
     if into_window > 58_000 {
         tokio::time::sleep(std::time::Duration::from_millis((60_100 - into_window) as u64)).await;
     }
@@ -64,7 +121,7 @@ pub async fn clear_of_window_edge() {
 
 /// Creates a user on a server's database; returns their token.
 pub async fn create_user(state: &AppState, name: &str, role: Role) -> String {
-    let (_, secret) = state.accounts.create_user(name, role, server::batches::now()).await.unwrap();
+    let (_, secret) = state.accounts.create_user(name, role, now()).await.unwrap();
     secret.0
 }
 
@@ -89,9 +146,14 @@ impl TestApp {
             ..Config::from_env()
         };
         change(&mut config);
-        let state = server::state(config, leptos_options()).await.unwrap();
-        let mut app =
-            Self { router: server::app(state.clone()), state, database_url, token: String::new(), _dir: dir };
+        let state = ::server::state(config, leptos_options()).await.unwrap();
+        let mut app = Self {
+            router: ::server::app(state.clone()),
+            state,
+            database_url,
+            token: String::new(),
+            _dir: dir,
+        };
         app.token = app.user("alice").await;
         app
     }
@@ -147,7 +209,7 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, uri: &str, body: &Value) -> Reply {
-        self.post_raw(uri, Some("application/json"), serde_json::to_vec(body).unwrap()).await
+        self.post_json_as(uri, body, &self.token).await
     }
 
     pub async fn post_json_as(&self, uri: &str, body: &Value, token: &str) -> Reply {
@@ -177,13 +239,14 @@ impl TestApp {
         reply.json()
     }
 
+    /// Reports an item's status with alice's token.
     pub async fn report(&self, batch: &Value, item: usize, status: &str) -> Reply {
-        let uri = format!(
-            "/api/batches/{}/items/{}/status",
-            batch["batch_id"].as_str().unwrap(),
-            batch["items"][item]["id"].as_str().unwrap()
-        );
-        self.post_json(&uri, &serde_json::json!({ "status": status })).await
+        self.report_as(batch, item, &serde_json::json!({ "status": status }), &self.token).await
+    }
+
+    /// Posts a report body for an item of `batch` with `token`.
+    pub async fn report_as(&self, batch: &Value, item: usize, body: &Value, token: &str) -> Reply {
+        self.post_json_as(&report_uri(batch, item), body, token).await
     }
 
     /// Everything a write could change, to check that a rejected request wrote nothing.

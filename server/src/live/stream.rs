@@ -6,10 +6,9 @@
 //! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
 //! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
 //! revoked or whose session ended (checked at each ping), and `event: error` one that cannot
-//! go on.
-//! Event bytes come framed from the hub and are shared by all watchers.
+//! go on. Change events come framed from the hub and are shared by all watchers.
 
-use std::{collections::VecDeque, convert::Infallible, pin::Pin, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, pin::Pin};
 
 use axum::{
     body::Body,
@@ -23,21 +22,20 @@ use serde::Deserialize;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
 
 use crate::{
-    auth::{Recheck, SignedUser},
+    access::{
+        auth::{Recheck, SignedUser},
+        limits::StreamSlot,
+    },
     batches::{Access, Batches},
+    config::StreamTimes,
     error::Result,
     extract::{Path, Query},
-    hub::{HubMsg, Watch},
-    limits::StreamSlot,
+    live::{
+        frame::{PING, RETRY, frame},
+        hub::{HubMsg, Watch},
+    },
     state::AppState,
 };
-
-/// Streams' timing, from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamTimes {
-    pub keepalive: Duration,
-    pub max_age: Duration,
-}
 
 #[derive(Debug, Deserialize)]
 pub struct Resume {
@@ -63,8 +61,15 @@ pub async fn stream(
     // After the ownership check: another user's batch is a 404 whatever their count.
     let slot = state.limits.open_stream(&viewer.user_id).await?;
     let recheck = Recheck::new(&state, credential);
-    let watcher =
-        Watcher::new(watch, state.batches.clone(), state.streams, snapshot, last_seen, slot, recheck);
+    let watcher = Watcher::new(Opened {
+        watch,
+        batches: state.batches.clone(),
+        times: state.streams,
+        snapshot,
+        last_seen,
+        slot,
+        recheck,
+    });
     let body = Body::from_stream(futures::stream::unfold(watcher, |mut w| async move {
         let chunk = w.next().await?;
         Some((Ok::<_, Infallible>(chunk), w))
@@ -96,23 +101,27 @@ struct Watcher {
     recheck: Recheck,
 }
 
+/// What a stream starts from, once its request has been checked.
+struct Opened {
+    watch: Watch,
+    batches: Batches,
+    times: StreamTimes,
+    snapshot: BatchProgress,
+    /// The `seq` the client says it has.
+    last_seen: Option<u64>,
+    slot: StreamSlot,
+    recheck: Recheck,
+}
+
 impl Watcher {
-    fn new(
-        watch: Watch,
-        batches: Batches,
-        times: StreamTimes,
-        snapshot: BatchProgress,
-        last_seen: Option<u64>,
-        slot: StreamSlot,
-        recheck: Recheck,
-    ) -> Self {
+    fn new(Opened { watch, batches, times, snapshot, last_seen, slot, recheck }: Opened) -> Self {
         let mut keepalive = tokio::time::interval_at(Instant::now() + times.keepalive, times.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut w = Self {
             watch,
             batches,
             last: 0,
-            out: VecDeque::from([Bytes::from_static(b"retry: 1000\n\n")]),
+            out: VecDeque::from([RETRY]),
             done: false,
             keepalive,
             deadline: Box::pin(tokio::time::sleep(times.max_age)),
@@ -142,16 +151,16 @@ impl Watcher {
                 _ = self.keepalive.tick() => {
                     if !self.recheck.holds().await {
                         // The page reloads, and the server sends it to /login.
-                        self.out.push_back(Bytes::from_static(b"event: signed_out\ndata: {}\n\n"));
+                        self.out.push_back(frame("signed_out", None, b"{}"));
                         self.done = true;
                         continue;
                     }
                     self.slot.renew();
-                    return Some(Bytes::from_static(b": ping\n\n"));
+                    return Some(PING);
                 }
                 () = &mut self.deadline => {
                     self.done = true;
-                    return Some(Bytes::from_static(b"event: timeout\ndata: {}\n\n"));
+                    return Some(frame("timeout", None, b"{}"));
                 }
             }
         }
@@ -198,8 +207,8 @@ impl Watcher {
 
     fn send_snapshot(&mut self, snapshot: &BatchProgress) {
         self.last = snapshot.summary.seq;
-        let json = serde_json::to_string(snapshot).expect("progress types always serialize");
-        self.out.push_back(Bytes::from(format!("id: {}\nevent: snapshot\ndata: {json}\n\n", self.last)));
+        let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
+        self.out.push_back(frame("snapshot", Some(self.last), &json));
         self.finish_if_terminal(snapshot);
     }
 
@@ -210,14 +219,12 @@ impl Watcher {
     }
 
     fn complete(&mut self) {
-        self.out.push_back(Bytes::from(format!("event: complete\ndata: {{\"seq\":{}}}\n\n", self.last)));
+        self.out.push_back(frame("complete", None, format!("{{\"seq\":{}}}", self.last).as_bytes()));
         self.done = true;
     }
 
     fn fail(&mut self) {
-        self.out.push_back(Bytes::from_static(
-            b"event: error\ndata: {\"message\":\"the server cannot follow this batch\"}\n\n",
-        ));
+        self.out.push_back(frame("error", None, br#"{"message":"the server cannot follow this batch"}"#));
         self.done = true;
     }
 }

@@ -8,15 +8,15 @@ use std::{
     time::Duration,
 };
 
+use batchwatch_core::{BatchProgress, Role};
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use server::{
-    accounts::Role,
     batches::Access,
     config::Config,
     state::AppState,
-    worker::{self, Demo, Settings},
+    worker::{self, Demo},
 };
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::watch};
@@ -83,15 +83,11 @@ impl PrivateRedis {
             .expect("redis-server must be installed (./dev.sh test installs it)");
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..100 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server on port {} did not start", self.port);
+        super::eventually("redis-server to start", || async {
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+        })
+        .await;
     }
 
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
@@ -181,10 +177,12 @@ impl LiveServer {
             max_attempts: 2,
             retry_base_ms: 1,
             worker_poll_ms: 20,
+            processing_lease_secs: 60,
             max_streams_per_user: options.max_streams_per_user,
             stream_keepalive_secs: options.keepalive_secs,
             ..Config::from_env()
         };
+        let settings = (&config).into();
         let state = server::state(config, super::leptos_options()).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -194,13 +192,6 @@ impl LiveServer {
             let _ = server_stopped.changed().await;
         }));
         let demo = Arc::new(Demo { delay: options.item_delay, failure_rate: options.failure_rate });
-        let settings = Settings {
-            workers: options.workers,
-            max_attempts: 2,
-            retry_base: Duration::from_millis(1),
-            poll: Duration::from_millis(20),
-            lease: Duration::from_secs(60),
-        };
         tokio::spawn(worker::run(state.batches.clone(), demo, settings, stopped));
         let token = user(&state, "live").await;
         Self {
@@ -245,9 +236,24 @@ impl LiveServer {
         self.state.batches.report(Access::Any, id, item, report).await.unwrap();
     }
 
-    pub async fn get(&self, batch: &Value) -> Value {
+    pub async fn get(&self, batch: &Value) -> BatchProgress {
         let url = format!("{}/api/batches/{}", self.url, batch["batch_id"].as_str().unwrap());
         self.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits until the batch is finished; returns its last state.
+    pub async fn finished(&self, batch: &Value) -> BatchProgress {
+        super::eventually("the batch to finish", || async {
+            Some(self.get(batch).await).filter(|p| p.summary.status.is_terminal())
+        })
+        .await
+    }
+
+    /// Waits until the hub's Redis subscription stands.
+    pub async fn subscribed(&self) {
+        let hub = self.state.batches.hub();
+        super::eventually("the hub's subscription", || async { (hub.subscriptions() > 0).then_some(()) })
+            .await;
     }
 
     /// Opens the batch's stream, with `Last-Event-ID` when given.
@@ -274,14 +280,7 @@ impl Drop for LiveServer {
         if let Some(name) = &self.postgres_database {
             psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
-        // Leave nothing behind in a shared Redis.
-        if let Ok(mut conn) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
-            let keys: Vec<String> =
-                redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query(&mut conn).unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        super::clean_redis_prefix(&self.redis_url, &self.prefix);
     }
 }
 

@@ -1,11 +1,10 @@
 //! Who is asking, and the rules every request meets before its handler runs.
 //!
 //! [`identify`] runs on every route (the static files are open to all): an `Authorization:
-//! Bearer` token (the API, workers) or
-//! the session cookie (the browser) names a [`Principal`], stored in the request's extensions.
-//! State-changing requests not carrying a token must come from this site's own pages (`Origin`
-//! check: a cross-site form cannot ride the cookie), and each authenticated write counts
-//! against its token's rate limit. Handlers then take [`Caller`] or [`User`]; pages take the
+//! Bearer` token (the API, workers) or the session cookie (the browser) names a [`Principal`],
+//! stored in the request's extensions. State-changing requests not carrying a token must come
+//! from this site's own pages (`Origin` check: a cross-site form cannot ride the cookie), and
+//! each authenticated write counts against its token's rate limit. Handlers then take [`Caller`] or [`User`]; pages take the
 //! [`Viewer`] through [`pages_need_sign_in`].
 
 use axum::{
@@ -15,36 +14,53 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use batchwatch_core::{
-    Viewer,
+    Role, Viewer,
     account::{local_path, same_origin},
 };
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
 use crate::{
-    accounts::{Accounts, Principal, Role},
+    access::{
+        accounts::{Accounts, Principal},
+        sessions::Sessions,
+    },
     error::{Error, Result},
     extract::Form,
-    sessions::Sessions,
     state::AppState,
 };
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "bw_session";
 
+/// Runs the rules every routed request meets, each its own step: who is asking, whether a
+/// cookie write comes from our own pages, and the caller's write limit.
 pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    match check(&state, &mut request).await {
+    let checked = async {
+        let caller = caller(&state, request.headers()).await?;
+        check_origin(&request)?;
+        if let Some((credential, principal)) = caller {
+            if writes(&request) {
+                state.limits.write(&principal).await?;
+            }
+            if principal.role == Role::User {
+                request.extensions_mut().insert(principal.viewer.clone());
+            }
+            request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(credential);
+        }
+        Ok::<_, Error>(())
+    };
+    match checked.await {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),
     }
 }
 
-async fn check(state: &AppState, request: &mut Request) -> Result<()> {
-    let headers = request.headers();
-    let session = session_cookie(headers);
-    let authorization = headers.get(header::AUTHORIZATION);
-    let by_token = authorization.is_some();
-    let principal = if let Some(authorization) = authorization {
+/// Who is asking: the bearer token when there is one (a bad one is a 401), else the session
+/// cookie's user, else nobody. A session whose token was revoked, or that expired, ends here.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<(Credential, Principal)>> {
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         let token = authorization
             .to_str()
             .ok()
@@ -52,38 +68,34 @@ async fn check(state: &AppState, request: &mut Request) -> Result<()> {
             .ok_or(Error::Unauthorized("expected `Authorization: Bearer <token>`"))?;
         let principal = state.accounts.authenticate(token.trim()).await?;
         let principal = principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?;
-        Some((Credential::Token(principal.token_id.clone()), principal))
-    } else if let Some(session) = &session {
-        let credential = Credential::Session(session.clone());
-        let principal = credential.principal(&state.accounts, &state.sessions).await?;
-        if principal.is_none() {
-            // Its token was revoked (or it expired): end it for good.
-            state.sessions.end(session).await?;
-        }
-        principal.map(|p| (credential, p))
-    } else {
-        None
-    };
+        return Ok(Some((Credential::Token(principal.token_id.clone()), principal)));
+    }
+    let Some(session) = session_cookie(headers) else { return Ok(None) };
+    let credential = Credential::Session(session.clone());
+    let principal = credential.principal(&state.accounts, &state.sessions).await?;
+    if principal.is_none() {
+        state.sessions.end(&session).await?;
+    }
+    Ok(principal.map(|p| (credential, p)))
+}
 
-    // The cookie rides along on any request the browser makes, whichever site started it: a
-    // write carrying it (or signing in) must come from our own pages. Without a cookie or a
-    // token there is nobody to act for, and the handler answers 401.
-    let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let cookie_write = writes && !by_token && (session.is_some() || request.uri().path() == "/login");
-    if cookie_write && !from_this_site(request.headers()) {
+/// The cookie rides along on any request the browser makes, whichever site started it: a write
+/// carrying it (or signing in) must come from our own pages. A token is never sent by a browser
+/// on its own, so token requests are exempt; without either there is nobody to act for, and
+/// the handler answers 401.
+fn check_origin(request: &Request) -> Result<()> {
+    let headers = request.headers();
+    let cookie_write = writes(request)
+        && !headers.contains_key(header::AUTHORIZATION)
+        && (session_cookie(headers).is_some() || request.uri().path() == "/login");
+    if cookie_write && !from_this_site(headers) {
         return Err(Error::Forbidden("a cross-site request cannot change anything here"));
     }
-    if let Some((credential, principal)) = principal {
-        if writes {
-            state.limits.write(&principal).await?;
-        }
-        if principal.role == Role::User {
-            request.extensions_mut().insert(principal.viewer.clone());
-        }
-        request.extensions_mut().insert(principal);
-        request.extensions_mut().insert(credential);
-    }
     Ok(())
+}
+
+fn writes(request: &Request) -> bool {
+    !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// What a request was signed in with, kept so that a long-lived stream can ask again later.

@@ -10,7 +10,7 @@
 //!
 //! Per watched batch the hub keeps a bounded `broadcast` ring of framed events: each event is
 //! parsed and framed once and its bytes are shared by every watcher. A watcher that falls more
-//! than the ring behind is told so and jumps to a fresh snapshot (see `sse.rs`); nothing here
+//! than the ring behind is told so and jumps to a fresh snapshot (see `stream.rs`); nothing here
 //! grows with a slow reader. After Redis comes back, every watcher is told to re-read the
 //! database, since events published while the connection was down are gone.
 
@@ -28,6 +28,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
 use tokio::sync::broadcast;
+
+use crate::live::frame::frame;
 
 /// Events kept per watched batch for watchers that are briefly behind.
 pub const RING: usize = 64;
@@ -139,11 +141,8 @@ impl Hub {
             }
         };
         let seq = event.summary.seq;
-        let mut bytes = Vec::with_capacity(payload.len() + 40);
-        bytes.extend_from_slice(format!("id: {seq}\nevent: progress\ndata: ").as_bytes());
-        bytes.extend_from_slice(payload);
-        bytes.extend_from_slice(b"\n\n");
-        let framed = Framed { seq, terminal: event.summary.status.is_terminal(), bytes: bytes.into() };
+        let bytes = frame("progress", Some(seq), payload);
+        let framed = Framed { seq, terminal: event.summary.status.is_terminal(), bytes };
         // No receiver left is fine: the last watcher is just leaving.
         let _ = tx.send(HubMsg::Event(Arc::new(framed)));
     }
@@ -250,25 +249,14 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
 
 #[cfg(test)]
 mod tests {
-    use batchwatch_core::{BatchStatus, BatchSummary, Counts};
+    use batchwatch_core::{BatchSummary, Counts};
 
     use super::*;
 
     fn event(id: BatchId, seq: u64, terminal: bool) -> BatchProgress {
         let counts =
             if terminal { Counts { completed: 1, total: 1, ..Counts::default() } } else { Counts::queued(1) };
-        let mut summary = BatchSummary {
-            batch_id: id,
-            name: "b".into(),
-            status: BatchStatus::Queued,
-            percent: 0,
-            counts,
-            seq,
-            created_at: 0,
-            updated_at: 0,
-        };
-        summary.set_counts(counts);
-        BatchProgress { summary, items: Vec::new() }
+        BatchProgress { summary: BatchSummary::new(id, "b".into(), counts, seq, 0), items: Vec::new() }
     }
 
     #[tokio::test]

@@ -1,42 +1,20 @@
-//! Workers: claim a pending item, run the processor, report the outcome, all through
-//! [`Batches`], the path every change takes. A failed attempt is retried in place with
+//! Workers: the claim loop. Claim a pending item, run the [`Processor`], report the outcome,
+//! all through [`Batches`], the path every change takes. A failed attempt is retried in place with
 //! exponential backoff (the item stays `processing`, so the batch never looks finished
 //! between attempts) until `MAX_ATTEMPTS`, then the item fails for good.
 
 use std::{sync::Arc, time::Duration};
 
-use batchwatch_core::{ItemProgress, ItemStatus, StatusReport, source::BoxFuture};
+pub mod processor;
+
+use batchwatch_core::{ItemStatus, StatusReport};
 use tokio::{sync::watch, task::JoinSet};
 
+pub use self::processor::{Demo, Processor};
 use crate::{
     batches::{Access, Batches},
     config::Config,
 };
-
-/// The work done on one item. `Err` carries the message a person will see.
-pub trait Processor: Send + Sync + 'static {
-    fn process<'a>(&'a self, item: &'a ItemProgress, attempt: u32) -> BoxFuture<'a, Result<(), String>>;
-}
-
-/// The built-in demo: takes a while per item and fails a share of attempts.
-#[derive(Debug, Clone)]
-pub struct Demo {
-    pub delay: Duration,
-    pub failure_rate: f64,
-}
-
-impl Processor for Demo {
-    fn process<'a>(&'a self, item: &'a ItemProgress, attempt: u32) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay.mul_f64(0.5 + fastrand::f64())).await;
-            if fastrand::f64() < self.failure_rate {
-                Err(format!("could not process {} (attempt {attempt})", item.name))
-            } else {
-                Ok(())
-            }
-        })
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {

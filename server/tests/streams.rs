@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::live::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end};
+use batchwatch_core::BatchStatus;
+use common::server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -15,9 +16,7 @@ async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
     let server =
         LiveServer::start(Options { redis_url: redis.url(), workers: 2, ..Options::default() }).await;
     // Wait for the hub's subscription before anything is published.
-    while server.state.batches.hub().subscriptions() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.subscribed().await;
     let batch = server.create(20).await;
     let mut watchers = Vec::new();
     for _ in 0..50 {
@@ -29,9 +28,9 @@ async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
     assert_eq!(clients.lines().count(), 1, "one pub/sub connection: {clients}");
 
     let streams = futures::future::join_all(watchers.into_iter().map(read_to_end)).await;
-    let final_state = server.get(&batch).await;
-    let final_seq = final_state["seq"].as_u64().unwrap();
-    assert_eq!(final_state["status"], "completed");
+    let final_state = server.get(&batch).await.summary;
+    let final_seq = final_state.seq;
+    assert_eq!(final_state.status, BatchStatus::Completed);
     // 20 items, two changes each, after the creation at seq 1.
     assert_eq!(final_seq, 41);
     for seen in &streams {
@@ -139,9 +138,7 @@ async fn watchers_survive_redis_restarting_mid_batch() {
         ..Options::default()
     })
     .await;
-    while server.state.batches.hub().subscriptions() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.subscribed().await;
     let batch = server.create(40).await;
     let mut watchers = Vec::new();
     for _ in 0..5 {
@@ -156,15 +153,14 @@ async fn watchers_survive_redis_restarting_mid_batch() {
     for w in watchers {
         results.push(w.await.unwrap());
     }
-    let final_state = server.get(&batch).await;
+    let final_state = server.get(&batch).await.summary;
     assert!(server.state.batches.hub().subscriptions() >= 2, "the hub subscribed again");
-    let final_seq = final_state["seq"].as_u64().unwrap();
-    assert_eq!(final_seq, 81, "every item went through processing and an outcome");
+    assert_eq!(final_state.seq, 81, "every item went through processing and an outcome");
     for seen in &results {
-        assert_ends_on(seen, final_seq);
+        assert_ends_on(seen, final_state.seq);
         let last = seen.iter().rev().find_map(|(_, d)| d.as_ref()).unwrap();
-        assert_eq!(last["counts"], final_state["counts"]);
-        assert_eq!(last["status"], final_state["status"]);
+        assert_eq!(last["counts"], serde_json::to_value(final_state.counts).unwrap());
+        assert_eq!(last["status"], final_state.status.as_str());
     }
 }
 
@@ -172,9 +168,7 @@ async fn watchers_survive_redis_restarting_mid_batch() {
 async fn the_subscription_outlives_its_health_checks() {
     let redis = PrivateRedis::start().await;
     let server = LiveServer::start(Options { redis_url: redis.url(), ..Options::default() }).await;
-    while server.state.batches.hub().subscriptions() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.subscribed().await;
     // Longer than the hub's PING interval: an unanswered or misread PING would resubscribe
     // (and drop the events published meanwhile).
     tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -199,7 +193,7 @@ async fn reloads_during_a_batch_are_served_from_the_cache() {
         assert!(html.contains(r#"role="progressbar""#));
         let state = server.get(&batch).await;
         reloads += 2;
-        if state["status"] == "completed" {
+        if state.summary.status == BatchStatus::Completed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,7 +7,7 @@
 //!
 //! Streams: each holds a slot in a sorted set per user, scored by when the slot expires. An open
 //! stream renews its slot at every keep-alive; a closed one removes it; a crashed server's
-//! slots are not renewed and expire after [`Limits::slot_ttl`].
+//! slots are not renewed and expire after [`Settings::slot_ttl`].
 //! Writes: a fixed one-minute window per token, an `INCR` on a key that expires with it.
 //!
 //! While Redis is away the limits let requests through (and log it): the database still
@@ -22,9 +22,11 @@ use std::{
 use batchwatch_core::{Millis, account::window, keys};
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 
+use batchwatch_core::{Role, now};
+
 use crate::{
-    accounts::{Principal, Role},
-    batches::now,
+    access::accounts::Principal,
+    config::Config,
     error::{Error, Result},
 };
 
@@ -57,6 +59,18 @@ pub struct Settings {
     pub slot_ttl: Duration,
     pub writes_per_minute: u32,
     pub worker_writes_per_minute: u32,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Self {
+            max_streams_per_user: c.max_streams_per_user,
+            // Four keep-alives: a live stream renews its slot well before it could expire.
+            slot_ttl: Duration::from_secs(c.stream_keepalive_secs.max(1) * 4),
+            writes_per_minute: c.writes_per_minute,
+            worker_writes_per_minute: c.worker_writes_per_minute,
+        }
+    }
 }
 
 #[derive(Clone)]

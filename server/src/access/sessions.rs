@@ -13,7 +13,7 @@ use batchwatch_core::keys;
 use redis::{AsyncCommands, aio::ConnectionManager};
 
 use crate::{
-    accounts::{hash, new_secret},
+    access::accounts::{hash, new_secret},
     error::Result,
 };
 

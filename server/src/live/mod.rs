@@ -1,0 +1,6 @@
+//! The live path: one Redis subscription per process ([`hub`]), fanned out to every open
+//! stream ([`stream`]), each event framed once for all of them ([`frame`]).
+
+pub mod frame;
+pub mod hub;
+pub mod stream;

@@ -1,0 +1,127 @@
+//! The SQL of batches: creating one with its items, listing a user's, and reading a whole
+//! snapshot.
+
+use batchwatch_core::{
+    BatchId, BatchProgress, BatchSummary, Counts, ItemId, ItemProgress, ItemStatus, Millis, NewBatch, Page,
+};
+use sqlx::{FromRow, Row};
+
+use super::{INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store};
+use crate::error::Result;
+
+impl Store {
+    pub async fn create_batch(&self, owner: &str, new: NewBatch, now: Millis) -> Result<BatchProgress> {
+        let counts = Counts::queued(new.items.len() as u32);
+        let summary = BatchSummary::new(BatchId::new(), new.name, counts, 1, now);
+        let items: Vec<ItemProgress> = new
+            .items
+            .into_iter()
+            .map(|name| ItemProgress {
+                id: ItemId::new(),
+                name,
+                status: ItemStatus::Pending,
+                error: None,
+                updated_at: now,
+            })
+            .collect();
+
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!("INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
+            .bind(summary.batch_id.to_string())
+            .bind(&summary.name)
+            .bind(summary.status.as_str())
+            .bind(i64::from(summary.percent))
+            .bind(i64::from(counts.queued))
+            .bind(i64::from(counts.processing))
+            .bind(i64::from(counts.completed))
+            .bind(i64::from(counts.failed))
+            .bind(i64::from(counts.total))
+            .bind(summary.seq as i64)
+            .bind(summary.created_at)
+            .bind(summary.updated_at)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        let batch_id = summary.batch_id.to_string();
+        for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+            let mut sql =
+                String::from("INSERT INTO items (id, batch_id, position, name, status, updated_at) VALUES ");
+            for i in 0..chunk.len() {
+                let p = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, 'pending', ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                ));
+            }
+            let mut query = sqlx::query(&sql);
+            for (i, item) in chunk.iter().enumerate() {
+                query = query
+                    .bind(item.id.to_string())
+                    .bind(&batch_id)
+                    .bind((chunk_index * INSERT_CHUNK + i) as i64)
+                    .bind(&item.name)
+                    .bind(item.updated_at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(BatchProgress { summary, items })
+    }
+
+    /// One user's batches, newest first.
+    pub async fn list_batches(&self, owner: &str, page: Page) -> Result<Vec<BatchSummary>> {
+        let page = page.clamped();
+        let rows = sqlx::query_as::<_, BatchSummary>(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM batches WHERE owner_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(owner)
+        .bind(i64::from(page.limit))
+        .bind(i64::from(page.offset))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// A full snapshot: the summary and every item in order, read in one transaction so that
+    /// the items match the summary's `seq`.
+    pub async fn progress(&self, id: BatchId) -> Result<Option<Owned>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {SUMMARY_COLUMNS}, COALESCE(owner_id, '') AS owner FROM batches WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let summary = BatchSummary::from_row(&row)?;
+        let owner: String = row.try_get("owner")?;
+        let items = sqlx::query_as::<_, ItemProgress>(&format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY position"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Owned { owner, progress: BatchProgress { summary, items } }))
+    }
+
+    /// Whom a batch belongs to: `None` when there is no such batch.
+    pub async fn owner(&self, id: BatchId) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT COALESCE(owner_id, '') FROM batches WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(owner,)| owner))
+    }
+}

@@ -1,0 +1,116 @@
+//! The database, the source of truth, and the progress cache in front of it: the SQL of
+//! batches ([`batches`]), of item changes ([`items`]), and the cache ([`cache`]). Accounts keep
+//! their own queries beside their rules (`access::accounts`).
+//!
+//! The store speaks to SQLite (the embedded default) and PostgreSQL through sqlx's `Any`
+//! driver, with one schema and one set of queries for both (text ids, integer times, `$n`
+//! placeholders, `RETURNING`), so choosing a database is a matter of `DATABASE_URL` and no
+//! caller knows which one it got. Queries are checked at run time: the build needs no database.
+
+pub mod batches;
+pub mod cache;
+pub mod items;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use batchwatch_core::BatchProgress;
+use sqlx::{
+    AnyPool, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+use crate::error::{Error, Result};
+
+const SUMMARY_COLUMNS: &str =
+    "id, name, status, percent, queued, processing, completed, failed, total, seq, created_at, updated_at";
+const ITEM_COLUMNS: &str = "id, name, status, error, updated_at";
+
+/// Rows per multi-row `INSERT`: 5 parameters each stays far below SQLite's and PostgreSQL's
+/// limits on bound parameters.
+const INSERT_CHUNK: usize = 1_000;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+/// A batch's progress and whom it belongs to (`""` for a batch made before accounts).
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub owner: String,
+    pub progress: BatchProgress,
+}
+
+/// One change: the event (the batch after it, with only the items that changed) and where
+/// those items sit in the batch, for the cache.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub event: BatchProgress,
+    pub positions: Vec<u32>,
+}
+
+/// A change written but not yet committed: the caller commits it when it is ready to announce
+/// it, so that commits and announcements happen in the same order.
+pub struct Uncommitted {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    change: Change,
+}
+
+impl Uncommitted {
+    pub async fn commit(self) -> Result<Change> {
+        self.tx.commit().await?;
+        Ok(self.change)
+    }
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its folder when missing) and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = prepare_sqlite(url).await?;
+        let options = AnyConnectOptions::from_str(&url)?;
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets pages read while a worker writes; NORMAL sync is safe with WAL.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!().run(&pool).await?;
+        Ok(Self { pool, postgres: url.starts_with("postgres") })
+    }
+
+    /// The users and tokens kept in the same database.
+    pub fn accounts(&self) -> crate::access::accounts::Accounts {
+        crate::access::accounts::Accounts::new(self.pool.clone())
+    }
+}
+
+/// For a SQLite URL: creates the file's folder and asks sqlx to create the file.
+async fn prepare_sqlite(url: &str) -> Result<String> {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return Ok(url.to_owned());
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+    }
+    if query.split('&').any(|kv| kv.starts_with("mode=")) {
+        Ok(url.to_owned())
+    } else {
+        let sep = if query.is_empty() { "?" } else { "&" };
+        Ok(format!("{url}{sep}mode=rwc"))
+    }
+}
