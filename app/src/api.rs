@@ -17,9 +17,11 @@ pub enum Lookup {
     Malformed,
 }
 
+/// The server's data. Every route and the not-found page provide it; rendering elsewhere is
+/// an error, never a panic.
 #[cfg(feature = "ssr")]
-fn source() -> SharedSource {
-    expect_context::<SharedSource>()
+fn source() -> Result<SharedSource, ServerFnError> {
+    use_context::<SharedSource>().ok_or_else(|| ServerFnError::new("no data source here"))
 }
 
 /// The signed-in user. The server answers 401 before a server function runs without one, so
@@ -56,19 +58,19 @@ pub async fn current_user() -> Result<Viewer, ServerFnError> {
 
 #[server(prefix = "/leptos", input = GetUrl)]
 pub async fn get_batch(id: BatchId) -> Result<Option<BatchProgress>, ServerFnError> {
-    source().progress(&viewer()?, id).await.map_err(to_server_error)
+    source()?.progress(&viewer()?, id).await.map_err(to_server_error)
 }
 
 #[server(prefix = "/leptos", input = GetUrl)]
 pub async fn list_batches(page: Page) -> Result<Vec<BatchSummary>, ServerFnError> {
-    source().list(&viewer()?, page).await.map_err(to_server_error)
+    source()?.list(&viewer()?, page).await.map_err(to_server_error)
 }
 
 /// The home page's form: a name and one item per line. Goes on to the new batch's page.
 #[server(prefix = "/leptos")]
 pub async fn create_batch(name: String, items: String) -> Result<BatchId, ServerFnError> {
     let new = batchwatch_core::NewBatch::from_lines(&name, &items);
-    created(source().create(&viewer()?, new).await.map_err(to_server_error)?)
+    created(source()?.create(&viewer()?, new).await.map_err(to_server_error)?)
 }
 
 /// The home page's demo button: `count` made-up photos.
@@ -82,7 +84,7 @@ pub async fn create_demo_batch(count: usize) -> Result<BatchId, ServerFnError> {
         )));
     }
     let new = batchwatch_core::NewBatch::demo(count);
-    created(source().create(&viewer()?, new).await.map_err(to_server_error)?)
+    created(source()?.create(&viewer()?, new).await.map_err(to_server_error)?)
 }
 
 #[cfg(feature = "ssr")]

@@ -3,8 +3,13 @@
 
 use axum::{
     Json,
-    extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection},
+    body::Body,
+    extract::{
+        Request,
+        rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection},
+    },
     http::{HeaderValue, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -136,5 +141,33 @@ impl From<FormRejection> for Error {
             r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             r => Self::Unprocessable(r.body_text()),
         }
+    }
+}
+
+/// Leptos answers a server function's undecodable arguments with a 500 and a plain-text body
+/// `Args|<reason>`: the caller's mistake, reported as the server's. Those become the 422 (or
+/// 405) every other route gives; the server's own failures stay 500.
+pub async fn server_fn_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR
+        || !response.headers().contains_key("serverfnerror")
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The error text is short; a body too big to be one is passed on as it was.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let (kind, reason) = text.split_once('|').unwrap_or(("", &text));
+    match kind {
+        "Args" | "MissingArg" | "Deserialization" => Error::Unprocessable(reason.to_owned()).into_response(),
+        "UnsupportedRequestMethod" => {
+            let mut response = Error::Unprocessable(reason.to_owned()).into_response();
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+        }
+        _ => Response::from_parts(parts, Body::from(bytes)),
     }
 }

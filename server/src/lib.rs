@@ -15,10 +15,12 @@ pub mod worker;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::http::{HeaderValue, header};
 use axum::{
     Router,
-    middleware::{from_fn, from_fn_with_state},
+    extract::Request,
+    http::{HeaderValue, Uri, header},
+    middleware::{Next, from_fn, from_fn_with_state},
+    response::{IntoResponse, Redirect, Response},
     routing::post,
     serve::ListenerExt,
 };
@@ -44,25 +46,25 @@ use crate::{
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let source: SharedSource = Arc::new(state.batches.clone());
+    let provide_source = move || provide_context(source.clone());
     let options = state.leptos_options.clone();
     let router = Router::new()
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(source.clone()),
-            move || app::shell(options.clone()),
-        )
+        .leptos_routes_with_context(&state, routes, provide_source.clone(), move || {
+            app::shell(options.clone())
+        })
         .route_layer(from_fn(auth::pages_need_sign_in))
+        .route_layer(from_fn(error::server_fn_rejections))
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        // The not-found page renders the app too: it gets the same context as the routes.
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(provide_source, app::shell))
         .layer(TraceLayer::new_for_http())
         // After the layer: the API traces its own routes, all but the streams (`api::router`).
         .nest("/api", api::router())
         // Routes only: the static files (the fallback) are the same for everyone, and a page
         // load fetches several, none of which needs a session lookup.
         .route_layer(from_fn_with_state(state.clone(), auth::identify));
-    with_security_headers(router).with_state(state)
+    with_security_headers(router).layer(from_fn(canonical_path)).with_state(state)
 }
 
 /// Headers on every response. Pages set their own Content-Security-Policy (with the nonce of
@@ -177,4 +179,59 @@ pub async fn start(
     // `with_state`), which measured about 35 KB per open stream.
     axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(shutdown).await?;
     Ok(())
+}
+
+/// `/batches/<id>/`, `/batches//<id>` and `/batches/<id>/.` name the same page as
+/// `/batches/<id>`, and the pages' router reads them so, while axum's routes do not: send the
+/// browser to the one spelling (308 keeps the method and body), so that a page is only ever
+/// rendered by its own route.
+async fn canonical_path(request: Request, next: Next) -> Response {
+    match canonical(request.uri()) {
+        Some(location) => Redirect::permanent(&location).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// The path without empty and dot segments (RFC 3986's `remove_dot_segments`, and repeated
+/// slashes folded), or `None` when it is already so. The result always starts with exactly one
+/// slash: `//evil.example/` must not become a redirect to another site.
+fn canonical(uri: &Uri) -> Option<String> {
+    let path = uri.path();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let clean = format!("/{}", segments.join("/"));
+    if clean == path {
+        return None;
+    }
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("{clean}{query}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fold_to_one_local_spelling() {
+        let canon = |uri: &str| canonical(&uri.parse().unwrap());
+        assert_eq!(canon("/batches/x/"), Some("/batches/x".into()));
+        assert_eq!(canon("/batches/x///?a=1"), Some("/batches/x?a=1".into()));
+        assert_eq!(canon("/batches//x"), Some("/batches/x".into()));
+        assert_eq!(canon("/batches/x/."), Some("/batches/x".into()));
+        assert_eq!(canon("/batches/x/../y"), Some("/batches/y".into()));
+        assert_eq!(canon("/../../etc"), Some("/etc".into()));
+        assert_eq!(canon("//evil.example/"), Some("/evil.example".into()));
+        assert_eq!(canon("///"), Some("/".into()));
+        assert_eq!(canon("/"), None);
+        assert_eq!(canon("/batches/x"), None);
+        assert_eq!(canon("/batches/%2e%2e"), None, "escaped dots are a name, not a step");
+    }
 }
