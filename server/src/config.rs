@@ -1,8 +1,10 @@
-//! Command line and environment: parsed once at start; a bad value stops the process there.
+//! Command line and environment: parsed once at start; a bad value stops the process there,
+//! with clap's message naming the variable and the range it must be in. Every number has
+//! one: a zero keep-alive would panic tokio's interval, a zero pool would hang every request.
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, builder::RangedU64ValueParser, value_parser};
 
 #[derive(Debug, Parser)]
 #[command(name = "batchwatch", version, about = "Watch processing batches live in the browser")]
@@ -47,7 +49,7 @@ pub enum UserAction {
 pub struct Config {
     /// Runtime threads: 0 is one per core; 1 runs tokio's current-thread runtime, which
     /// fans out with fewer context switches on small machines (see the README's figures).
-    #[arg(long, env = "SERVER_THREADS", default_value_t = 0)]
+    #[arg(long, env = "SERVER_THREADS", default_value_t = 0, value_parser = RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub server_threads: usize,
 
     /// Where batches are stored: `sqlite://path` (created when missing) or `postgres://...`.
@@ -55,7 +57,7 @@ pub struct Config {
     pub database_url: String,
 
     /// The most database connections this process opens.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = value_parser!(u32).range(1..=10_000))]
     pub database_max_connections: u32,
 
     /// The runtime settings file (a `[package.metadata.leptos]` section); `LEPTOS_*`
@@ -73,15 +75,15 @@ pub struct Config {
     pub redis_prefix: String,
 
     /// How long a batch's cached progress lives after its last change, in seconds.
-    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 30)]
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 30, value_parser = value_parser!(u64).range(1..=86_400))]
     pub cache_ttl_secs: u64,
 
     /// Workers in this process; 0 serves without processing anything.
-    #[arg(long, env = "WORKERS", default_value_t = 2)]
+    #[arg(long, env = "WORKERS", default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub workers: usize,
 
     /// How long the demo processor takes per item, in milliseconds (with ±50 % jitter).
-    #[arg(long, env = "ITEM_DELAY_MS", default_value_t = 400)]
+    #[arg(long, env = "ITEM_DELAY_MS", default_value_t = 400, value_parser = value_parser!(u64).range(0..=3_600_000))]
     pub item_delay_ms: u64,
 
     /// The share of attempts the demo processor fails, from 0 to 1.
@@ -89,44 +91,44 @@ pub struct Config {
     pub demo_failure_rate: f64,
 
     /// Attempts per item before it fails for good.
-    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 3, value_parser = value_parser!(u32).range(1..=1_000))]
     pub max_attempts: u32,
 
     /// The wait before the first retry of an item, in milliseconds; it doubles each time.
-    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200)]
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200, value_parser = value_parser!(u64).range(0..=3_600_000))]
     pub retry_base_ms: u64,
 
     /// How long an idle worker waits before looking for work again, in milliseconds.
-    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 500)]
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 500, value_parser = value_parser!(u64).range(1..=3_600_000))]
     pub worker_poll_ms: u64,
 
     /// Seconds after which an item still `processing` is taken to have lost its worker (a
     /// crashed process) and is claimed again.
-    #[arg(long, env = "PROCESSING_LEASE_SECS", default_value_t = 300)]
+    #[arg(long, env = "PROCESSING_LEASE_SECS", default_value_t = 300, value_parser = value_parser!(u64).range(1..=604_800))]
     pub processing_lease_secs: u64,
 
     /// Seconds between keep-alive pings on an idle stream.
-    #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15)]
+    #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15, value_parser = value_parser!(u64).range(1..=3_600))]
     pub stream_keepalive_secs: u64,
 
     /// Seconds after which a stream ends with `event: timeout` (the page reconnects).
-    #[arg(long, env = "STREAM_MAX_SECS", default_value_t = 1800)]
+    #[arg(long, env = "STREAM_MAX_SECS", default_value_t = 1800, value_parser = value_parser!(u64).range(1..=604_800))]
     pub stream_max_secs: u64,
 
     /// How long a browser stays signed in, in seconds (the session in Redis and its cookie).
-    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = value_parser!(u64).range(60..=31_536_000))]
     pub session_ttl_secs: u64,
 
     /// Open streams a user may hold at once, across all servers; the next one gets 429.
-    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 20)]
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 20, value_parser = value_parser!(u32).range(1..=1_000_000))]
     pub max_streams_per_user: u32,
 
     /// Write requests a user's token (or session) may make per minute; more get 429.
-    #[arg(long, env = "WRITES_PER_MINUTE", default_value_t = 120)]
+    #[arg(long, env = "WRITES_PER_MINUTE", default_value_t = 120, value_parser = value_parser!(u32).range(1..))]
     pub writes_per_minute: u32,
 
     /// Write requests (status reports) a worker's token may make per minute.
-    #[arg(long, env = "WORKER_WRITES_PER_MINUTE", default_value_t = 60_000)]
+    #[arg(long, env = "WORKER_WRITES_PER_MINUTE", default_value_t = 60_000, value_parser = value_parser!(u32).range(1..))]
     pub worker_writes_per_minute: u32,
 
     /// When no user exists yet: create `demo` and print a link that signs the browser in
