@@ -14,6 +14,7 @@ pub mod report;
 #[cfg(feature = "ssr")]
 pub mod source;
 pub mod status;
+pub mod text;
 
 pub use account::{Role, Viewer};
 pub use error::Error;

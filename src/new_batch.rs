@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +42,7 @@ impl NewBatch {
         if name.chars().count() > Self::MAX_NAME_CHARS {
             return Err(Error::Invalid(format!("name must be at most {} characters", Self::MAX_NAME_CHARS)));
         }
+        text::check_line("name", &name)?;
         if self.items.is_empty() {
             return Err(Error::Invalid("a batch needs at least one item".into()));
         }
@@ -54,6 +55,7 @@ impl NewBatch {
             if item.is_empty() {
                 return Err(Error::Invalid(format!("item {i} has an empty name")));
             }
+            text::check_line(&format!("item {i}"), item)?;
             if item.chars().count() > Self::MAX_ITEM_NAME_CHARS {
                 return Err(Error::Invalid(format!(
                     "item {i} name must be at most {} characters",
@@ -102,6 +104,13 @@ mod tests {
         assert_eq!(blank.validate().unwrap_err().to_string(), "item 1 has an empty name");
         let long = NewBatch { name: "b".into(), items: vec!["x".repeat(501)] };
         assert!(long.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_control_and_direction_characters() {
+        assert!(new("a\0b", 1).validate().is_err());
+        let bidi = NewBatch { name: "b".into(), items: vec!["ok".into(), "invoice\u{202E}fdp.exe".into()] };
+        assert!(bidi.validate().unwrap_err().to_string().starts_with("item 1 must not hold"));
     }
 
     #[test]

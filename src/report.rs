@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ItemStatus};
+use crate::{Error, ItemStatus, text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,15 +19,18 @@ impl StatusReport {
     /// Checks the report and keeps an error message only where it belongs: on a failure.
     pub fn validate(self) -> Result<Self, Error> {
         let error = match (self.status, self.error) {
-            (ItemStatus::Failed, Some(e)) if e.chars().count() > Self::MAX_ERROR_CHARS => {
-                return Err(Error::Invalid(format!(
-                    "error must be at most {} characters",
-                    Self::MAX_ERROR_CHARS
-                )));
+            (ItemStatus::Failed, Some(e)) => {
+                if e.chars().count() > Self::MAX_ERROR_CHARS {
+                    return Err(Error::Invalid(format!(
+                        "error must be at most {} characters",
+                        Self::MAX_ERROR_CHARS
+                    )));
+                }
+                text::check_message("error", &e)?;
+                let e = e.trim();
+                Some(if e.is_empty() { "failed".to_owned() } else { e.to_owned() })
             }
-            (ItemStatus::Failed, e) => Some(
-                e.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).unwrap_or_else(|| "failed".into()),
-            ),
+            (ItemStatus::Failed, None) => Some("failed".to_owned()),
             (_, _) => None,
         };
         Ok(Self { status: self.status, error })
@@ -50,6 +53,16 @@ mod tests {
     fn other_statuses_drop_the_error() {
         let r = StatusReport { status: ItemStatus::Done, error: Some("x".into()) };
         assert_eq!(r.validate().unwrap().error, None);
+    }
+
+    #[test]
+    fn an_error_with_control_or_direction_characters_is_rejected() {
+        for bad in ["disk\0full", "\u{202E}lluf ksid"] {
+            let r = StatusReport { status: ItemStatus::Failed, error: Some(bad.into()) };
+            assert!(r.validate().is_err(), "{bad:?}");
+        }
+        let r = StatusReport { status: ItemStatus::Failed, error: Some("line 1\nline 2".into()) };
+        assert_eq!(r.validate().unwrap().error.as_deref(), Some("line 1\nline 2"));
     }
 
     #[test]

@@ -99,6 +99,8 @@ async fn worker_tokens_and_mistakes() {
     assert!(!batchwatch(&db, &["user", "token", "nobody"]).ok);
     assert!(!batchwatch(&db, &["user", "revoke", "no-such-token"]).ok);
     assert!(!batchwatch(&db, &["user", "create", "  "]).ok);
+    let spoof = batchwatch(&db, &["user", "create", "admin\u{202E}nimda"]);
+    assert!(!spoof.ok && spoof.stderr.contains("must not hold"), "{}", spoof.stderr);
     assert_eq!(accounts.user_count().await.unwrap(), 1, "failed commands wrote nothing");
 }
 

@@ -51,6 +51,7 @@ impl Accounts {
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Error::Unprocessable("a user name has 1 to 100 characters".into()));
         }
+        batchwatch_core::text::check_line("a user name", name)?;
         let taken =
             sqlx::query("SELECT 1 FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         if taken.is_some() {
