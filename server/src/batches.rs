@@ -7,7 +7,13 @@
 //! A change is one database transaction; after the commit the cached progress is brought up
 //! to date and the event is published. Reads go to the cache first and refill it on a miss.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use batchwatch_core::{
     BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport, Viewer, now,
@@ -45,6 +51,8 @@ pub struct Batches {
     hub: Hub,
     /// Wakes this process's idle workers when a batch is created here.
     work: Arc<tokio::sync::Notify>,
+    /// Snapshots read from the database (every other read is the cache's).
+    database_reads: Arc<AtomicU64>,
     /// Held from commit to publish, so that this process announces changes in the order they
     /// were committed: two workers finishing at once would otherwise publish `seq` 5 before
     /// 4, and every page would see a gap and fetch a fresh snapshot.
@@ -53,7 +61,14 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(store: Store, cache: Cache, hub: Hub) -> Self {
-        Self { store, cache, hub, work: Arc::default(), order: Arc::default() }
+        Self {
+            store,
+            cache,
+            hub,
+            work: Arc::default(),
+            database_reads: Arc::default(),
+            order: Arc::default(),
+        }
     }
 
     /// Completes when a batch was created by this process.
@@ -67,6 +82,21 @@ impl Batches {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The database itself, for what does not go through this path (tests, the CLI).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many snapshots were read from the database since start.
+    pub fn database_reads(&self) -> u64 {
+        self.database_reads.load(Ordering::Relaxed)
+    }
+
+    /// The current `seq` of each of these batches that exists.
+    pub async fn seqs(&self, ids: &[BatchId]) -> Result<HashMap<BatchId, u64>> {
+        self.store.seqs(ids).await
     }
 
     /// Creates a batch owned by `owner` (a user id).
@@ -101,6 +131,7 @@ impl Batches {
     }
 
     async fn owned_from_database(&self, id: BatchId) -> Result<Owned> {
+        self.database_reads.fetch_add(1, Ordering::Relaxed);
         let owned = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
         self.cache.fill(&owned).await;
         Ok(owned)

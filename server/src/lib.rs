@@ -147,9 +147,11 @@ impl Backends {
 /// Builds the state every handler shares.
 pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
     let backends = Backends::connect(&config).await?;
+    let batches = backends.batches(&config);
+    tokio::spawn(live::catch_up::run(batches.clone()));
     Ok(AppState {
         leptos_options,
-        batches: backends.batches(&config),
+        batches,
         accounts: backends.store.accounts(),
         sessions: backends.sessions(&config),
         limits: backends.limits(&config),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use batchwatch_core::BatchStatus;
+use batchwatch_core::{BatchStatus, StatusReport};
 use common::server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -202,4 +202,76 @@ async fn reloads_during_a_batch_are_served_from_the_cache() {
     let (hits, misses) = (after.hits - before.hits, after.misses - before.misses);
     assert_eq!(hits + misses, reloads, "every read went through the cache");
     assert!(hits * 10 >= (hits + misses) * 9, "{hits} hits, {misses} misses");
+}
+
+/// Commits a report straight in the database and announces nothing: what a process that dies
+/// between its commit and its publish leaves behind.
+async fn commit_unannounced(server: &LiveServer, batch: &serde_json::Value, item: usize, status: &str) {
+    let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+    let item = batch["items"][item]["id"].as_str().unwrap().parse().unwrap();
+    let report = StatusReport { status: status.parse().unwrap(), error: None };
+    let store = server.state.batches.store();
+    store.report(id, item, report, batchwatch_core::now()).await.unwrap().commit().await.unwrap();
+}
+
+/// The next event with a `seq`, within `limit`.
+async fn next_seq(
+    events: &mut (impl futures::Stream<Item = eventsource_stream::Event> + Unpin),
+    limit: Duration,
+) -> u64 {
+    loop {
+        let event = tokio::time::timeout(limit, events.next()).await.expect("caught up in time").unwrap();
+        if let Ok(seq) = event.id.parse() {
+            return seq;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_never_published_reach_watchers_within_seconds() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(1).await;
+    let mut events = server.stream(&batch, None).await;
+    assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 1, "the first snapshot");
+
+    let started = std::time::Instant::now();
+    commit_unannounced(&server, &batch, 0, "processing").await;
+    assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 2);
+    commit_unannounced(&server, &batch, 0, "done").await;
+    assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 3, "the terminal state");
+    assert_eq!(events.next().await.unwrap().event, "complete");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_events_are_lost_each_batch_is_read_once_for_all_its_watchers() {
+    let mut redis = PrivateRedis::start().await;
+    let server = LiveServer::start(Options { redis_url: redis.url(), ..Options::default() }).await;
+    server.subscribed().await;
+    let batch = server.create(3).await;
+    let mut watchers = Vec::new();
+    for _ in 0..20 {
+        let mut events = server.stream(&batch, None).await;
+        assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 1);
+        watchers.push(events);
+    }
+    let reads_before = server.state.batches.database_reads();
+
+    // Redis goes away: the change is committed, its publish fails and is lost.
+    redis.stop();
+    server.report(&batch, 0, "processing").await;
+    for events in &mut watchers {
+        assert_eq!(next_seq(events, Duration::from_secs(10)).await, 2);
+    }
+    redis.restart().await;
+    common::eventually("the hub to subscribe again", || async {
+        (server.state.batches.hub().subscriptions() >= 2).then_some(())
+    })
+    .await;
+    server.report(&batch, 0, "done").await;
+    for events in &mut watchers {
+        assert_eq!(next_seq(events, Duration::from_secs(10)).await, 3);
+    }
+    let reads = server.state.batches.database_reads() - reads_before;
+    assert!(reads <= 3, "{reads} database reads for 20 watchers of one batch");
 }

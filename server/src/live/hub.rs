@@ -11,8 +11,10 @@
 //! Per watched batch the hub keeps a bounded `broadcast` ring of framed events: each event is
 //! parsed and framed once and its bytes are shared by every watcher. A watcher that falls more
 //! than the ring behind is told so and jumps to a fresh snapshot (see `stream.rs`); nothing here
-//! grows with a slow reader. After Redis comes back, every watcher is told to re-read the
-//! database, since events published while the connection was down are gone.
+//! grows with a slow reader. Each batch also remembers the newest `seq` its watchers were
+//! offered: the catch-up task (`catch_up.rs`) compares it with the database and shares one
+//! fresh snapshot with all of them when events were lost (a failed publish, a process that
+//! died between commit and publish, Redis restarting).
 
 use std::{
     collections::HashMap,
@@ -27,7 +29,7 @@ use batchwatch_core::{BatchId, BatchProgress, keys};
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::live::frame::frame;
 
@@ -35,21 +37,17 @@ use crate::live::frame::frame;
 pub const RING: usize = 64;
 /// How often the subscriber checks that Redis still answers.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// The waits before each new try of a failed publish.
+const PUBLISH_RETRIES: [Duration; 3] =
+    [Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1_000)];
 
-/// What a watcher receives.
-#[derive(Debug, Clone)]
-pub enum HubMsg {
-    Event(Arc<Framed>),
-    /// Events may have been lost (Redis reconnected): read the database again.
-    Resync,
-}
-
-/// A change event, framed once for every watcher.
+/// What a watcher receives: a change event, or a snapshot the hub read once for all of a
+/// batch's watchers, framed once and shared.
 #[derive(Debug)]
 pub struct Framed {
     pub seq: u64,
     pub terminal: bool,
-    /// `id: <seq>\nevent: progress\ndata: <json>\n\n`
+    /// `id: <seq>\nevent: progress|snapshot\ndata: <json>\n\n`
     pub bytes: Bytes,
 }
 
@@ -58,12 +56,20 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// A watched batch: its ring, and the newest `seq` offered to all of its watchers.
+struct Topic {
+    tx: broadcast::Sender<Arc<Framed>>,
+    seq: u64,
+}
+
 struct Inner {
-    topics: Mutex<HashMap<BatchId, broadcast::Sender<HubMsg>>>,
+    topics: Mutex<HashMap<BatchId, Topic>>,
     prefix: String,
     publisher: Option<ConnectionManager>,
     /// Times the subscription was (re)established.
     subscriptions: AtomicU64,
+    /// Wakes the catch-up task at once: events may have been lost.
+    stale: Notify,
 }
 
 impl std::fmt::Debug for Hub {
@@ -93,6 +99,7 @@ impl Hub {
                 prefix,
                 publisher,
                 subscriptions: AtomicU64::new(0),
+                stale: Notify::new(),
             }),
         }
     }
@@ -106,8 +113,8 @@ impl Hub {
     /// event can fall between the two.
     pub fn watch(&self, id: BatchId) -> Watch {
         let mut topics = self.topics();
-        let rx = topics.entry(id).or_insert_with(|| broadcast::channel(RING).0).subscribe();
-        Watch { rx: Some(rx), id, hub: self.inner.clone() }
+        let topic = topics.entry(id).or_insert_with(|| Topic { tx: broadcast::channel(RING).0, seq: 0 });
+        Watch { rx: Some(topic.tx.subscribe()), id, hub: self.inner.clone() }
     }
 
     /// Number of batches with at least one watcher here.
@@ -115,24 +122,44 @@ impl Hub {
         self.topics().len()
     }
 
-    /// Publishes a committed change to every server's watchers.
+    /// Every watched batch with the newest `seq` its watchers were offered.
+    pub fn watched_seqs(&self) -> Vec<(BatchId, u64)> {
+        self.topics().iter().map(|(id, topic)| (*id, topic.seq)).collect()
+    }
+
+    /// Completes when events may have been lost (the subscription was re-established).
+    pub async fn went_stale(&self) {
+        self.inner.stale.notified().await;
+    }
+
+    /// Publishes a committed change to every server's watchers. A failed publish is tried
+    /// again a few times in the background; what is still lost, every server's catch-up
+    /// finds in the database within seconds.
     pub async fn publish(&self, event: &BatchProgress) {
         let payload = serde_json::to_vec(event).expect("progress types always serialize");
-        match &self.inner.publisher {
-            Some(conn) => {
-                let channel = keys::channel(&self.inner.prefix, event.summary.batch_id);
-                if let Err(error) = conn.clone().publish::<_, _, ()>(channel, payload).await {
-                    // The database has the change; watchers resync once Redis is back.
-                    tracing::warn!(%error, batch = %event.summary.batch_id, "publish failed");
+        let id = event.summary.batch_id;
+        let Some(conn) = &self.inner.publisher else { return self.deliver(id, &payload) };
+        let channel = keys::channel(&self.inner.prefix, id);
+        if let Err(error) = conn.clone().publish::<_, _, ()>(&channel, &payload).await {
+            tracing::warn!(%error, batch = %id, "publish failed; trying again");
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                for wait in PUBLISH_RETRIES {
+                    tokio::time::sleep(wait).await;
+                    if conn.clone().publish::<_, _, ()>(&channel, &payload).await.is_ok() {
+                        return;
+                    }
                 }
-            }
-            None => self.deliver(event.summary.batch_id, &payload),
+                tracing::warn!(batch = %id, "publish lost; watchers catch up from the database");
+            });
         }
     }
 
     /// Frames one received event and hands it to the batch's watchers, if any.
     fn deliver(&self, id: BatchId, payload: &[u8]) {
-        let Some(tx) = self.topics().get(&id).cloned() else { return };
+        if !self.topics().contains_key(&id) {
+            return;
+        }
         let event: BatchProgress = match serde_json::from_slice(payload) {
             Ok(event) => event,
             Err(error) => {
@@ -141,10 +168,29 @@ impl Hub {
             }
         };
         let seq = event.summary.seq;
-        let bytes = frame("progress", Some(seq), payload);
-        let framed = Framed { seq, terminal: event.summary.status.is_terminal(), bytes };
+        let terminal = event.summary.status.is_terminal();
+        self.offer(id, Framed { seq, terminal, bytes: frame("progress", Some(seq), payload) });
+    }
+
+    /// Offers a snapshot read from the database to every watcher of its batch, when it is newer
+    /// than what they were offered: one read serves them all.
+    pub fn share_snapshot(&self, snapshot: &BatchProgress) {
+        let id = snapshot.summary.batch_id;
+        let seq = snapshot.summary.seq;
+        if self.topics().get(&id).is_none_or(|topic| topic.seq >= seq) {
+            return;
+        }
+        let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
+        let terminal = snapshot.summary.status.is_terminal();
+        self.offer(id, Framed { seq, terminal, bytes: frame("snapshot", Some(seq), &json) });
+    }
+
+    fn offer(&self, id: BatchId, framed: Framed) {
+        let mut topics = self.topics();
+        let Some(topic) = topics.get_mut(&id) else { return };
+        topic.seq = topic.seq.max(framed.seq);
         // No receiver left is fine: the last watcher is just leaving.
-        let _ = tx.send(HubMsg::Event(Arc::new(framed)));
+        let _ = topic.tx.send(Arc::new(framed));
     }
 
     /// Ends every watcher's stream (at shutdown): their pages reconnect elsewhere or later.
@@ -152,20 +198,23 @@ impl Hub {
         self.topics().clear();
     }
 
-    fn resync_all(&self) {
-        for tx in self.topics().values() {
-            let _ = tx.send(HubMsg::Resync);
+    /// Events published while no subscription stood are lost: forget what every batch was
+    /// offered, so that the catch-up task reads each one once and shares it.
+    fn stale_all(&self) {
+        for topic in self.topics().values_mut() {
+            topic.seq = 0;
         }
+        self.inner.stale.notify_one();
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<BatchId, broadcast::Sender<HubMsg>>> {
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<BatchId, Topic>> {
         self.inner.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// One watcher's subscription to a batch; leaving drops the batch's ring with the last one.
 pub struct Watch {
-    rx: Option<broadcast::Receiver<HubMsg>>,
+    rx: Option<broadcast::Receiver<Arc<Framed>>>,
     id: BatchId,
     hub: Arc<Inner>,
 }
@@ -175,8 +224,17 @@ impl Watch {
         self.id
     }
 
-    pub async fn recv(&mut self) -> Result<HubMsg, broadcast::error::RecvError> {
+    pub async fn recv(&mut self) -> Result<Arc<Framed>, broadcast::error::RecvError> {
         self.rx.as_mut().expect("present until drop").recv().await
+    }
+
+    /// The snapshot this watcher started from: the `seq` a batch nobody watched before has
+    /// been offered, so that the catch-up task need not read it again.
+    pub fn seen(&self, seq: u64) {
+        let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(topic) = topics.get_mut(&self.id).filter(|t| t.seq == 0) {
+            topic.seq = seq;
+        }
     }
 }
 
@@ -184,7 +242,7 @@ impl Drop for Watch {
     fn drop(&mut self) {
         drop(self.rx.take());
         let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
-        if topics.get(&self.id).is_some_and(|tx| tx.receiver_count() == 0) {
+        if topics.get(&self.id).is_some_and(|topic| topic.tx.receiver_count() == 0) {
             topics.remove(&self.id);
         }
     }
@@ -217,7 +275,7 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
     let count = hub.inner.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::info!(pattern, count, "subscribed to Redis");
     // Whatever was published while no subscription stood is only in the database now.
-    hub.resync_all();
+    hub.stale_all();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -270,9 +328,7 @@ mod tests {
         hub.publish(&event(id, 2_000, true)).await;
         assert!(matches!(watch.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
         let mut kept = Vec::new();
-        while let Ok(Ok(HubMsg::Event(e))) =
-            tokio::time::timeout(Duration::from_millis(10), watch.recv()).await
-        {
+        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(10), watch.recv()).await {
             kept.push((e.seq, e.terminal));
         }
         assert_eq!(kept.len(), RING, "only the ring was kept for it");
@@ -285,7 +341,7 @@ mod tests {
         let id = BatchId::new();
         let (mut a, mut b) = (hub.watch(id), hub.watch(id));
         hub.publish(&event(id, 7, false)).await;
-        let (Ok(HubMsg::Event(x)), Ok(HubMsg::Event(y))) = (a.recv().await, b.recv().await) else { panic!() };
+        let (Ok(x), Ok(y)) = (a.recv().await, b.recv().await) else { panic!() };
         assert!(Arc::ptr_eq(&x, &y), "one framed event shared by both watchers");
         let text = std::str::from_utf8(&x.bytes).unwrap();
         assert!(text.starts_with("id: 7\nevent: progress\ndata: {"), "{text}");

@@ -8,7 +8,7 @@
 //! revoked or whose session ended (checked at each ping), and `event: error` one that cannot
 //! go on. Change events come framed from the hub and are shared by all watchers.
 
-use std::{collections::VecDeque, convert::Infallible, pin::Pin};
+use std::{collections::VecDeque, convert::Infallible, pin::Pin, sync::Arc};
 
 use axum::{
     body::Body,
@@ -32,7 +32,7 @@ use crate::{
     extract::{Path, Query},
     live::{
         frame::{PING, RETRY, frame},
-        hub::{HubMsg, Watch},
+        hub::{Framed, Watch},
     },
     state::AppState,
 };
@@ -58,6 +58,7 @@ pub async fn stream(
     // Watch before reading the snapshot: an event committed in between is then in the ring.
     let watch = state.batches.hub().watch(id);
     let snapshot = state.batches.progress(Access::Owner(&viewer.user_id), id).await?;
+    watch.seen(snapshot.summary.seq);
     // After the ownership check: another user's batch is a 404 whatever their count.
     let slot = state.limits.open_stream(&viewer.user_id).await?;
     let recheck = Recheck::new(&state, credential);
@@ -166,9 +167,9 @@ impl Watcher {
         }
     }
 
-    async fn on_msg(&mut self, msg: Result<HubMsg, RecvError>) {
+    async fn on_msg(&mut self, msg: Result<Arc<Framed>, RecvError>) {
         match msg {
-            Ok(HubMsg::Event(event)) => {
+            Ok(event) => {
                 if event.seq > self.last {
                     self.last = event.seq;
                     self.out.push_back(event.bytes.clone());
@@ -180,22 +181,16 @@ impl Watcher {
             // Too far behind for the ring: jump to the newest state.
             Err(RecvError::Lagged(skipped)) => {
                 tracing::debug!(skipped, "watcher lagged; sending a fresh snapshot");
-                self.resync(false).await;
+                self.resync().await;
             }
-            Ok(HubMsg::Resync) => self.resync(true).await,
             Err(RecvError::Closed) => self.fail(),
         }
     }
 
-    /// Sends a fresh snapshot when it is newer than what the client has.
-    async fn resync(&mut self, from_database: bool) {
+    /// Sends a fresh snapshot (cache-first) when it is newer than what the client has.
+    async fn resync(&mut self) {
         // The stream checked its viewer when it opened.
-        let read = if from_database {
-            self.batches.progress_from_database(Access::Any, self.watch.id()).await
-        } else {
-            self.batches.progress(Access::Any, self.watch.id()).await
-        };
-        match read {
+        match self.batches.progress(Access::Any, self.watch.id()).await {
             Ok(snapshot) if snapshot.summary.seq > self.last => self.send_snapshot(&snapshot),
             Ok(_) => {}
             Err(error) => {

@@ -4,6 +4,8 @@
 use batchwatch_core::{
     BatchId, BatchProgress, BatchSummary, Counts, ItemId, ItemProgress, ItemStatus, Millis, NewBatch, Page,
 };
+use std::collections::HashMap;
+
 use sqlx::{FromRow, Row};
 
 use super::{INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store};
@@ -123,5 +125,22 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(owner,)| owner))
+    }
+
+    /// The current `seq` of each batch of `ids` that exists, in one query per thousand ids.
+    pub async fn seqs(&self, ids: &[BatchId]) -> Result<HashMap<BatchId, u64>> {
+        let mut seqs = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(1_000) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT id, seq FROM batches WHERE id IN ({})", placeholders.join(", "));
+            let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for (id, seq) in query.fetch_all(&self.pool).await? {
+                seqs.insert(id.parse()?, seq as u64);
+            }
+        }
+        Ok(seqs)
     }
 }

@@ -1,0 +1,49 @@
+//! Catching up: no watcher stays behind the database for more than a few seconds, whatever
+//! happened to the events. A publish can fail, a process can die between its commit and its
+//! publish, Redis can restart and drop what it was sending; none of these leaves a trace a
+//! watcher could notice.
+//!
+//! So every [`EVERY`] each process reads, in one query, the `seq` of every batch its watchers
+//! follow, and for each batch whose watchers were offered less, reads the snapshot once and
+//! shares it with all of them (`Hub::share_snapshot`). After the Redis subscription comes back
+//! it does so at once for every watched batch: one read per batch, not one per watcher. A
+//! process that restarts needs nothing of its own: the other processes' catch-up finds what it
+//! committed and did not announce.
+
+use std::time::Duration;
+
+use crate::batches::{Access, Batches};
+
+/// How often the database is asked: the longest a lost event keeps a watcher behind.
+pub const EVERY: Duration = Duration::from_secs(2);
+
+/// Runs for as long as the process does.
+pub async fn run(batches: Batches) {
+    let hub = batches.hub().clone();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = hub.went_stale() => {}
+        }
+        let watched = hub.watched_seqs();
+        if watched.is_empty() {
+            continue;
+        }
+        let ids: Vec<_> = watched.iter().map(|(id, _)| *id).collect();
+        let current = match batches.seqs(&ids).await {
+            Ok(current) => current,
+            Err(error) => {
+                tracing::warn!(%error, "catch-up cannot read the batches' seq");
+                continue;
+            }
+        };
+        for (id, offered) in watched {
+            if current.get(&id).is_some_and(|&seq| seq > offered) {
+                match batches.progress_from_database(Access::Any, id).await {
+                    Ok(snapshot) => hub.share_snapshot(&snapshot),
+                    Err(error) => tracing::warn!(%error, batch = %id, "catch-up cannot read a batch"),
+                }
+            }
+        }
+    }
+}
