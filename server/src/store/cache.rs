@@ -23,6 +23,9 @@ use redis::{AsyncCommands, Script, aio::ConnectionManager};
 
 use crate::store::{Change, Owned};
 
+/// Batches the in-process cache (`memory://`) holds at most.
+const MEMORY_ENTRIES: usize = 10_000;
+
 /// Applies a change when it follows the cached `seq`; otherwise keeps only a floor.
 /// ARGV: seq, ttl (ms), summary, then item field/value pairs.
 const APPLY: &str = r"
@@ -74,8 +77,18 @@ struct Inner {
 }
 
 enum Backend {
-    Redis { conn: ConnectionManager, prefix: String, apply: Script, fill: Script },
-    Memory(Mutex<HashMap<BatchId, Entry>>),
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+        apply: Script,
+        fill: Script,
+    },
+    /// At most `max` entries: a long-running `memory://` process reads many batches over its
+    /// life, and each would otherwise stay until the process ends.
+    Memory {
+        map: Mutex<HashMap<BatchId, Entry>>,
+        max: usize,
+    },
 }
 
 /// The in-process twin of the Redis hash, with the same floor rule.
@@ -109,7 +122,12 @@ impl Cache {
     }
 
     pub fn memory(ttl: Duration) -> Self {
-        Self::with(Backend::Memory(Mutex::default()), ttl)
+        Self::memory_bounded(ttl, MEMORY_ENTRIES)
+    }
+
+    /// The in-process cache holding at most `max` batches.
+    pub fn memory_bounded(ttl: Duration, max: usize) -> Self {
+        Self::with(Backend::Memory { map: Mutex::default(), max }, ttl)
     }
 
     fn with(backend: Backend, ttl: Duration) -> Self {
@@ -136,7 +154,7 @@ impl Cache {
                     }
                 }
             }
-            Backend::Memory(map) => {
+            Backend::Memory { map, .. } => {
                 let map = map.lock().unwrap_or_else(|e| e.into_inner());
                 map.get(&id).filter(|e| e.expires > Instant::now()).and_then(|e| e.progress.clone())
             }
@@ -164,7 +182,7 @@ impl Cache {
                     tracing::warn!(%error, "progress cache fill failed");
                 }
             }
-            Backend::Memory(map) => {
+            Backend::Memory { map, max } => {
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
                 let entry = map.entry(snapshot.summary.batch_id).or_insert(Entry {
@@ -181,6 +199,7 @@ impl Cache {
                 if !newer_cached {
                     *entry = Entry { progress: Some(owned.clone()), floor: 0, expires: now + ttl };
                 }
+                bound(&mut map, *max, now);
             }
         }
     }
@@ -196,7 +215,7 @@ impl Cache {
                     tracing::warn!(%error, "progress cache update failed");
                 }
             }
-            Backend::Memory(map) => {
+            Backend::Memory { map, max } => {
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
                 let seq = change.event.summary.seq;
@@ -217,7 +236,26 @@ impl Cache {
                         *entry = Entry { progress: None, floor, expires: now + ttl };
                     }
                 }
+                bound(&mut map, *max, now);
             }
+        }
+    }
+}
+
+/// Keeps the in-process cache within `max` entries: the expired go first, then, when every
+/// entry is live, those that would expire soonest, down to nine tenths of `max` so that this
+/// sort runs once in many inserts.
+fn bound(map: &mut HashMap<BatchId, Entry>, max: usize, now: Instant) {
+    if map.len() <= max {
+        return;
+    }
+    map.retain(|_, entry| entry.expires > now);
+    if map.len() > max {
+        let mut by_expiry: Vec<(Instant, BatchId)> = map.iter().map(|(id, e)| (e.expires, *id)).collect();
+        by_expiry.sort_unstable();
+        let excess = map.len() - max * 9 / 10;
+        for (_, id) in by_expiry.into_iter().take(excess) {
+            map.remove(&id);
         }
     }
 }
@@ -267,4 +305,34 @@ fn decode(fields: Vec<(String, String)>) -> Option<Owned> {
         owner,
         progress: BatchProgress { summary, items: items.into_iter().map(|(_, item)| item).collect() },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use batchwatch_core::{BatchSummary, Counts};
+
+    use super::*;
+
+    fn owned(seq: u64) -> Owned {
+        let summary = BatchSummary::new(BatchId::new(), "b".into(), Counts::queued(0), seq, 0);
+        Owned { owner: "u".into(), progress: BatchProgress { summary, items: Vec::new() } }
+    }
+
+    #[tokio::test]
+    async fn the_memory_cache_keeps_at_most_its_bound_and_the_newest_entries() {
+        let cache = Cache::memory_bounded(Duration::from_secs(60), 10);
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            let entry = owned(1);
+            ids.push(entry.progress.summary.batch_id);
+            cache.fill(&entry).await;
+            // Apart in time, so that expiry orders them.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let Backend::Memory { map, .. } = &cache.inner.backend else { unreachable!() };
+        let held = map.lock().unwrap().len();
+        assert!((9..=10).contains(&held), "{held} entries held");
+        assert!(cache.get(*ids.last().unwrap()).await.is_some(), "the newest stays");
+        assert!(cache.get(ids[0]).await.is_none(), "the oldest went");
+    }
 }
