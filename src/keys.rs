@@ -27,6 +27,12 @@ pub fn writes_key(prefix: &str, token_id: &str, window_start: crate::Millis) -> 
     format!("{prefix}writes:{token_id}:{window_start}")
 }
 
+/// The sign-in attempts from one client address, or with one token (by its SHA-256), in the
+/// rate-limit window starting at `window_start`.
+pub fn sign_ins_key(prefix: &str, by: &str, who: &str, window_start: crate::Millis) -> String {
+    format!("{prefix}sign_ins:{by}:{who}:{window_start}")
+}
+
 /// The batch id inside a channel name, for a subscriber that receives many channels.
 pub fn batch_of_channel(prefix: &str, channel: &str) -> Option<BatchId> {
     channel.strip_prefix(prefix)?.strip_prefix("batch:")?.parse().ok()

@@ -131,6 +131,10 @@ pub struct Config {
     #[arg(long, env = "WORKER_WRITES_PER_MINUTE", default_value_t = 60_000, value_parser = value_parser!(u32).range(1..))]
     pub worker_writes_per_minute: u32,
 
+    /// Sign-in attempts per minute from one client address, and with one token.
+    #[arg(long, env = "SIGN_INS_PER_MINUTE", default_value_t = 10, value_parser = value_parser!(u32).range(1..))]
+    pub sign_ins_per_minute: u32,
+
     /// When no user exists yet: create `demo` and print a link that signs the browser in
     /// (`./dev.sh run` sets it).
     #[arg(long, env = "DEMO_SIGN_IN", default_value_t = false)]

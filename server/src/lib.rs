@@ -40,11 +40,17 @@ use crate::{
     store::{Store, cache::Cache},
 };
 
+/// The pages' routes, listed once per process. Listing them renders the app with resource
+/// loading switched off by a process-wide flag (leptos_server's `SuppressResourceLoad`): a page
+/// rendered meanwhile by another `app()` in the same process (tests build many) never loaded
+/// its data and hung.
+static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sync::OnceLock::new();
+
 /// The whole HTTP surface: the JSON API, the pages, sign-in, and the static files of the site.
 /// Every request is identified first (`auth::identify`); pages and server functions then need
 /// a signed-in user, while `/login` and the static files are open to all.
 pub fn app(state: AppState) -> Router {
-    let routes = generate_route_list(app::App);
+    let routes = ROUTES.get_or_init(|| generate_route_list(app::App)).clone();
     let source: SharedSource = Arc::new(state.batches.clone());
     let provide_source = move || provide_context(source.clone());
     let options = state.leptos_options.clone();
@@ -176,10 +182,11 @@ pub async fn start(
         let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
     });
-    // `into_make_service`: each connection gets a cheap handle on the router. Serving the
+    // `into_make_service*`: each connection gets a cheap handle on the router. Serving the
     // `Router` itself deep-copies every route's layers per connection (axum's eager
     // `with_state`), which measured about 35 KB per open stream.
-    axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(shutdown).await?;
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 

@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
+    extract::ConnectInfo,
     http::{Method, Request, StatusCode, header},
 };
 use batchwatch_core::{Role, now};
@@ -469,4 +470,60 @@ async fn ownership_holds_on_postgresql() {
         server.http.get(format!("{}/api/batches", server.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(mine[0]["batch_id"], id);
     assert_eq!(server.get(&batch).await.summary.counts.queued, 2, "bob's report changed nothing");
+}
+
+/// A sign-in form post from `client`, carrying `cookie` when given.
+fn login_from(client: [u8; 4], token: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut request = login_request(token, Some(ORIGIN), None);
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from((client, 40_000))));
+    if let Some(cookie) = cookie {
+        request.headers_mut().insert(header::COOKIE, cookie.parse().unwrap());
+    }
+    request
+}
+
+fn error_of(reply: &Reply) -> String {
+    let location = reply.headers[header::LOCATION].to_str().unwrap();
+    location.split("error=").nth(1).map_or("", |r| r.split('&').next().unwrap()).to_owned()
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_address_and_per_token() {
+    let app = TestApp::with(|c| c.sign_ins_per_minute = 3).await;
+    common::clear_of_window_edge().await;
+    // One address guessing tokens: the fourth try is refused, even with the right token.
+    for guess in ["bw_1", "bw_2", "bw_3"] {
+        assert_eq!(error_of(&app.send(login_from([10, 0, 0, 1], guess, None)).await), "invalid");
+    }
+    let limited = app.send(login_from([10, 0, 0, 1], &app.token, None)).await;
+    assert_eq!(error_of(&limited), "limit");
+    assert!(limited.headers.get(header::SET_COOKIE).is_none());
+    let page = app.send(Request::get("/login?error=limit").body(Body::empty()).unwrap()).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.text().contains("Too many sign-in attempts"));
+
+    // One token tried from many addresses: the fourth address is refused too.
+    let target = app.user("target").await;
+    for address in 2..=4 {
+        app.send(login_from([10, 0, 0, address], &target, None)).await;
+    }
+    assert_eq!(error_of(&app.send(login_from([10, 0, 0, 9], &target, None)).await), "limit");
+    // Someone else, elsewhere, signs in as usual.
+    let fresh = app.send(login_from([10, 0, 0, 20], &app.user("bob").await, None)).await;
+    assert_eq!(fresh.headers[header::LOCATION], "/batches/x");
+}
+
+#[tokio::test]
+async fn signing_in_again_replaces_the_browser_s_session() {
+    let app = TestApp::new().await;
+    let home = |cookie: String| {
+        let request = with_cookie(Method::GET, "/", &cookie).body(Body::empty()).unwrap();
+        async { app.send(request).await.status }
+    };
+    let first = app.sign_in(&app.token).await;
+    let reply = app.send(login_from([10, 0, 0, 1], &app.token, Some(&first))).await;
+    let second = reply.headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert_eq!(home(second).await, StatusCode::OK);
+    assert_eq!(home(first).await, StatusCode::SEE_OTHER, "the old session key no longer works");
 }

@@ -18,6 +18,7 @@ const SETTINGS: Settings = Settings {
     slot_ttl: Duration::from_secs(60),
     writes_per_minute: 3,
     worker_writes_per_minute: 5,
+    sign_ins_per_minute: 2,
 };
 
 /// Both backends, each with a key prefix of its own; the Redis keys are removed on drop.
@@ -82,5 +83,22 @@ async fn writes_are_counted_per_token_with_the_role_s_limit() {
         }
         assert!(matches!(limits.write(&worker).await, Err(Error::TooMany { .. })), "{name}");
         assert!(limits.write(&principal("t3", Role::User)).await.is_ok(), "{name}: per token");
+    }
+}
+
+#[tokio::test]
+async fn sign_ins_are_counted_per_address_and_per_token() {
+    for (name, limits, _cleanup) in backends().await {
+        common::clear_of_window_edge().await;
+        let (a, b) = ("token-a-hash", "token-b-hash");
+        limits.sign_in("10.0.0.1", a).await.unwrap();
+        limits.sign_in("10.0.0.1", b).await.unwrap();
+        let by_address = limits.sign_in("10.0.0.1", "token-c-hash").await;
+        assert!(matches!(by_address, Err(Error::TooMany { .. })), "{name}: one address, many tokens");
+        limits.sign_in("10.0.0.2", a).await.unwrap();
+        let by_token = limits.sign_in("10.0.0.3", a).await;
+        assert!(matches!(by_token, Err(Error::TooMany { .. })), "{name}: many addresses, one token");
+        let fresh = limits.sign_in("10.0.0.4", "token-d-hash").await;
+        assert!(fresh.is_ok(), "{name}: another address and token are not held back");
     }
 }

@@ -13,11 +13,18 @@ const INPUT: &str =
 pub fn LoginPage() -> impl IntoView {
     let query = use_query_map();
     let (reason, next) = query.with_untracked(|q| (q.get("error"), q.get("next").unwrap_or_default()));
-    let error = reason.map(|reason| {
-        crate::set_status(http::StatusCode::UNAUTHORIZED);
-        match reason.as_str() {
-            "worker" => "That is a worker's token: workers report status and cannot sign in.",
-            _ => "That token is not valid, or it was revoked.",
+    let error = reason.map(|reason| match reason.as_str() {
+        "limit" => {
+            crate::set_status(http::StatusCode::TOO_MANY_REQUESTS);
+            "Too many sign-in attempts: wait a minute, then try again."
+        }
+        "worker" => {
+            crate::set_status(http::StatusCode::UNAUTHORIZED);
+            "That is a worker's token: workers report status and cannot sign in."
+        }
+        _ => {
+            crate::set_status(http::StatusCode::UNAUTHORIZED);
+            "That token is not valid, or it was revoked."
         }
     });
     let form = NodeRef::<html::Form>::new();

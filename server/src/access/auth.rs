@@ -7,8 +7,11 @@
 //! each authenticated write counts against its token's rate limit. Handlers then take [`Caller`] or [`User`]; pages take the
 //! [`Viewer`] through [`pages_need_sign_in`].
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{FromRequestParts, Request, State},
+    Extension,
+    extract::{ConnectInfo, FromRequestParts, Request, State},
     http::{HeaderMap, HeaderValue, Method, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
@@ -22,7 +25,7 @@ use serde::Deserialize;
 
 use crate::{
     access::{
-        accounts::{Accounts, Principal},
+        accounts::{Accounts, Principal, hash},
         sessions::Sessions,
     },
     error::{Error, Result},
@@ -228,10 +231,13 @@ pub struct SignIn {
     next: String,
 }
 
-/// `POST /login` (the sign-in form): a user's token starts a session. A failure goes back to
-/// the form with the reason in the query, for the page to show.
+/// `POST /login` (the sign-in form): a user's token starts a session, replacing the one this
+/// browser had. A failure goes back to the form with the reason in the query, for the page to
+/// show. Attempts are limited per client address and per token, before the token is looked
+/// up.
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Result<Response> {
@@ -240,11 +246,22 @@ pub async fn login(
         let query = serde_urlencoded::to_string([("error", reason), ("next", next)]).unwrap_or_default();
         Ok(Redirect::to(&format!("/login?{query}")).into_response())
     };
-    let principal = match state.accounts.authenticate(form.token.trim()).await? {
+    let token = form.token.trim();
+    // Served by `start`, every request knows its peer; a router driven in-process may not.
+    let address =
+        client.map_or_else(|| "unknown".to_owned(), |Extension(ConnectInfo(peer))| peer.ip().to_string());
+    match state.limits.sign_in(&address, &hash(token)).await {
+        Err(Error::TooMany { .. }) => return back("limit"),
+        other => other?,
+    }
+    let principal = match state.accounts.authenticate(token).await? {
         None => return back("invalid"),
         Some(p) if p.role == Role::Worker => return back("worker"),
         Some(p) => p,
     };
+    if let Some(previous) = session_cookie(&headers) {
+        state.sessions.end(&previous).await?;
+    }
     let session = state.sessions.start(&principal.token_id).await?;
     tracing::info!(user = %principal.viewer.name, "signed in");
     let max_age = cookie::time::Duration::seconds(state.sessions.ttl().as_secs() as i64);

@@ -1,5 +1,6 @@
 //! Limits that hold across every server of a deployment, so their counters live in Redis:
-//! open streams per user, and writes per token per minute.
+//! open streams per user, writes per token per minute, and sign-in attempts per client address
+//! and per token per minute.
 //!
 //! Written here rather than taken from a crate: the well-kept limiters (`governor`,
 //! `tower_governor`) count in the process's memory, which a second server would not share,
@@ -8,7 +9,8 @@
 //! Streams: each holds a slot in a sorted set per user, scored by when the slot expires. An open
 //! stream renews its slot at every keep-alive; a closed one removes it; a crashed server's
 //! slots are not renewed and expire after [`Settings::slot_ttl`].
-//! Writes: a fixed one-minute window per token, an `INCR` on a key that expires with it.
+//! Writes and sign-ins: a fixed one-minute window per counter, an `INCR` on a key that expires
+//! with it.
 //!
 //! While Redis is away the limits let requests through (and log it): the database still
 //! serves, and a limit is not worth an outage.
@@ -42,8 +44,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return -1
 ";
 
-/// Counts a write in its window. ARGV: the window's length (ms).
-const WRITE: &str = r"
+/// Counts one more in a window. ARGV: the window's length (ms).
+const COUNT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
@@ -59,6 +61,7 @@ pub struct Settings {
     pub slot_ttl: Duration,
     pub writes_per_minute: u32,
     pub worker_writes_per_minute: u32,
+    pub sign_ins_per_minute: u32,
 }
 
 impl From<&Config> for Settings {
@@ -69,6 +72,7 @@ impl From<&Config> for Settings {
             slot_ttl: Duration::from_secs(c.stream_keepalive_secs.max(1) * 4),
             writes_per_minute: c.writes_per_minute,
             worker_writes_per_minute: c.worker_writes_per_minute,
+            sign_ins_per_minute: c.sign_ins_per_minute,
         }
     }
 }
@@ -81,7 +85,7 @@ pub struct Limits {
 
 #[derive(Clone)]
 enum Backend {
-    Redis { conn: ConnectionManager, prefix: String, open: Arc<Script>, write: Arc<Script> },
+    Redis { conn: ConnectionManager, prefix: String, open: Arc<Script>, counter: Arc<Script> },
     Memory(Arc<Mutex<Memory>>),
 }
 
@@ -90,8 +94,8 @@ enum Backend {
 struct Memory {
     /// Slot expiries by user and slot.
     streams: HashMap<String, HashMap<String, Millis>>,
-    /// Writes by token and window start.
-    writes: HashMap<(String, Millis), u32>,
+    /// Counts by key (`keys::writes_key`, `keys::sign_ins_key`) and window start.
+    counts: HashMap<(String, Millis), u32>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -106,7 +110,7 @@ impl Limits {
             conn,
             prefix: prefix.to_owned(),
             open: Arc::new(Script::new(OPEN)),
-            write: Arc::new(Script::new(WRITE)),
+            counter: Arc::new(Script::new(COUNT)),
         };
         Self { backend, settings }
     }
@@ -166,30 +170,55 @@ impl Limits {
             Role::User => self.settings.writes_per_minute,
             Role::Worker => self.settings.worker_writes_per_minute,
         };
-        let (start, retry_after) = window(now(), WINDOW.as_millis() as Millis);
         let token = &principal.token_id;
+        self.count("writes", limit, |prefix, start| keys::writes_key(prefix, token, start)).await
+    }
+
+    /// Counts a sign-in attempt from `address` with a token whose SHA-256 is `token_hash`, or
+    /// answers 429 when either has used up its minute: one address cannot try many tokens, and
+    /// many addresses cannot try one token.
+    pub async fn sign_in(&self, address: &str, token_hash: &str) -> Result<()> {
+        let limit = self.settings.sign_ins_per_minute;
+        let by_address = self.count("sign-in attempts", limit, |prefix, start| {
+            keys::sign_ins_key(prefix, "address", address, start)
+        });
+        let by_token = self.count("sign-in attempts", limit, |prefix, start| {
+            keys::sign_ins_key(prefix, "token", token_hash, start)
+        });
+        let (by_address, by_token) = tokio::join!(by_address, by_token);
+        by_address.and(by_token)
+    }
+
+    /// Adds one to the counter `key` names in the current one-minute window: 429 past `limit`.
+    async fn count(
+        &self,
+        what: &'static str,
+        limit: u32,
+        key: impl Fn(&str, Millis) -> String,
+    ) -> Result<()> {
+        let (start, retry_after) = window(now(), WINDOW.as_millis() as Millis);
         let count = match &self.backend {
-            Backend::Redis { conn, prefix, write, .. } => {
-                let count: redis::RedisResult<u32> = write
-                    .key(keys::writes_key(prefix, token, start))
+            Backend::Redis { conn, prefix, counter, .. } => {
+                let count: redis::RedisResult<u32> = counter
+                    .key(key(prefix, start))
                     .arg(WINDOW.as_millis() as u64)
                     .invoke_async(&mut conn.clone())
                     .await;
                 count.unwrap_or_else(|error| {
-                    tracing::warn!(%error, "write limit unavailable: letting the write through");
+                    tracing::warn!(%error, what, "limit unavailable: letting the request through");
                     0
                 })
             }
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-                memory.writes.retain(|(_, window_start), _| *window_start >= start);
-                let count = memory.writes.entry((token.clone(), start)).or_default();
+                memory.counts.retain(|(_, window_start), _| *window_start >= start);
+                let count = memory.counts.entry((key("", start), start)).or_default();
                 *count += 1;
                 *count
             }
         };
         if count > limit {
-            return Err(Error::TooMany { what: "writes", retry_after });
+            return Err(Error::TooMany { what, retry_after });
         }
         Ok(())
     }
