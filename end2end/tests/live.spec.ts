@@ -19,9 +19,10 @@ async function expectNoReload(page: Page) {
 }
 
 test("a 20-item batch reaches 100 % Completed without a reload", async ({ page, startServer }) => {
-  const server = await startServer({ WORKERS: "2", ITEM_DELAY_MS: "150", DEMO_FAILURE_RATE: "0" });
+  const server = await startServer({ WORKERS: "0" });
   const batch = await server.createBatch(20, "Wedding photos");
   await openLive(page, server, `/batches/${batch.batch_id}`);
+  server.startWorkers({ WORKERS: "2", ITEM_DELAY_MS: "150", DEMO_FAILURE_RATE: "0" });
 
   // Moving while we watch: some items done, not all.
   await expect(page.getByTestId("count-completed")).not.toHaveText("0");
@@ -74,14 +75,11 @@ test("a batch with failures ends Partial, in orange, with the error shown", asyn
 });
 
 test("the page reconnects after the server is killed and shows the final state", async ({ page, startServer }) => {
-  const server = await startServer({
-    WORKERS: "2",
-    ITEM_DELAY_MS: "200",
-    DEMO_FAILURE_RATE: "0",
-    PROCESSING_LEASE_SECS: "1",
-  });
+  const server = await startServer({ WORKERS: "0" });
   const batch = await server.createBatch(24);
   await openLive(page, server, `/batches/${batch.batch_id}`);
+  // Work goes on in a process of its own while the page's server is down.
+  server.startWorkers({ WORKERS: "2", ITEM_DELAY_MS: "200", DEMO_FAILURE_RATE: "0" });
   await expect(page.getByTestId("count-completed")).not.toHaveText("0");
 
   await server.kill();

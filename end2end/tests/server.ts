@@ -21,6 +21,7 @@ function freePort(): Promise<number> {
 
 export class TestServer {
   private child?: ChildProcess;
+  private workers?: ChildProcess;
   /** The token of this server's one user, which the helpers below send. */
   readonly token: string;
   private constructor(
@@ -60,6 +61,7 @@ export class TestServer {
         LEPTOS_SITE_ADDR: `127.0.0.1:${this.port}`,
         REDIS_PREFIX: this.prefix,
         RUST_LOG: "warn",
+        SIGN_INS_PER_MINUTE: "100000",
         ...this.env,
       },
     });
@@ -74,6 +76,25 @@ export class TestServer {
     throw new Error("batchwatch did not start");
   }
 
+  /**
+   * Starts a `batchwatch worker` process on this server's database and Redis: work begins
+   * when the test says, after its page is live, however long the page took to hydrate.
+   */
+  startWorkers(env: Record<string, string>): void {
+    this.workers = spawn(bin, ["worker"], {
+      cwd: resolve(__dirname, "../.."),
+      stdio: "ignore",
+      env: {
+        ...process.env,
+        DATABASE_URL: this.databaseUrl,
+        REDIS_PREFIX: this.prefix,
+        RUST_LOG: "warn",
+        WORKER_POLL_MS: "50",
+        ...env,
+      },
+    });
+  }
+
   /** Kills the process at once, as a crash would. */
   async kill(): Promise<void> {
     const child = this.child;
@@ -85,6 +106,7 @@ export class TestServer {
 
   async stop(): Promise<void> {
     await this.kill();
+    this.workers?.kill("SIGKILL");
     rmSync(this.dir, { recursive: true, force: true });
     execSync(`redis-cli --scan --pattern '${this.prefix}*' | xargs -r redis-cli del`, { stdio: "ignore" });
   }

@@ -132,7 +132,7 @@ pub struct Config {
     pub worker_writes_per_minute: u32,
 
     /// Sign-in attempts per minute from one client address, and with one token.
-    #[arg(long, env = "SIGN_INS_PER_MINUTE", default_value_t = 10, value_parser = value_parser!(u32).range(1..))]
+    #[arg(long, env = "SIGN_INS_PER_MINUTE", default_value_t = 30, value_parser = value_parser!(u32).range(1..))]
     pub sign_ins_per_minute: u32,
 
     /// When no user exists yet: create `demo` and print a link that signs the browser in
