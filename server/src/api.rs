@@ -9,7 +9,6 @@ use axum::{
     routing::{get, post},
 };
 use batchwatch_core::{BatchId, ItemId, NewBatch, Page, Role, StatusReport};
-use tower_http::trace::TraceLayer;
 
 use crate::{
     access::auth::{Caller, User},
@@ -30,7 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        .layer(crate::trace_layer())
         // After the layers: tracing wraps a response body and reads the clock at every chunk,
         // which on a stream is every event for every watcher. Streams log their own start.
         .route("/batches/{id}/stream", get(stream::stream))

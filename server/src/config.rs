@@ -47,6 +47,11 @@ pub enum UserAction {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// Log lines as `text` for people or `json` (one object a line, with the request's span and
+    /// its `request_id`) for a log pipeline.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     /// Runtime threads: 0 is one per core; 1 runs tokio's current-thread runtime, which
     /// fans out with fewer context switches on small machines (see the README's figures).
     #[arg(long, env = "SERVER_THREADS", default_value_t = 0, value_parser = RangedU64ValueParser::<usize>::new().range(0..=1024))]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod ops;
 pub mod state;
 pub mod store;
 pub mod worker;
@@ -29,7 +30,12 @@ use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
-use tower_http::{set_header::SetResponseHeaderLayer, trace::TraceLayer};
+use tower_http::{
+    classify::{ServerErrorsAsFailures, SharedClassifier},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
 
 use crate::{
     access::{auth, limits::Limits, sessions::Sessions},
@@ -64,13 +70,31 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", post(auth::logout))
         // The not-found page renders the app too: it gets the same context as the routes.
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(provide_source, app::shell))
-        .layer(TraceLayer::new_for_http())
+        .layer(trace_layer())
         // After the layer: the API traces its own routes, all but the streams (`api::router`).
         .nest("/api", api::router())
         // Routes only: the static files (the fallback) are the same for everyone, and a page
         // load fetches several, none of which needs a session lookup.
-        .route_layer(from_fn_with_state(state.clone(), auth::identify));
-    with_security_headers(router).layer(from_fn(canonical_path)).with_state(state)
+        .route_layer(from_fn_with_state(state.clone(), auth::identify))
+        // After the sign-in check: health and readiness are for probes that hold no token.
+        .merge(ops::router());
+    with_security_headers(router)
+        .layer(from_fn(canonical_path))
+        // Outermost: the id is there for every layer's log lines, and answers with the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The span of every traced request, named with its `x-request-id` (the caller's, or a new
+/// UUID): every line logged while serving it carries the id.
+pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request) -> tracing::Span> {
+    TraceLayer::new_for_http().make_span_with(request_span as fn(&Request) -> tracing::Span)
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = id)
 }
 
 /// Headers on every response. Pages set their own Content-Security-Policy (with the nonce of

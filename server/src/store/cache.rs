@@ -141,6 +141,14 @@ impl Cache {
         }
     }
 
+    /// Whether Redis answers (`GET /ready`); the in-process cache always does.
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        match &self.inner.backend {
+            Backend::Redis { conn, .. } => redis::cmd("PING").query_async(&mut conn.clone()).await,
+            Backend::Memory { .. } => Ok(()),
+        }
+    }
+
     /// The cached progress, counted as a hit or a miss. A Redis failure is a miss.
     pub async fn get(&self, id: BatchId) -> Option<Owned> {
         let found = match &self.inner.backend {

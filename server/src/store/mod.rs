@@ -89,6 +89,12 @@ impl Store {
         Ok(Self { pool, postgres: url.starts_with("postgres") })
     }
 
+    /// Whether the database answers (`GET /ready`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The users and tokens kept in the same database.
     pub fn accounts(&self) -> crate::access::accounts::Accounts {
         crate::access::accounts::Accounts::new(self.pool.clone())
