@@ -13,6 +13,11 @@ pub struct Viewer {
     pub name: String,
 }
 
+/// The address a request came from, as the server saw it: what sign-in attempts are counted
+/// against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddress(pub String);
+
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -38,3 +38,17 @@ pub trait BatchSource: Send + Sync + 'static {
 }
 
 pub type SharedSource = Arc<dyn BatchSource>;
+
+/// Sign-in links as the sign-in page sees them: whose account a token opens, asked before
+/// anyone signs in with it, so that the page can name it on the button a person must press.
+pub trait SignInSource: Send + Sync + 'static {
+    /// The name of the user `token` signs in as; `None` for a bad, revoked or worker token.
+    /// Counted as a sign-in attempt from `client` (an address).
+    fn user_of<'a>(
+        &'a self,
+        client: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, SourceError>>;
+}
+
+pub type SharedSignIn = Arc<dyn SignInSource>;

@@ -49,6 +49,23 @@ pub async fn lookup(id: String) -> Result<Lookup, ServerFnError> {
     }
 }
 
+/// Whose account a sign-in link's token opens, for the button that names it; `None` for a
+/// token that signs nobody in. A POST: the token is a secret and stays out of URLs and logs.
+#[server(prefix = "/leptos")]
+pub async fn token_owner(token: String) -> Result<Option<String>, ServerFnError> {
+    use batchwatch_core::{account::ClientAddress, source::SharedSignIn};
+    let client = use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<ClientAddress>().cloned())
+        .ok_or_else(|| ServerFnError::new("no client address"))?;
+    let sign_in = use_context::<SharedSignIn>().ok_or_else(|| ServerFnError::new("no sign-in here"))?;
+    let owner = sign_in.user_of(&client.0, &token).await;
+    if let Err(SourceError::Invalid(_)) = &owner {
+        // The one refusal of a well-formed question: too many attempts.
+        crate::set_status(http::StatusCode::TOO_MANY_REQUESTS);
+    }
+    owner.map_err(to_server_error)
+}
+
 /// Who is signed in, for the header. Reads are GETs: they change nothing, so they neither
 /// need the same-origin check nor count against the write limit.
 #[server(prefix = "/leptos", input = GetUrl)]

@@ -57,12 +57,36 @@ test("signing out ends the session @no-js", async ({ page }) => {
   await expect(page).toHaveURL(/\/login\?next=%2F$/);
 });
 
-plain("a sign-in link logs the browser straight in and leaves no token in the address", async ({ page }) => {
+plain("a sign-in link names its account and signs in only on a click", async ({ page }) => {
   const name = uniqueName("linked");
   const token = createUser(e2eDatabaseUrl(), name);
   await page.goto(`/login#token=${token}`);
-  await expect(page.getByTestId("viewer")).toHaveText(name, { timeout: 30_000 });
+  const confirm = page.getByTestId("link-account");
+  await expect(confirm).toContainText(`This link signs you in as ${name}.`, { timeout: 30_000 });
   expect(page.url()).not.toContain(token);
+  // Nothing happened on its own: no session yet.
+  await page.waitForTimeout(500);
+  expect((await page.context().cookies()).filter((c) => c.name === "bw_session")).toEqual([]);
+  await confirm.getByRole("button", { name: `Sign in as ${name}` }).click();
+  await expect(page.getByTestId("viewer")).toHaveText(name);
   await page.goBack();
   expect(page.url()).not.toContain(token);
+});
+
+test("a link into someone else's account never replaces a session by itself", async ({ page, user }) => {
+  const other = uniqueName("sender");
+  const token = createUser(e2eDatabaseUrl(), other);
+  await page.goto(`/login#token=${token}`);
+  const confirm = page.getByTestId("link-account");
+  await expect(confirm).toContainText(`This link signs you in as ${other}.`, { timeout: 30_000 });
+  await expect(page.getByTestId("link-current")).toContainText(`You are signed in as ${user.name}`);
+  await page.waitForTimeout(500);
+  await page.goto("/");
+  await expect(page.getByTestId("viewer")).toHaveText(user.name);
+});
+
+plain("a sign-in link with a bad token says so and signs nobody in", async ({ page }) => {
+  await page.goto("/login#token=bw_not-a-token");
+  await expect(page.getByText("This sign-in link's token is not valid")).toBeVisible({ timeout: 30_000 });
+  expect((await page.context().cookies()).filter((c) => c.name === "bw_session")).toEqual([]);
 });

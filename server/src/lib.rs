@@ -25,7 +25,7 @@ use axum::{
     routing::post,
     serve::ListenerExt,
 };
-use batchwatch_core::source::SharedSource;
+use batchwatch_core::source::{SharedSignIn, SharedSource};
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -58,7 +58,12 @@ static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sy
 pub fn app(state: AppState) -> Router {
     let routes = ROUTES.get_or_init(|| generate_route_list(app::App)).clone();
     let source: SharedSource = Arc::new(state.batches.clone());
-    let provide_source = move || provide_context(source.clone());
+    let sign_in: SharedSignIn =
+        Arc::new(auth::SignInCheck { accounts: state.accounts.clone(), limits: state.limits.clone() });
+    let provide_source = move || {
+        provide_context(source.clone());
+        provide_context(sign_in.clone());
+    };
     let options = state.leptos_options.clone();
     let router = Router::new()
         .leptos_routes_with_context(&state, routes, provide_source.clone(), move || {

@@ -111,7 +111,7 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
 
 /// `DEMO_SIGN_IN`: a first run has no user, so make one and print a link that signs in. The
 /// token rides in the link's fragment, which browsers never send to a server; the sign-in
-/// page reads it from there and submits it.
+/// page reads it from there and asks the person to confirm the account it names.
 async fn demo_sign_in(accounts: &Accounts, url: &str) -> anyhow::Result<()> {
     if accounts.user_count().await? > 0 {
         println!("Sign in at {url}/login with a token (`batchwatch user token <name>` prints a new one).");

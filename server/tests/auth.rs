@@ -527,3 +527,30 @@ async fn signing_in_again_replaces_the_browser_s_session() {
     assert_eq!(home(second).await, StatusCode::OK);
     assert_eq!(home(first).await, StatusCode::SEE_OTHER, "the old session key no longer works");
 }
+
+/// The sign-in page's question before a click: whose account a link's token opens. Open to
+/// signed-out browsers, answering only a user's name, and counted like a sign-in attempt.
+#[tokio::test]
+async fn a_link_token_is_named_before_anyone_signs_in_with_it() {
+    let app = TestApp::with(|c| c.sign_ins_per_minute = 3).await;
+    common::clear_of_window_edge().await;
+    let worker = app.user_with_role("worker-1", Role::Worker).await;
+    let path = <app::api::TokenOwner as leptos::server_fn::ServerFn>::PATH;
+    let ask = |token: &str| {
+        let body = serde_urlencoded::to_string([("token", token)]).unwrap();
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        app.send(request)
+    };
+    let named = ask(&app.token).await;
+    assert_eq!(named.status, StatusCode::OK, "{}", named.text());
+    assert_eq!(named.json(), json!("alice"));
+    assert!(named.headers.get(header::SET_COOKIE).is_none(), "asking signs nobody in");
+    assert_eq!(ask(&worker).await.json(), Value::Null, "a worker's token signs nobody in");
+    assert_eq!(ask("bw_nope").await.json(), Value::Null);
+    let limited = ask(&app.token).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text());
+    assert!(limited.text().contains("too many sign-in attempts"), "{}", limited.text());
+}

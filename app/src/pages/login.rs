@@ -1,6 +1,11 @@
 //! `/login`: sign in with an API token. The form posts to the server (`server::auth::login`),
 //! which sets the session cookie and sends the browser on to `next`, or back here with the
 //! reason it failed.
+//!
+//! A sign-in link (`/login#token=...`) never signs in by itself: anyone can send a link, and a
+//! browser signed into the sender's account would put everything its person makes there
+//! (login CSRF). The page asks the server whose account the token opens and shows a button
+//! naming it, and who is signed in now if anyone; only the person's click signs in.
 
 use leptos::{html, prelude::*};
 use leptos_meta::Title;
@@ -27,9 +32,9 @@ pub fn LoginPage() -> impl IntoView {
             "That token is not valid, or it was revoked."
         }
     });
-    let form = NodeRef::<html::Form>::new();
     let token = NodeRef::<html::Input>::new();
-    Effect::new(move || submit_link_token(form.get(), token.get()));
+    let link = RwSignal::new(None::<Link>);
+    Effect::new(move || read_link_token(token.get(), link));
 
     view! {
         <Title text="Sign in" />
@@ -40,8 +45,9 @@ pub fn LoginPage() -> impl IntoView {
                 <code class="font-mono">"batchwatch user token <name>"</code>
                 " prints a new one."
             </p>
-            <form method="post" action="/login" class="space-y-3" node_ref=form>
+            <form method="post" action="/login" class="space-y-3">
                 <input type="hidden" name="next" value=next />
+                {move || link.get().map(|link| view! { <LinkAccount link /> })}
                 <label class="block text-sm">
                     "Token"
                     <input
@@ -67,12 +73,64 @@ pub fn LoginPage() -> impl IntoView {
     }
 }
 
+/// What the page knows of a sign-in link's token: learnt in the browser only (the server never
+/// sees a fragment).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+enum Link {
+    Checking,
+    /// The token opens `user`'s account; `current` is who is signed in now.
+    For {
+        user: String,
+        current: Option<String>,
+    },
+    Invalid,
+    Failed(String),
+}
+
+/// The sign-in link's account and the button that signs in to it.
+#[component]
+fn LinkAccount(link: Link) -> impl IntoView {
+    match link {
+        Link::Checking => view! { <p class="text-sm text-slate-500">"Checking the sign-in link…"</p> }.into_any(),
+        Link::For { user, current } => view! {
+            <div
+                class="space-y-3 rounded-md border border-blue-200 bg-blue-50 p-3 text-sm dark:border-blue-900 dark:bg-blue-950"
+                data-testid="link-account"
+                role="status"
+            >
+                <p>"This link signs you in as " <strong>{user.clone()}</strong> "."</p>
+                {current.map(|current| view! {
+                    <p data-testid="link-current">
+                        "You are signed in as " <strong>{current}</strong>
+                        " now: signing in with the link signs you out of that account."
+                    </p>
+                })}
+                <button
+                    type="submit"
+                    class="rounded-md bg-blue-600 px-4 py-2 font-medium text-white hover:bg-blue-700"
+                >
+                    {format!("Sign in as {user}")}
+                </button>
+            </div>
+        }
+        .into_any(),
+        Link::Invalid => view! {
+            <p class="text-sm text-red-600" role="alert">
+                "This sign-in link's token is not valid, or it was revoked."
+            </p>
+        }
+        .into_any(),
+        Link::Failed(message) => view! { <p class="text-sm text-red-600" role="alert">{message}</p> }.into_any(),
+    }
+}
+
 /// A sign-in link (`/login#token=...`, printed by `./dev.sh run`) carries the token in its
-/// fragment, which the browser never sends: put it in the form and submit it, after taking it
-/// out of the address bar and history.
+/// fragment, which the browser never sends: take it out of the address bar and history, put it
+/// in the form, and ask whose account it opens. Nothing is submitted.
 #[cfg(feature = "hydrate")]
-fn submit_link_token(form: Option<web_sys::HtmlFormElement>, input: Option<web_sys::HtmlInputElement>) {
-    let (Some(form), Some(input)) = (form, input) else { return };
+fn read_link_token(input: Option<web_sys::HtmlInputElement>, link: RwSignal<Option<Link>>) {
+    let Some(input) = input else { return };
     let location = window().location();
     let Some(value) = location.hash().ok().and_then(|h| h.strip_prefix("#token=").map(str::to_owned)) else {
         return;
@@ -83,8 +141,21 @@ fn submit_link_token(form: Option<web_sys::HtmlFormElement>, input: Option<web_s
         let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&here));
     }
     input.set_value(&value);
-    let _ = form.submit();
+    link.set(Some(Link::Checking));
+    leptos::task::spawn_local(async move {
+        let checked = match crate::api::token_owner(value).await {
+            Ok(Some(user)) => {
+                let current = crate::api::current_user().await.ok().map(|viewer| viewer.name);
+                Link::For { user, current }
+            }
+            Ok(None) => Link::Invalid,
+            Err(error) => Link::Failed(
+                error.to_string().trim_start_matches("error running server function: ").to_owned(),
+            ),
+        };
+        link.set(Some(checked));
+    });
 }
 
 #[cfg(not(feature = "hydrate"))]
-fn submit_link_token<F, I>(_: Option<F>, _: Option<I>) {}
+fn read_link_token<I>(_: Option<I>, _: RwSignal<Option<Link>>) {}

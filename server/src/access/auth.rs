@@ -18,7 +18,8 @@ use axum::{
 };
 use batchwatch_core::{
     Role, Viewer,
-    account::{local_path, same_origin},
+    account::{ClientAddress, local_path, same_origin},
+    source::{BoxFuture, SignInSource, SourceError},
 };
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use crate::{
     access::{
         accounts::{Accounts, Principal, hash},
+        limits::Limits,
         sessions::Sessions,
     },
     error::{Error, Result},
@@ -39,6 +41,10 @@ pub const SESSION_COOKIE: &str = "bw_session";
 /// Runs the rules every routed request meets, each its own step: who is asking, whether a
 /// cookie write comes from our own pages, and the caller's write limit.
 pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    // Served by `start`, every request knows its peer; a router driven in-process may not.
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    request.extensions_mut().insert(ClientAddress(client));
     let checked = async {
         let caller = caller(&state, request.headers()).await?;
         check_origin(&request)?;
@@ -168,7 +174,9 @@ fn from_this_site(headers: &HeaderMap) -> bool {
 /// (and back afterwards), a server function answers 401.
 pub async fn pages_need_sign_in(request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if request.extensions().get::<Viewer>().is_some() || path == "/login" {
+    // The sign-in page, and the one question it asks before anyone is signed in.
+    let open = path == "/login" || path == <app::api::TokenOwner as leptos::server_fn::ServerFn>::PATH;
+    if request.extensions().get::<Viewer>().is_some() || open {
         return next.run(request).await;
     }
     if path.starts_with("/leptos/") {
@@ -237,7 +245,7 @@ pub struct SignIn {
 /// up.
 pub async fn login(
     State(state): State<AppState>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Result<Response> {
@@ -247,10 +255,7 @@ pub async fn login(
         Ok(Redirect::to(&format!("/login?{query}")).into_response())
     };
     let token = form.token.trim();
-    // Served by `start`, every request knows its peer; a router driven in-process may not.
-    let address =
-        client.map_or_else(|| "unknown".to_owned(), |Extension(ConnectInfo(peer))| peer.ip().to_string());
-    match state.limits.sign_in(&address, &hash(token)).await {
+    match state.limits.sign_in(&client, &hash(token)).await {
         Err(Error::TooMany { .. }) => return back("limit"),
         other => other?,
     }
@@ -292,4 +297,37 @@ fn with_cookie(redirect: Redirect, cookie: &Cookie<'_>) -> Response {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
+}
+
+/// What the sign-in page asks before a person presses "Sign in as …": whose a link's token is.
+/// Counted like a sign-in attempt, so it is no faster a way to try tokens.
+pub struct SignInCheck {
+    pub accounts: Accounts,
+    pub limits: Limits,
+}
+
+impl SignInSource for SignInCheck {
+    fn user_of<'a>(
+        &'a self,
+        client: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, SourceError>> {
+        Box::pin(async move {
+            let token = token.trim();
+            let checked = match self.limits.sign_in(client, &hash(token)).await {
+                Err(Error::TooMany { .. }) => {
+                    return Err(SourceError::Invalid("too many sign-in attempts: wait a minute".into()));
+                }
+                Err(error) => Err(error),
+                Ok(()) => self.accounts.authenticate(token).await,
+            };
+            match checked {
+                Ok(principal) => Ok(principal.filter(|p| p.role == Role::User).map(|p| p.viewer.name)),
+                Err(error) => {
+                    tracing::error!(%error, "sign-in check failed");
+                    Err(SourceError::Internal)
+                }
+            }
+        })
+    }
 }
