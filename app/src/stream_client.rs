@@ -83,6 +83,17 @@ impl Client {
         self.open();
     }
 
+    /// Closes the stream and opens a fresh one now, live or not: the server asked for it.
+    fn reopen(&self) {
+        let mut s = self.0.borrow_mut();
+        if s.finished || s.stopped {
+            return;
+        }
+        close(&mut s);
+        drop(s);
+        self.open();
+    }
+
     fn open(&self) {
         let url = {
             let mut s = self.0.borrow_mut();
@@ -111,8 +122,10 @@ impl Client {
             self.listen(&source, "snapshot", |c, e| c.on_snapshot(e)),
             self.listen(&source, "progress", |c, e| c.on_progress(e)),
             self.listen(&source, "complete", |c, _| c.on_complete()),
-            // The stream reached its maximum age: a fresh one at once.
-            self.listen(&source, "timeout", |c, _| c.reconnect_now(false)),
+            // The stream reached its maximum age, or its server is shutting down: a fresh one
+            // at once (through the same address: another server, or this one restarted).
+            self.listen(&source, "timeout", |c, _| c.reopen()),
+            self.listen(&source, "reconnect", |c, _| c.reopen()),
             self.listen(&source, "signed_out", |c, _| c.on_signed_out()),
             // A dropped connection, or the server's own `event: error`.
             self.listen(&source, "error", |c, _| c.failed()),

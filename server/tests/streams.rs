@@ -275,3 +275,16 @@ async fn after_events_are_lost_each_batch_is_read_once_for_all_its_watchers() {
     let reads = server.state.batches.database_reads() - reads_before;
     assert!(reads <= 3, "{reads} database reads for 20 watchers of one batch");
 }
+
+#[tokio::test]
+async fn at_shutdown_streams_end_telling_their_pages_to_reconnect_now() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(1).await;
+    let events = server.stream(&batch, None).await;
+    let reader = tokio::spawn(read_to_end(events));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.state.batches.hub().close_all();
+    let seen = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("the stream ended").unwrap();
+    let names: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["snapshot", "reconnect"]);
+}

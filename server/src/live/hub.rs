@@ -20,7 +20,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -70,6 +70,8 @@ struct Inner {
     subscriptions: AtomicU64,
     /// Wakes the catch-up task at once: events may have been lost.
     stale: Notify,
+    /// Set at shutdown: a ring that closes means "go elsewhere now", not "something broke".
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -100,6 +102,7 @@ impl Hub {
                 publisher,
                 subscriptions: AtomicU64::new(0),
                 stale: Notify::new(),
+                closing: AtomicBool::new(false),
             }),
         }
     }
@@ -193,8 +196,10 @@ impl Hub {
         let _ = topic.tx.send(Arc::new(framed));
     }
 
-    /// Ends every watcher's stream (at shutdown): their pages reconnect elsewhere or later.
+    /// Ends every watcher's stream (at shutdown), telling their pages to reconnect at once: to
+    /// another server behind the same address, or to this one once it is back.
     pub fn close_all(&self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
         self.topics().clear();
     }
 
@@ -222,6 +227,11 @@ pub struct Watch {
 impl Watch {
     pub fn id(&self) -> BatchId {
         self.id
+    }
+
+    /// Whether the server is shutting down (the ring was closed for that).
+    pub fn closing(&self) -> bool {
+        self.hub.closing.load(Ordering::Relaxed)
     }
 
     pub async fn recv(&mut self) -> Result<Arc<Framed>, broadcast::error::RecvError> {

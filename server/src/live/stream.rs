@@ -5,8 +5,8 @@
 //! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
 //! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
 //! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
-//! revoked or whose session ended (checked at each ping), and `event: error` one that cannot
-//! go on. Change events come framed from the hub and are shared by all watchers.
+//! revoked or whose session ended (checked at each ping), `event: reconnect` when the server
+//! shuts down (the page comes back at once), and `event: error` one that cannot go on. Change events come framed from the hub and are shared by all watchers.
 
 use std::{collections::VecDeque, convert::Infallible, pin::Pin, sync::Arc};
 
@@ -182,6 +182,11 @@ impl Watcher {
             Err(RecvError::Lagged(skipped)) => {
                 tracing::debug!(skipped, "watcher lagged; sending a fresh snapshot");
                 self.resync().await;
+            }
+            Err(RecvError::Closed) if self.watch.closing() => {
+                // The page reconnects at once rather than after its backoff.
+                self.out.push_back(frame("reconnect", None, b"{}"));
+                self.done = true;
             }
             Err(RecvError::Closed) => self.fail(),
         }
