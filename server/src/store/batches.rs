@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use sqlx::{FromRow, Row};
 
-use super::{INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store};
+use super::{INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, bind_state};
 use crate::error::Result;
 
 impl Store {
@@ -28,15 +28,11 @@ impl Store {
             .collect();
 
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
-            .bind(summary.batch_id.to_string())
-            .bind(&summary.name)
-            .bind(summary.status.as_str())
-            .bind(i64::from(summary.percent))
-            .bind(i64::from(counts.queued))
-            .bind(i64::from(counts.processing))
-            .bind(i64::from(counts.completed))
-            .bind(i64::from(counts.failed))
+        let sql = format!(
+            "INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        );
+        let insert = sqlx::query(&sql).bind(summary.batch_id.to_string()).bind(&summary.name);
+        bind_state(insert, &summary)
             .bind(i64::from(counts.total))
             .bind(summary.seq as i64)
             .bind(summary.created_at)

@@ -7,7 +7,7 @@ use batchwatch_core::{
 };
 use sqlx::{FromRow, Row, any::AnyRow};
 
-use super::{Change, ITEM_COLUMNS, SUMMARY_COLUMNS, Store, Uncommitted};
+use super::{Change, ITEM_COLUMNS, SUMMARY_COLUMNS, Store, Uncommitted, bind_state};
 use crate::error::{Error, Result};
 
 impl Store {
@@ -122,19 +122,11 @@ async fn finish_change(
     let mut counts = summary.counts;
     counts.apply(from, changed.status);
     summary.set_counts(counts);
-    sqlx::query(
+    let update = sqlx::query(
         "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
          failed = $6 WHERE id = $7",
-    )
-    .bind(summary.status.as_str())
-    .bind(i64::from(summary.percent))
-    .bind(i64::from(counts.queued))
-    .bind(i64::from(counts.processing))
-    .bind(i64::from(counts.completed))
-    .bind(i64::from(counts.failed))
-    .bind(&batch)
-    .execute(&mut *tx)
-    .await?;
+    );
+    bind_state(update, &summary).bind(&batch).execute(&mut *tx).await?;
     let change =
         Change { event: BatchProgress { summary, items: vec![changed] }, positions: vec![position as u32] };
     Ok(Uncommitted { tx, change })

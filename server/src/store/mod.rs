@@ -13,7 +13,7 @@ pub mod items;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use batchwatch_core::BatchProgress;
+use batchwatch_core::{BatchProgress, BatchSummary};
 use sqlx::{
     AnyPool, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -99,6 +99,21 @@ impl Store {
     pub fn accounts(&self) -> crate::access::accounts::Accounts {
         crate::access::accounts::Accounts::new(self.pool.clone())
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds what follows from a batch's counts, in the order every write of it lists the columns:
+/// `status, percent, queued, processing, completed, failed`.
+fn bind_state<'q>(query: AnyQuery<'q>, summary: &BatchSummary) -> AnyQuery<'q> {
+    let counts = summary.counts;
+    query
+        .bind(summary.status.as_str())
+        .bind(i64::from(summary.percent))
+        .bind(i64::from(counts.queued))
+        .bind(i64::from(counts.processing))
+        .bind(i64::from(counts.completed))
+        .bind(i64::from(counts.failed))
 }
 
 /// For a SQLite URL: creates the file's folder and asks sqlx to create the file.
