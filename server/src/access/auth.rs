@@ -4,8 +4,8 @@
 //! Bearer` token (the API, workers) or the session cookie (the browser) names a [`Principal`],
 //! stored in the request's extensions. State-changing requests not carrying a token must come
 //! from this site's own pages (`Origin` check: a cross-site form cannot ride the cookie), and
-//! each authenticated write counts against its token's rate limit. Handlers then take [`Caller`] or [`User`]; pages take the
-//! [`Viewer`] through [`pages_need_sign_in`].
+//! each authenticated write counts against its token's rate limit. Handlers then take
+//! [`Caller`] or [`User`]; pages take the [`Viewer`] through [`pages_need_sign_in`].
 
 use std::net::SocketAddr;
 

@@ -6,7 +6,8 @@
 //! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
 //! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
 //! revoked or whose session ended (checked at each ping), `event: reconnect` when the server
-//! shuts down (the page comes back at once), and `event: error` one that cannot go on. Change events come framed from the hub and are shared by all watchers.
+//! shuts down (the page comes back at once), and `event: error` one that cannot go on. Change
+//! events come framed from the hub and are shared by all watchers.
 
 use std::{collections::VecDeque, convert::Infallible, pin::Pin, sync::Arc};
 
