@@ -60,21 +60,19 @@ pub fn app(state: AppState) -> Router {
     let source: SharedSource = Arc::new(state.batches.clone());
     let sign_in: SharedSignIn =
         Arc::new(auth::SignInCheck { accounts: state.accounts.clone(), limits: state.limits.clone() });
-    let provide_source = move || {
+    let page_context = move || {
         provide_context(source.clone());
         provide_context(sign_in.clone());
     };
     let options = state.leptos_options.clone();
     let router = Router::new()
-        .leptos_routes_with_context(&state, routes, provide_source.clone(), move || {
-            app::shell(options.clone())
-        })
+        .leptos_routes_with_context(&state, routes, page_context.clone(), move || app::shell(options.clone()))
         .route_layer(from_fn(auth::pages_need_sign_in))
         .route_layer(from_fn(error::server_fn_rejections))
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         // The not-found page renders the app too: it gets the same context as the routes.
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(provide_source, app::shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(page_context, app::shell))
         .layer(trace_layer())
         // After the layer: the API traces its own routes, all but the streams (`api::router`).
         .nest("/api", api::router())
