@@ -140,6 +140,16 @@ pub struct Config {
     #[arg(long, env = "SIGN_INS_PER_MINUTE", default_value_t = 30, value_parser = value_parser!(u32).range(1..))]
     pub sign_ins_per_minute: u32,
 
+    /// The origin people open, e.g. `https://watch.example.com`, when a proxy stands in
+    /// front: the same-origin rule compares scheme and host with it, and an `https` one makes
+    /// the session cookie `Secure` and `__Host-bw_session`.
+    #[arg(long, env = "PUBLIC_URL", value_parser = crate::access::site::parse_public_url)]
+    pub public_url: Option<String>,
+
+    /// Proxies whose `X-Forwarded-For/-Host/-Proto` are believed: IP addresses, comma-separated.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// When no user exists yet: create `demo` and print a link that signs the browser in
     /// (`./dev.sh run` sets it).
     #[arg(long, env = "DEMO_SIGN_IN", default_value_t = false)]
@@ -181,5 +191,11 @@ impl From<&Config> for StreamTimes {
             keepalive: Duration::from_secs(c.stream_keepalive_secs),
             max_age: Duration::from_secs(c.stream_max_secs),
         }
+    }
+}
+
+impl From<&Config> for crate::access::site::SiteSettings {
+    fn from(c: &Config) -> Self {
+        Self { public_url: c.public_url.clone(), trusted_proxies: c.trusted_proxies.clone() }
     }
 }

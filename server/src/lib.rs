@@ -189,6 +189,7 @@ pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Res
         sessions: backends.sessions(&config),
         limits: backends.limits(&config),
         streams: (&config).into(),
+        site: (&config).into(),
         config: Arc::new(config),
     })
 }

@@ -6,7 +6,7 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
-    access::{accounts::Accounts, limits::Limits, sessions::Sessions},
+    access::{accounts::Accounts, limits::Limits, sessions::Sessions, site::SiteSettings},
     batches::Batches,
     config::{Config, StreamTimes},
 };
@@ -20,4 +20,5 @@ pub struct AppState {
     pub sessions: Sessions,
     pub limits: Limits,
     pub streams: StreamTimes,
+    pub site: SiteSettings,
 }

@@ -164,8 +164,10 @@ async fn signing_in_sets_a_strict_cookie_and_the_session_opens_pages() {
     assert!(!cookie.contains("Secure"), "plain HTTP: a Secure cookie would never come back");
     assert!(!cookie.contains(&app.token), "the cookie is not the token");
 
+    // Anyone can send X-Forwarded-Proto: from a peer that is not a trusted proxy it changes
+    // nothing.
     let https = app.send(login_request(&app.token, Some(ORIGIN), Some("https"))).await;
-    assert!(https.headers[header::SET_COOKIE].to_str().unwrap().contains("Secure"));
+    assert!(https.headers[header::SET_COOKIE].to_str().unwrap().starts_with("bw_session="));
 
     let session = cookie.split(';').next().unwrap();
     let home = app.send(with_cookie(Method::GET, "/", session).body(Body::empty()).unwrap()).await;
@@ -553,4 +555,38 @@ async fn a_link_token_is_named_before_anyone_signs_in_with_it() {
     let limited = ask(&app.token).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text());
     assert!(limited.text().contains("too many sign-in attempts"), "{}", limited.text());
+}
+
+/// Behind a proxy: `PUBLIC_URL` fixes the origin (scheme included) and an `https` one makes the
+/// cookie `__Host-` and Secure; `X-Forwarded-*` count only from `TRUSTED_PROXIES`.
+#[tokio::test]
+async fn behind_a_proxy_the_public_url_and_trusted_proxies_decide_the_site() {
+    let app = TestApp::with(|c| c.public_url = Some("https://batchwatch.test".into())).await;
+    let plain = app.send(login_request(&app.token, Some(ORIGIN), None)).await;
+    assert_eq!(plain.status, StatusCode::FORBIDDEN, "http://… is not the public https origin");
+    let reply = app.send(login_request(&app.token, Some("https://batchwatch.test"), None)).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text());
+    let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-bw_session=") && cookie.contains("Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap();
+    let home = app.send(with_cookie(Method::GET, "/", session).body(Body::empty()).unwrap()).await;
+    assert_eq!(home.status, StatusCode::OK);
+    let value = session.split_once('=').unwrap().1;
+    let shadow = format!("bw_session={value}");
+    let home = app.send(with_cookie(Method::GET, "/", &shadow).body(Body::empty()).unwrap()).await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER, "over HTTPS only the __Host- cookie counts");
+
+    let proxy: std::net::IpAddr = [10, 0, 0, 2].into();
+    let app = TestApp::with(|c| c.trusted_proxies = vec![proxy]).await;
+    let via = |peer: [u8; 4]| {
+        let mut request = login_request(&app.token, Some("https://watch.example"), Some("https"));
+        request.headers_mut().insert("x-forwarded-host", "watch.example".parse().unwrap());
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40_000))));
+        app.send(request)
+    };
+    let trusted = via([10, 0, 0, 2]).await;
+    assert_eq!(trusted.status, StatusCode::SEE_OTHER, "{}", trusted.text());
+    assert!(trusted.headers[header::SET_COOKIE].to_str().unwrap().starts_with("__Host-bw_session="));
+    let untrusted = via([198, 51, 100, 7]).await;
+    assert_eq!(untrusted.status, StatusCode::FORBIDDEN, "forwarded headers from anyone are not believed");
 }

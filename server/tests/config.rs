@@ -58,6 +58,9 @@ fn absurd_settings_are_refused_at_start_by_name() {
         ("SERVER_THREADS", "100000"),
         ("DEMO_FAILURE_RATE", "2"),
         ("DEMO_FAILURE_RATE", "NaN"),
+        ("PUBLIC_URL", "watch.example"),
+        ("PUBLIC_URL", "https://watch.example/app"),
+        ("TRUSTED_PROXIES", "10.0.0.1,nope"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_batchwatch"))
             .args(["user", "list"])

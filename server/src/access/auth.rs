@@ -18,7 +18,7 @@ use axum::{
 };
 use batchwatch_core::{
     Role, Viewer,
-    account::{ClientAddress, local_path, same_origin},
+    account::{ClientAddress, local_path},
     source::{BoxFuture, SignInSource, SourceError},
 };
 use cookie::{Cookie, SameSite};
@@ -29,25 +29,23 @@ use crate::{
         accounts::{Accounts, Principal, hash},
         limits::Limits,
         sessions::Sessions,
+        site::RequestSite,
     },
     error::{Error, Result},
     extract::Form,
     state::AppState,
 };
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "bw_session";
-
 /// Runs the rules every routed request meets, each its own step: who is asking, whether a
 /// cookie write comes from our own pages, and the caller's write limit.
 pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     // Served by `start`, every request knows its peer; a router driven in-process may not.
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-    let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    request.extensions_mut().insert(ClientAddress(client));
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    let site = RequestSite::of(&state.site, peer, request.headers());
+    request.extensions_mut().insert(ClientAddress(site.client.clone()));
     let checked = async {
-        let caller = caller(&state, request.headers()).await?;
-        check_origin(&request)?;
+        let caller = caller(&state, &site, request.headers()).await?;
+        check_origin(&site, &request)?;
         if let Some((credential, principal)) = caller {
             if writes(&request) {
                 state.limits.write(&principal).await?;
@@ -58,6 +56,7 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
             request.extensions_mut().insert(principal);
             request.extensions_mut().insert(credential);
         }
+        request.extensions_mut().insert(site);
         Ok::<_, Error>(())
     };
     match checked.await {
@@ -68,7 +67,11 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
 
 /// Who is asking: the bearer token when there is one (a bad one is a 401), else the session
 /// cookie's user, else nobody. A session whose token was revoked, or that expired, ends here.
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<(Credential, Principal)>> {
+async fn caller(
+    state: &AppState,
+    site: &RequestSite,
+    headers: &HeaderMap,
+) -> Result<Option<(Credential, Principal)>> {
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         let token = authorization
             .to_str()
@@ -79,7 +82,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<(Credent
         let principal = principal.ok_or(Error::Unauthorized("the token is not valid, or was revoked"))?;
         return Ok(Some((Credential::Token(principal.token_id.clone()), principal)));
     }
-    let Some(session) = session_cookie(headers) else { return Ok(None) };
+    let Some(session) = session_cookie(site, headers) else { return Ok(None) };
     let credential = Credential::Session(session.clone());
     let principal = credential.principal(&state.accounts, &state.sessions).await?;
     if principal.is_none() {
@@ -92,12 +95,12 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<(Credent
 /// carrying it (or signing in) must come from our own pages. A token is never sent by a browser
 /// on its own, so token requests are exempt; without either there is nobody to act for, and
 /// the handler answers 401.
-fn check_origin(request: &Request) -> Result<()> {
+fn check_origin(site: &RequestSite, request: &Request) -> Result<()> {
     let headers = request.headers();
     let cookie_write = writes(request)
         && !headers.contains_key(header::AUTHORIZATION)
-        && (session_cookie(headers).is_some() || request.uri().path() == "/login");
-    if cookie_write && !from_this_site(headers) {
+        && (session_cookie(site, headers).is_some() || request.uri().path() == "/login");
+    if cookie_write && !from_this_site(site, headers) {
         return Err(Error::Forbidden("a cross-site request cannot change anything here"));
     }
     Ok(())
@@ -151,23 +154,24 @@ impl Recheck {
     }
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The session cookie of this site's name: over HTTPS only the `__Host-` one, which no other
+/// site of the domain can have set.
+fn session_cookie(site: &RequestSite, headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
+        .find(|c| c.name() == site.cookie_name())
         .map(|c| c.value().to_owned())
 }
 
 /// Browsers send `Origin` with every POST; `Referer` is the fallback for the few that do not.
 /// A request with neither is refused: nothing but a browser uses the cookie.
-fn from_this_site(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+fn from_this_site(site: &RequestSite, headers: &HeaderMap) -> bool {
     let origin = headers.get(header::ORIGIN).or_else(|| headers.get(header::REFERER));
-    origin.and_then(|o| o.to_str().ok()).is_some_and(|o| same_origin(o, host))
+    origin.and_then(|o| o.to_str().ok()).is_some_and(|o| site.admits(o))
 }
 
 /// Pages and server functions need a signed-in user: a page sends the browser to `/login`
@@ -245,7 +249,7 @@ pub struct SignIn {
 /// up.
 pub async fn login(
     State(state): State<AppState>,
-    Extension(ClientAddress(client)): Extension<ClientAddress>,
+    Extension(site): Extension<RequestSite>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Result<Response> {
@@ -255,7 +259,7 @@ pub async fn login(
         Ok(Redirect::to(&format!("/login?{query}")).into_response())
     };
     let token = form.token.trim();
-    match state.limits.sign_in(&client, &hash(token)).await {
+    match state.limits.sign_in(&site.client, &hash(token)).await {
         Err(Error::TooMany { .. }) => return back("limit"),
         other => other?,
     }
@@ -264,31 +268,37 @@ pub async fn login(
         Some(p) if p.role == Role::Worker => return back("worker"),
         Some(p) => p,
     };
-    if let Some(previous) = session_cookie(&headers) {
+    if let Some(previous) = session_cookie(&site, &headers) {
         state.sessions.end(&previous).await?;
     }
     let session = state.sessions.start(&principal.token_id).await?;
     tracing::info!(user = %principal.viewer.name, "signed in");
     let max_age = cookie::time::Duration::seconds(state.sessions.ttl().as_secs() as i64);
-    let cookie = session_cookie_builder(&headers, session).max_age(max_age).build();
+    let cookie = session_cookie_builder(&site, session).max_age(max_age).build();
     Ok(with_cookie(Redirect::to(next), &cookie))
 }
 
 /// `POST /logout`: ends the session at once and clears the cookie.
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Some(session) = session_cookie(&headers) {
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(site): Extension<RequestSite>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if let Some(session) = session_cookie(&site, &headers) {
         state.sessions.end(&session).await?;
     }
-    let cookie =
-        session_cookie_builder(&headers, String::new()).max_age(cookie::time::Duration::ZERO).build();
+    let cookie = session_cookie_builder(&site, String::new()).max_age(cookie::time::Duration::ZERO).build();
     Ok(with_cookie(Redirect::to("/login"), &cookie))
 }
 
-/// HttpOnly (no script reads it), SameSite=Lax (not sent on cross-site POSTs), and Secure when
-/// the browser reached us over HTTPS (through a proxy that says so).
-fn session_cookie_builder(headers: &HeaderMap, value: String) -> cookie::CookieBuilder<'static> {
-    let https = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-    Cookie::build((SESSION_COOKIE, value)).path("/").http_only(true).same_site(SameSite::Lax).secure(https)
+/// HttpOnly (no script reads it), SameSite=Lax (not sent on cross-site POSTs), and over HTTPS
+/// Secure under its `__Host-` name (`access::site`).
+fn session_cookie_builder(site: &RequestSite, value: String) -> cookie::CookieBuilder<'static> {
+    Cookie::build((site.cookie_name(), value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(site.https())
 }
 
 fn with_cookie(redirect: Redirect, cookie: &Cookie<'_>) -> Response {
