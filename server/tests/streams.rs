@@ -288,3 +288,30 @@ async fn at_shutdown_streams_end_telling_their_pages_to_reconnect_now() {
     let names: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(names, ["snapshot", "reconnect"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_opened_together_do_not_ping_together() {
+    let server = LiveServer::start(Options { keepalive_secs: 2, ..Options::default() }).await;
+    let batch = server.create(1).await;
+    let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let opened = std::time::Instant::now();
+    let pings = (0..20).map(|_| {
+        let request = server.http.get(&url).send();
+        async move {
+            let mut body = request.await.unwrap().bytes_stream();
+            let mut seen = Vec::new();
+            while let Some(chunk) = body.next().await {
+                seen.extend_from_slice(&chunk.unwrap());
+                if seen.windows(6).any(|w| w == b": ping") {
+                    return opened.elapsed();
+                }
+            }
+            panic!("the stream ended before its first ping");
+        }
+    });
+    let mut firsts = futures::future::join_all(pings).await;
+    firsts.sort();
+    let spread = *firsts.last().unwrap() - firsts[0];
+    assert!(firsts[0] >= Duration::from_millis(900), "no ping before half a period: {firsts:?}");
+    assert!(spread >= Duration::from_millis(200), "first pings within {spread:?} of each other");
+}

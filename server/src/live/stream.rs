@@ -117,7 +117,11 @@ struct Opened {
 
 impl Watcher {
     fn new(Opened { watch, batches, times, snapshot, last_seen, slot, recheck }: Opened) -> Self {
-        let mut keepalive = tokio::time::interval_at(Instant::now() + times.keepalive, times.keepalive);
+        // The first keep-alive falls anywhere in the second half of a period: streams opened
+        // together (a reconnect storm after a restart) would otherwise re-check their sign-in
+        // and renew their slots together at every tick, a burst that shows in everyone's tail.
+        let first = times.keepalive.mul_f64(0.5 + fastrand::f64() / 2.0);
+        let mut keepalive = tokio::time::interval_at(Instant::now() + first, times.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut w = Self {
             watch,
