@@ -18,6 +18,17 @@ pub struct Viewer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddress(pub String);
 
+/// A sign-in that ended, announced to every server on the control channel so that the streams
+/// it opened end at once rather than at their next keep-alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Ended {
+    /// A token was revoked (by its id): its own streams and its sessions' end.
+    Token(String),
+    /// A session was signed out (by the SHA-256 of its cookie).
+    Session(String),
+}
+
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

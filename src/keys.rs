@@ -7,6 +7,11 @@ pub fn channel(prefix: &str, id: BatchId) -> String {
     format!("{prefix}batch:{id}")
 }
 
+/// The channel every server hears for what is not a batch's: revoked tokens, ended sessions.
+pub fn control_channel(prefix: &str) -> String {
+    format!("{prefix}control")
+}
+
 /// The key caching a batch's progress.
 pub fn progress_key(prefix: &str, id: BatchId) -> String {
     format!("{prefix}progress:{id}")

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use batchwatch_core::{Role, now};
+use batchwatch_core::{Role, account::Ended, now};
 use clap::Parser;
 use server::{
     access::accounts::{Accounts, Secret, TokenInfo},
@@ -103,10 +103,32 @@ async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
         }
         UserAction::Revoke { token_id } => {
             accounts.revoke(&token_id, now).await?;
+            announce_revoked(config, &token_id).await;
             println!("revoked {token_id}");
         }
     }
     Ok(())
+}
+
+/// Tells every server that a token was revoked, so its open streams end at once. Best effort:
+/// without Redis (or with it away) they end at their next keep-alive, which asks again.
+async fn announce_revoked(config: &Config, token_id: &str) {
+    if config.redis_url.starts_with("memory://") {
+        return;
+    }
+    let ended = serde_json::to_vec(&Ended::Token(token_id.to_owned())).expect("control messages serialize");
+    let channel = batchwatch_core::keys::control_channel(&config.redis_prefix);
+    let published = async {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PUBLISH").arg(channel).arg(ended).query_async::<i64>(&mut conn).await
+    };
+    let failure = match tokio::time::timeout(Duration::from_secs(2), published).await {
+        Ok(Ok(_)) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "no answer in 2 s".to_owned(),
+    };
+    eprintln!("Open streams of this token end at their next keep-alive (Redis: {failure}).");
 }
 
 /// `DEMO_SIGN_IN`: a first run has no user, so make one and print a link that signs in. The

@@ -590,3 +590,55 @@ async fn behind_a_proxy_the_public_url_and_trusted_proxies_decide_the_site() {
     let untrusted = via([198, 51, 100, 7]).await;
     assert_eq!(untrusted.status, StatusCode::FORBIDDEN, "forwarded headers from anyone are not believed");
 }
+
+/// Revoking a token (through the CLI) or signing out ends the streams it opened at once, on
+/// every server, though their keep-alive is 15 s away: both are announced on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_sign_out_end_open_streams_within_a_second() {
+    let server = LiveServer::start(Options::default()).await;
+    server.subscribed().await;
+    let batch = server.create(1).await;
+    let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let ends_soon = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        let text = tokio::time::timeout(Duration::from_secs(2), response.text())
+            .await
+            .expect("the stream ended within 2 s")
+            .unwrap();
+        assert!(text.ends_with("event: signed_out\ndata: {}\n\n"), "{text}");
+    };
+
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = browser
+        .post(format!("{}/login", server.url))
+        .header("origin", &server.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", server.token.as_str())]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let by_session = browser.get(&url).header("cookie", &cookie).send().await.unwrap();
+    let by_token = server.http.get(&url).send().await.unwrap();
+    let logout = browser
+        .post(format!("{}/logout", server.url))
+        .header("cookie", &cookie)
+        .header("origin", &server.url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    ends_soon(by_session).await;
+
+    let token_id = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap().token_id;
+    let revoke = std::process::Command::new(env!("CARGO_BIN_EXE_batchwatch"))
+        .args(["user", "revoke", &token_id])
+        .env("DATABASE_URL", &server.database_url)
+        .env("REDIS_URL", &server.redis_url)
+        .env("REDIS_PREFIX", &server.prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    ends_soon(by_token).await;
+}

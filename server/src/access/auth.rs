@@ -7,7 +7,7 @@
 //! each authenticated write counts against its token's rate limit. Handlers then take
 //! [`Caller`] or [`User`]; pages take the [`Viewer`] through [`pages_need_sign_in`].
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Extension,
@@ -18,11 +18,12 @@ use axum::{
 };
 use batchwatch_core::{
     Role, Viewer,
-    account::{ClientAddress, local_path},
+    account::{ClientAddress, Ended, local_path},
     source::{BoxFuture, SignInSource, SourceError},
 };
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
 use crate::{
     access::{
@@ -134,23 +135,63 @@ impl Credential {
 }
 
 /// Asks again whether a credential still stands: a stream outlives the request that opened it,
-/// and revoking its token or signing out must end it too.
-#[derive(Clone)]
+/// and revoking its token or signing out must end it too. Both are announced on the control
+/// channel (`Hub::announce_ended`), which ends the stream at once; the stream also asks at each
+/// keep-alive, for what an announcement missed (Redis away, a `memory://` process).
 pub struct Recheck {
     accounts: Accounts,
     sessions: Sessions,
     credential: Credential,
+    /// The token it was signed in with, and the session's hash when it is a session.
+    token_id: String,
+    session_hash: Option<String>,
+    ended: broadcast::Receiver<Arc<Ended>>,
 }
 
 impl Recheck {
-    pub fn new(state: &AppState, credential: Credential) -> Self {
-        Self { accounts: state.accounts.clone(), sessions: state.sessions.clone(), credential }
+    pub fn new(state: &AppState, principal: &Principal, credential: Credential) -> Self {
+        let session_hash = match &credential {
+            Credential::Session(secret) => Some(hash(secret)),
+            Credential::Token(_) => None,
+        };
+        Self {
+            accounts: state.accounts.clone(),
+            sessions: state.sessions.clone(),
+            credential,
+            token_id: principal.token_id.clone(),
+            session_hash,
+            ended: state.batches.hub().ended(),
+        }
     }
 
     /// `false` once the token is revoked or the session ended. A failed lookup counts as
     /// standing: Redis or the database being away is no reason to cut a viewer off.
     pub async fn holds(&self) -> bool {
         self.credential.principal(&self.accounts, &self.sessions).await.map_or(true, |p| p.is_some())
+    }
+
+    /// Completes when this sign-in is announced as ended (or, having missed announcements,
+    /// when asking finds it ended); never otherwise.
+    pub async fn ended(&mut self) {
+        loop {
+            match self.ended.recv().await {
+                Ok(ended) => {
+                    let this = match &*ended {
+                        Ended::Token(id) => *id == self.token_id,
+                        Ended::Session(hash) => self.session_hash.as_ref() == Some(hash),
+                    };
+                    if this {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if !self.holds().await {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
     }
 }
 
@@ -223,16 +264,19 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
 }
 
 /// A user and what they signed in with, for a stream that checks it again as it goes.
-pub struct SignedUser(pub Viewer, pub Credential);
+pub struct SignedUser(pub Principal, pub Credential);
 
 impl<S: Send + Sync> FromRequestParts<S> for SignedUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let User(viewer) = User::from_request_parts(parts, state).await?;
-        let credential =
-            parts.extensions.get::<Credential>().cloned().ok_or(Error::Unauthorized("sign in first"))?;
-        Ok(SignedUser(viewer, credential))
+        User::from_request_parts(parts, state).await?;
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let credential = parts.extensions.get::<Credential>().cloned();
+        match (principal, credential) {
+            (Some(principal), Some(credential)) => Ok(SignedUser(principal, credential)),
+            _ => Err(Error::Unauthorized("sign in first")),
+        }
     }
 }
 
@@ -286,6 +330,7 @@ pub async fn logout(
 ) -> Result<Response> {
     if let Some(session) = session_cookie(&site, &headers) {
         state.sessions.end(&session).await?;
+        state.batches.hub().announce_ended(&Ended::Session(hash(&session))).await;
     }
     let cookie = session_cookie_builder(&site, String::new()).max_age(cookie::time::Duration::ZERO).build();
     Ok(with_cookie(Redirect::to("/login"), &cookie))

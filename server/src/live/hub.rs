@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use batchwatch_core::{BatchId, BatchProgress, keys};
+use batchwatch_core::{BatchId, BatchProgress, account::Ended, keys};
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -37,6 +37,9 @@ use crate::live::frame::frame;
 pub const RING: usize = 64;
 /// How often the subscriber checks that Redis still answers.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// Ended sign-ins kept for streams that are briefly behind; one that falls further asks the
+/// database instead.
+const ENDED_RING: usize = 256;
 /// The waits before each new try of a failed publish.
 const PUBLISH_RETRIES: [Duration; 3] =
     [Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1_000)];
@@ -72,6 +75,8 @@ struct Inner {
     stale: Notify,
     /// Set at shutdown: a ring that closes means "go elsewhere now", not "something broke".
     closing: AtomicBool,
+    /// Ended sign-ins heard on the control channel, for every open stream to check.
+    ended: broadcast::Sender<Arc<Ended>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -103,6 +108,7 @@ impl Hub {
                 subscriptions: AtomicU64::new(0),
                 stale: Notify::new(),
                 closing: AtomicBool::new(false),
+                ended: broadcast::channel(ENDED_RING).0,
             }),
         }
     }
@@ -156,6 +162,25 @@ impl Hub {
                 tracing::warn!(batch = %id, "publish lost; watchers catch up from the database");
             });
         }
+    }
+
+    /// Tells every server's streams that a sign-in ended. Without Redis only this process
+    /// hears it; either way, streams still check their sign-in at each keep-alive.
+    pub async fn announce_ended(&self, ended: &Ended) {
+        let Some(conn) = &self.inner.publisher else {
+            let _ = self.inner.ended.send(Arc::new(ended.clone()));
+            return;
+        };
+        let payload = serde_json::to_vec(ended).expect("control messages always serialize");
+        let channel = keys::control_channel(&self.inner.prefix);
+        if let Err(error) = conn.clone().publish::<_, _, ()>(channel, payload).await {
+            tracing::warn!(%error, "announcing an ended sign-in failed; streams notice at their keep-alive");
+        }
+    }
+
+    /// Ended sign-ins, as they are heard.
+    pub fn ended(&self) -> broadcast::Receiver<Arc<Ended>> {
+        self.inner.ended.subscribe()
     }
 
     /// Frames one received event and hands it to the batch's watchers, if any.
@@ -282,6 +307,8 @@ async fn subscribe_forever(client: redis::Client, hub: Hub) {
 async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> redis::RedisResult<()> {
     let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
     sink.psubscribe(pattern).await?;
+    let control = keys::control_channel(&hub.inner.prefix);
+    sink.subscribe(&control).await?;
     let count = hub.inner.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::info!(pattern, count, "subscribed to Redis");
     // Whatever was published while no subscription stood is only in the database now.
@@ -292,6 +319,13 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else { return Ok(()) };
+                if msg.get_channel_name() == control {
+                    match serde_json::from_slice::<Ended>(msg.get_payload_bytes()) {
+                        Ok(ended) => drop(hub.inner.ended.send(Arc::new(ended))),
+                        Err(error) => tracing::warn!(%error, "dropping a malformed control message"),
+                    }
+                    continue;
+                }
                 match keys::batch_of_channel(&hub.inner.prefix, msg.get_channel_name()) {
                     Some(id) => hub.deliver(id, msg.get_payload_bytes()),
                     None => tracing::debug!(channel = msg.get_channel_name(), "ignoring a message"),

@@ -45,7 +45,7 @@ pub struct Resume {
 
 pub async fn stream(
     State(state): State<AppState>,
-    SignedUser(viewer, credential): SignedUser,
+    SignedUser(principal, credential): SignedUser,
     Path(id): Path<BatchId>,
     Query(resume): Query<Resume>,
     headers: HeaderMap,
@@ -58,11 +58,12 @@ pub async fn stream(
     tracing::debug!(batch = %id, ?last_seen, "stream opened");
     // Watch before reading the snapshot: an event committed in between is then in the ring.
     let watch = state.batches.hub().watch(id);
+    let viewer = &principal.viewer;
     let snapshot = state.batches.progress(Access::Owner(&viewer.user_id), id).await?;
     watch.seen(snapshot.summary.seq);
     // After the ownership check: another user's batch is a 404 whatever their count.
     let slot = state.limits.open_stream(&viewer.user_id).await?;
-    let recheck = Recheck::new(&state, credential);
+    let recheck = Recheck::new(&state, &principal, credential);
     let watcher = Watcher::new(Opened {
         watch,
         batches: state.batches.clone(),
@@ -154,11 +155,10 @@ impl Watcher {
             }
             tokio::select! {
                 msg = self.watch.recv() => self.on_msg(msg).await,
+                () = self.recheck.ended() => self.signed_out(),
                 _ = self.keepalive.tick() => {
                     if !self.recheck.holds().await {
-                        // The page reloads, and the server sends it to /login.
-                        self.out.push_back(frame("signed_out", None, b"{}"));
-                        self.done = true;
+                        self.signed_out();
                         continue;
                     }
                     self.slot.renew();
@@ -225,6 +225,12 @@ impl Watcher {
 
     fn complete(&mut self) {
         self.out.push_back(frame("complete", None, format!("{{\"seq\":{}}}", self.last).as_bytes()));
+        self.done = true;
+    }
+
+    /// The page reloads, and the server sends it to /login.
+    fn signed_out(&mut self) {
+        self.out.push_back(frame("signed_out", None, b"{}"));
         self.done = true;
     }
 

@@ -110,6 +110,7 @@ pub struct LiveServer {
     pub http: reqwest::Client,
     pub token: String,
     pub prefix: String,
+    pub database_url: String,
     pub redis_url: String,
     stop: watch::Sender<bool>,
     postgres_database: Option<String>,
@@ -170,7 +171,7 @@ impl LiveServer {
             None => format!("sqlite://{}/live.db", dir.path().display()),
         };
         let config = Config {
-            database_url,
+            database_url: database_url.clone(),
             redis_url: options.redis_url.clone(),
             redis_prefix: prefix.clone(),
             workers: options.workers,
@@ -200,6 +201,7 @@ impl LiveServer {
             http: client(&token),
             token,
             prefix,
+            database_url,
             redis_url: options.redis_url,
             stop,
             postgres_database,
