@@ -387,24 +387,9 @@ async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16) -> reqw
     .await
 }
 
-/// A stream outlives the request that opened it: revoking its token, or signing out of its
-/// session, ends it at the next keep-alive.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_the_token_or_signing_out_ends_open_streams() {
-    let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
-    let batch = server.create(2).await;
-    let stream_url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
-    let ends_signed_out = |response: reqwest::Response| async move {
-        assert_eq!(response.status(), 200);
-        let text = tokio::time::timeout(Duration::from_secs(10), response.text())
-            .await
-            .expect("the stream ended")
-            .unwrap();
-        assert!(text.ends_with("event: signed_out\ndata: {}\n\n"), "{text}");
-    };
-
-    // A session: sign in as a browser would, open the stream with the cookie, sign out.
-    let host = server.url.trim_start_matches("http://").to_owned();
+/// A browser of its own, signed in to `server` through the form: the client (redirects not
+/// followed) and the session cookie to send.
+async fn browser_signed_in(server: &LiveServer) -> (reqwest::Client, String) {
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let login = browser
         .post(format!("{}/login", server.url))
@@ -416,22 +401,48 @@ async fn revoking_the_token_or_signing_out_ends_open_streams() {
         .unwrap();
     assert_eq!(login.status(), 303);
     let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let stream = browser.get(&stream_url).header("cookie", &cookie).send().await.unwrap();
+    (browser, cookie)
+}
+
+/// Signs that browser out.
+async fn sign_out(server: &LiveServer, browser: &reqwest::Client, cookie: &str) {
     let logout = browser
         .post(format!("{}/logout", server.url))
-        .header("cookie", &cookie)
-        .header("origin", format!("http://{host}"))
+        .header("cookie", cookie)
+        .header("origin", &server.url)
         .send()
         .await
         .unwrap();
     assert_eq!(logout.status(), 303);
-    ends_signed_out(stream).await;
+}
+
+/// Waits up to `limit` for a stream to end with `signed_out`.
+async fn ends_signed_out(response: reqwest::Response, limit: Duration) {
+    assert_eq!(response.status(), 200);
+    let text = tokio::time::timeout(limit, response.text()).await.expect("the stream ended in time").unwrap();
+    assert!(text.ends_with("event: signed_out\ndata: {}\n\n"), "{text}");
+}
+
+/// A stream outlives the request that opened it: revoking its token, or signing out of its
+/// session, ends it at the latest at the next keep-alive (here without an announcement for the
+/// token: the keep-alive's own check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_token_or_signing_out_ends_open_streams() {
+    let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
+    let batch = server.create(2).await;
+    let stream_url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+
+    // A session: sign in as a browser would, open the stream with the cookie, sign out.
+    let (browser, cookie) = browser_signed_in(&server).await;
+    let stream = browser.get(&stream_url).header("cookie", &cookie).send().await.unwrap();
+    sign_out(&server, &browser, &cookie).await;
+    ends_signed_out(stream, Duration::from_secs(10)).await;
 
     // A token: revoke it while its stream is open.
     let stream = server.http.get(&stream_url).send().await.unwrap();
     let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
     server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
-    ends_signed_out(stream).await;
+    ends_signed_out(stream, Duration::from_secs(10)).await;
 }
 
 /// Redis holds the limits, not the data: with it gone, token requests still create and watch
@@ -599,36 +610,11 @@ async fn revocation_and_sign_out_end_open_streams_within_a_second() {
     server.subscribed().await;
     let batch = server.create(1).await;
     let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
-    let ends_soon = |response: reqwest::Response| async move {
-        assert_eq!(response.status(), 200);
-        let text = tokio::time::timeout(Duration::from_secs(2), response.text())
-            .await
-            .expect("the stream ended within 2 s")
-            .unwrap();
-        assert!(text.ends_with("event: signed_out\ndata: {}\n\n"), "{text}");
-    };
-
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let login = browser
-        .post(format!("{}/login", server.url))
-        .header("origin", &server.url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", server.token.as_str())]).unwrap())
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let (browser, cookie) = browser_signed_in(&server).await;
     let by_session = browser.get(&url).header("cookie", &cookie).send().await.unwrap();
     let by_token = server.http.get(&url).send().await.unwrap();
-    let logout = browser
-        .post(format!("{}/logout", server.url))
-        .header("cookie", &cookie)
-        .header("origin", &server.url)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 303);
-    ends_soon(by_session).await;
+    sign_out(&server, &browser, &cookie).await;
+    ends_signed_out(by_session, Duration::from_secs(2)).await;
 
     let token_id = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap().token_id;
     let revoke = std::process::Command::new(env!("CARGO_BIN_EXE_batchwatch"))
@@ -640,5 +626,5 @@ async fn revocation_and_sign_out_end_open_streams_within_a_second() {
         .output()
         .unwrap();
     assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
-    ends_soon(by_token).await;
+    ends_signed_out(by_token, Duration::from_secs(2)).await;
 }
