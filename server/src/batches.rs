@@ -168,6 +168,15 @@ impl Batches {
         }
     }
 
+    /// Puts an item a stopping worker did not finish back in the queue, announced like any
+    /// other change. Nothing happens when it is no longer `processing`.
+    pub async fn release(&self, batch: BatchId, item: ItemId) -> Result<()> {
+        if let Some(change) = self.store.release(batch, item, now()).await? {
+            self.announce(change).await?;
+        }
+        Ok(())
+    }
+
     /// Commits a change, then brings the cache up to date before publishing, so that a
     /// watcher woken by the event reads it fresh.
     async fn announce(&self, change: Uncommitted) -> Result<BatchProgress> {

@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "PROCESSING_LEASE_SECS", default_value_t = 300, value_parser = value_parser!(u64).range(1..=604_800))]
     pub processing_lease_secs: u64,
 
+    /// Seconds a stopping process (SIGTERM, Ctrl-C) gives its workers: an item not finished by
+    /// then goes back to the queue for another worker, rather than waiting for its lease.
+    #[arg(long, env = "SHUTDOWN_SECS", default_value_t = 10, value_parser = value_parser!(u64).range(1..=3_600))]
+    pub shutdown_secs: u64,
+
     /// Seconds between keep-alive pings on an idle stream.
     #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15, value_parser = value_parser!(u64).range(1..=3_600))]
     pub stream_keepalive_secs: u64,
@@ -171,6 +176,10 @@ impl Config {
 
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    pub fn shutdown(&self) -> Duration {
+        Duration::from_secs(self.shutdown_secs)
     }
 
     pub fn session_ttl(&self) -> Duration {

@@ -66,7 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             let _ = stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+            let _ = tokio::time::timeout(config.shutdown(), workers).await;
         }
         Command::Worker => {
             let batches = server::Backends::connect(&config).await?.batches(&config);
@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let workers = tokio::spawn(worker::run(batches, processor(&config), (&config).into(), stopped));
             shutdown_signal().await;
             let _ = stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+            let _ = tokio::time::timeout(config.shutdown(), workers).await;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use batchwatch_core::{BatchStatus, Counts, ItemStatus, NewBatch, Role};
 use common::server::{LiveServer, Options, read_to_end};
+use server::batches::Access;
 use server::store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,4 +85,37 @@ async fn concurrent_workers_publish_in_commit_order() {
         .collect();
     let first = seqs[0];
     assert_eq!(seqs, (first..=121).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_gives_an_unfinished_item_back_after_its_grace() {
+    for postgres in [false, true] {
+        let server = LiveServer::start(Options {
+            redis_url: "memory://".into(),
+            workers: 1,
+            item_delay: Duration::from_secs(600),
+            postgres,
+            ..Options::default()
+        })
+        .await;
+        let batch = server.create(1).await;
+        let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+        let read =
+            || async { server.state.batches.progress_from_database(Access::Any, id).await.unwrap().summary };
+        common::eventually("the item to be claimed", || async {
+            (read().await.counts.processing == 1).then_some(())
+        })
+        .await;
+        let stopped = std::time::Instant::now();
+        server.stop();
+        // SHUTDOWN_SECS is 1 in these tests: the worker gives the item back after 0.8 s, not
+        // after its 60 s lease.
+        let back = common::eventually("the item to go back to the queue", || async {
+            Some(read().await).filter(|s| s.counts.queued == 1)
+        })
+        .await;
+        assert!(stopped.elapsed() < Duration::from_secs(3), "postgres {postgres}: {:?}", stopped.elapsed());
+        assert_eq!((back.counts.processing, back.seq), (0, 3), "claimed at 2, given back at 3");
+        assert_eq!(back.status, BatchStatus::Queued);
+    }
 }

@@ -61,6 +61,25 @@ impl Store {
         finish_change(tx, from, &row, now).await
     }
 
+    /// Processing → Pending for an item its worker gives back unfinished (the process is
+    /// stopping): outside the reported state machine, and its attempt does not count.
+    pub async fn release(&self, batch: BatchId, item: ItemId, now: Millis) -> Result<Option<Uncommitted>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE items SET status = 'pending', updated_at = $1, attempts = attempts - 1 \
+             WHERE id = $2 AND batch_id = $3 AND status = 'processing' RETURNING {ITEM_COLUMNS}, position, batch_id"
+        ))
+        .bind(now)
+        .bind(item.to_string())
+        .bind(batch.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        match row {
+            Some(row) => finish_change(tx, ItemStatus::Processing, &row, now).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Claims the next item for a worker, through the same transaction shape as
     /// [`Store::report`]: a pending one (Pending → Processing), or else one whose worker has
     /// not been heard of since `stale_before` (a crashed process; its count stays in

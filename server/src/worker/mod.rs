@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 pub mod processor;
 
-use batchwatch_core::{ItemStatus, StatusReport};
+use batchwatch_core::{BatchId, ItemId, ItemStatus, StatusReport};
 use tokio::{sync::watch, task::JoinSet};
 
 pub use self::processor::{Demo, Processor};
@@ -23,6 +23,8 @@ pub struct Settings {
     pub retry_base: Duration,
     pub poll: Duration,
     pub lease: Duration,
+    /// How long a stopping worker may go on with its item before giving it back.
+    pub grace: Duration,
 }
 
 impl From<&Config> for Settings {
@@ -33,11 +35,14 @@ impl From<&Config> for Settings {
             retry_base: Duration::from_millis(c.retry_base_ms),
             poll: Duration::from_millis(c.worker_poll_ms),
             lease: Duration::from_secs(c.processing_lease_secs),
+            // Most of the shutdown time: the rest is for giving the item back and exiting.
+            grace: c.shutdown().mul_f64(0.8),
         }
     }
 }
 
-/// Runs the workers until `stop` turns true; each finishes its current item first.
+/// Runs the workers until `stop` turns true; each finishes its current item first, or gives
+/// it back to the queue when that takes longer than `grace`.
 pub async fn run(
     batches: Batches,
     processor: Arc<dyn Processor>,
@@ -61,7 +66,21 @@ async fn work(
     tracing::debug!(worker = n, "worker started");
     while !*stop.borrow() {
         match batches.claim(settings.lease).await {
-            Ok(Some(claimed)) => process(&batches, processor.as_ref(), settings, claimed).await,
+            Ok(Some(claimed)) => {
+                let (batch, item) = (claimed.summary.batch_id, claimed.items.first().map(|i| i.id));
+                let out_of_time = async {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                    tokio::time::sleep(settings.grace).await;
+                };
+                tokio::select! {
+                    () = process(&batches, processor.as_ref(), settings, claimed) => {}
+                    () = out_of_time => {
+                        if let Some(item) = item {
+                            release(&batches, batch, item).await;
+                        }
+                    }
+                }
+            }
             Ok(None) => {
                 // Idle: a new batch created here wakes us at once; other processes' after `poll`.
                 tokio::select! {
@@ -104,5 +123,14 @@ async fn process(
     };
     if let Err(error) = batches.report(Access::Any, batch, item.id, outcome).await {
         tracing::error!(%error, %batch, item = %item.id, "reporting an item's outcome failed");
+    }
+}
+
+/// Gives an unfinished item back to the queue as the process stops: another worker takes it
+/// now, not after its lease.
+async fn release(batches: &Batches, batch: BatchId, item: ItemId) {
+    match batches.release(batch, item).await {
+        Ok(()) => tracing::info!(%batch, %item, "stopping: gave an unfinished item back"),
+        Err(error) => tracing::warn!(%error, %batch, %item, "giving an item back failed; its lease frees it"),
     }
 }

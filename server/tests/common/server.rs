@@ -179,6 +179,7 @@ impl LiveServer {
             retry_base_ms: 1,
             worker_poll_ms: 20,
             processing_lease_secs: 60,
+            shutdown_secs: 1,
             max_streams_per_user: options.max_streams_per_user,
             stream_keepalive_secs: options.keepalive_secs,
             ..Config::from_env()
@@ -207,6 +208,11 @@ impl LiveServer {
             postgres_database,
             _dir: dir,
         }
+    }
+
+    /// Stops this server and its workers, as SIGTERM does.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
     }
 
     /// The id of this server's user.
