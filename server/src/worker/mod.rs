@@ -69,7 +69,10 @@ async fn work(
             Ok(Some(claimed)) => {
                 let (batch, item) = (claimed.summary.batch_id, claimed.items.first().map(|i| i.id));
                 let out_of_time = async {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
+                    if stop.wait_for(|stopping| *stopping).await.is_err() {
+                        // Nobody can stop us any more: never out of time.
+                        std::future::pending::<()>().await;
+                    }
                     tokio::time::sleep(settings.grace).await;
                 };
                 tokio::select! {
