@@ -229,18 +229,20 @@ async fn next_seq(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_never_published_reach_watchers_within_seconds() {
-    let server = LiveServer::start(Options::default()).await;
-    let batch = server.create(1).await;
-    let mut events = server.stream(&batch, None).await;
-    assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 1, "the first snapshot");
+    for postgres in [false, true] {
+        let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+        let batch = server.create(1).await;
+        let mut events = server.stream(&batch, None).await;
+        assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 1, "the first snapshot");
 
-    let started = std::time::Instant::now();
-    commit_unannounced(&server, &batch, 0, "processing").await;
-    assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 2);
-    commit_unannounced(&server, &batch, 0, "done").await;
-    assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 3, "the terminal state");
-    assert_eq!(events.next().await.unwrap().event, "complete");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        commit_unannounced(&server, &batch, 0, "processing").await;
+        assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 2, "postgres {postgres}");
+        commit_unannounced(&server, &batch, 0, "done").await;
+        assert_eq!(next_seq(&mut events, Duration::from_secs(5)).await, 3, "the terminal state");
+        assert_eq!(events.next().await.unwrap().event, "complete");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
