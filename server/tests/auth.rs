@@ -147,6 +147,11 @@ fn login_request(token: &str, origin: Option<&str>, forwarded_proto: Option<&str
     request.body(Body::from(body)).unwrap()
 }
 
+/// The home page's status for a browser sending `cookie`: 200 signed in, 303 to /login not.
+async fn home_status(app: &TestApp, cookie: String) -> StatusCode {
+    app.send(with_cookie(Method::GET, "/", &cookie).body(Body::empty()).unwrap()).await.status
+}
+
 fn with_cookie(method: Method, uri: &str, cookie: &str) -> axum::http::request::Builder {
     Request::builder().method(method).uri(uri).header(header::HOST, HOST).header(header::COOKIE, cookie)
 }
@@ -275,10 +280,7 @@ async fn cookie_writes_must_come_from_this_site() {
 #[tokio::test]
 async fn logging_out_or_revoking_the_token_ends_the_session() {
     let app = TestApp::new().await;
-    let home = |cookie: String| {
-        let request = with_cookie(Method::GET, "/", &cookie).body(Body::empty()).unwrap();
-        async { app.send(request).await.status }
-    };
+    let home = |cookie: String| home_status(&app, cookie);
     let cookie = app.sign_in(&app.token).await;
     assert_eq!(home(cookie.clone()).await, StatusCode::OK);
     let out = app
@@ -529,10 +531,7 @@ async fn sign_in_attempts_are_limited_per_address_and_per_token() {
 #[tokio::test]
 async fn signing_in_again_replaces_the_browser_s_session() {
     let app = TestApp::new().await;
-    let home = |cookie: String| {
-        let request = with_cookie(Method::GET, "/", &cookie).body(Body::empty()).unwrap();
-        async { app.send(request).await.status }
-    };
+    let home = |cookie: String| home_status(&app, cookie);
     let first = app.sign_in(&app.token).await;
     let reply = app.send(login_from([10, 0, 0, 1], &app.token, Some(&first))).await;
     let second = reply.headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
