@@ -72,15 +72,14 @@ impl Client {
     pub fn reconnect_now(&self, reset: bool) {
         {
             let mut s = self.0.borrow_mut();
-            if s.finished || s.stopped || matches!(s.connection.get_untracked(), Connection::Live) {
+            if matches!(s.connection.get_untracked(), Connection::Live) {
                 return;
             }
             if reset {
                 s.failures = 0;
             }
-            close(&mut s);
         }
-        self.open();
+        self.reopen();
     }
 
     /// Closes the stream and opens a fresh one now, live or not: the server asked for it.
