@@ -74,6 +74,21 @@ ensure_chromium() {
     [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
+# schemathesis (from PyPI) tests the JSON API against its OpenAPI description; the server's
+# tests find it through SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local venv="$TARGET_DIR/schemathesis"
+    if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+        command -v python3 >/dev/null || apt_install python3 python3-venv
+        log "installing schemathesis $SCHEMATHESIS_VERSION"
+        # Debian's Python needs python3-venv for a venv with pip.
+        python3 -m venv --clear "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv --clear "$venv"; }
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    fi
+    export SCHEMATHESIS="$venv/bin/st"
+}
+
 build_release() {
     ensure_rust_tools
     npm_install "$ROOT"
@@ -104,6 +119,7 @@ cmd_test() {
     ensure_redis
     ensure_postgres
     ensure_chromium
+    ensure_schemathesis
     npm_install "$ROOT"
     npm_install "$ROOT/end2end"
 
@@ -113,8 +129,8 @@ cmd_test() {
     cargo clippy --locked --all-targets -p batchwatch-core -p app -p server --features app/ssr -- -D warnings
     log "clippy: the browser (hydrate) build"
     cargo clippy --locked --all-targets --target wasm32-unknown-unknown -p frontend -p app -- -D warnings
-    log "the wasm build must not depend on tokio, sqlx or redis"
-    if cargo tree --locked -p frontend --target wasm32-unknown-unknown -e normal --prefix none | grep -E '^(tokio|sqlx|redis)(-[a-z-]+)? v'; then
+    log "the wasm build must not depend on tokio, sqlx, redis or utoipa"
+    if cargo tree --locked -p frontend --target wasm32-unknown-unknown -e normal --prefix none | grep -E '^(tokio|sqlx|redis|utoipa)(-[a-z-]+)? v'; then
         echo "server-only crates reached the wasm build" >&2
         exit 1
     fi

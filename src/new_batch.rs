@@ -5,9 +5,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewBatch {
+    /// Shown on the page: not blank, no control characters.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 200))]
     pub name: String,
+    /// The items' names, in the order they are shown and processed.
+    #[cfg_attr(feature = "ssr", schema(min_items = 1, max_items = 10_000))]
     pub items: Vec<String>,
 }
 

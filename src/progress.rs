@@ -7,7 +7,7 @@ use crate::{BatchId, BatchStatus, ItemId, ItemStatus, Millis};
 
 /// How many items are in each status. `queued` counts pending items.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow, utoipa::ToSchema))]
 pub struct Counts {
     #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
     pub queued: u32,
@@ -59,7 +59,7 @@ impl Counts {
 
 /// One item as a person sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow, utoipa::ToSchema))]
 pub struct ItemProgress {
     #[cfg_attr(feature = "ssr", sqlx(try_from = "String"))]
     pub id: ItemId,
@@ -72,7 +72,7 @@ pub struct ItemProgress {
 
 /// A batch without its items: a row of the list, and the head of every snapshot and event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow, utoipa::ToSchema))]
 pub struct BatchSummary {
     #[cfg_attr(feature = "ssr", sqlx(rename = "id", try_from = "String"))]
     pub batch_id: BatchId,
@@ -116,6 +116,7 @@ impl BatchSummary {
 /// A batch with items. In a snapshot (the API, the SSR page, a stream's first event) `items`
 /// holds every item in order; in a change event it holds only the items that changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BatchProgress {
     #[serde(flatten)]
     pub summary: BatchSummary,
@@ -165,10 +166,15 @@ impl BatchProgress {
 
 /// `limit`/`offset` of a list, clamped to what a server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct Page {
+    /// At most this many (1 to 200; larger asks get 200).
     #[serde(default = "Page::default_limit")]
+    #[cfg_attr(feature = "ssr", param(format = Int64, maximum = 4_294_967_295.0))]
     pub limit: u32,
+    /// Skip this many.
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", param(format = Int64, maximum = 4_294_967_295.0))]
     pub offset: u32,
 }
 

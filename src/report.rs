@@ -6,10 +6,13 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, ItemStatus, text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
     pub status: ItemStatus,
+    /// What went wrong, kept only with `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ssr", schema(max_length = 2_000))]
     pub error: Option<String>,
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Counts, Error};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ItemStatus {
     Pending,
@@ -15,6 +16,7 @@ pub enum ItemStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BatchStatus {
     Queued,

@@ -1,5 +1,6 @@
 //! The JSON API under `/api`. Users create, list and read their own batches; a worker token
-//! only reports item status, for any batch.
+//! only reports item status, for any batch. Each handler carries its OpenAPI description
+//! (`openapi.rs` gathers them), written beside the code whose answers it describes.
 
 use axum::{
     Router,
@@ -8,12 +9,12 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
-use batchwatch_core::{BatchId, ItemId, NewBatch, Page, Role, StatusReport};
+use batchwatch_core::{BatchId, BatchProgress, BatchSummary, ItemId, NewBatch, Page, Role, StatusReport};
 
 use crate::{
     access::auth::{Caller, User},
     batches::{Access, Batches},
-    error::{Error, Result},
+    error::{Error, ErrorBody, Result},
     extract::{Json, Path, Query},
     live::stream,
     state::AppState,
@@ -27,15 +28,33 @@ pub fn router() -> Router<AppState> {
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
+        .route("/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::metrics::time_requests))
         .layer(crate::trace_layer())
         // After the layers: tracing wraps a response body and reads the clock at every chunk,
         // which on a stream is every event for every watcher. Streams log their own start.
         .route("/batches/{id}/stream", get(stream::stream))
 }
 
-async fn create_batch(
+/// Create a batch: every item starts `pending`, and the server's workers take them.
+#[utoipa::path(
+    post,
+    path = "/api/batches",
+    request_body = NewBatch,
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = BatchProgress,
+            headers(("location" = String, description = "The batch's URL"))),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A cookie request from another site, or a worker token", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Breaks a rule: blank or long name, too many items, control characters", body = ErrorBody),
+        (status = 429, description = "Over the write limit; see `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub async fn create_batch(
     State(batches): State<Batches>,
     User(viewer): User,
     Json(new): Json<NewBatch>,
@@ -45,7 +64,19 @@ async fn create_batch(
     Ok((StatusCode::CREATED, [(LOCATION, location)], axum::Json(progress)))
 }
 
-async fn list_batches(
+/// The caller's batches, newest first, without their items.
+#[utoipa::path(
+    get,
+    path = "/api/batches",
+    params(Page),
+    responses(
+        (status = 200, description = "One page of batches", body = Vec<BatchSummary>),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A worker token", body = ErrorBody),
+        (status = 422, description = "A bad `limit` or `offset`", body = ErrorBody),
+    ),
+)]
+pub async fn list_batches(
     State(batches): State<Batches>,
     User(viewer): User,
     Query(page): Query<Page>,
@@ -53,7 +84,20 @@ async fn list_batches(
     Ok(axum::Json(batches.list(&viewer.user_id, page).await?))
 }
 
-async fn get_batch(
+/// A batch with every item: the same snapshot a stream starts with.
+#[utoipa::path(
+    get,
+    path = "/api/batches/{id}",
+    params(("id" = BatchId, Path, description = "The batch's id")),
+    responses(
+        (status = 200, description = "The batch", body = BatchProgress),
+        (status = 400, description = "Not a batch id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A worker token", body = ErrorBody),
+        (status = 404, description = "No such batch, or another user's", body = ErrorBody),
+    ),
+)]
+pub async fn get_batch(
     State(batches): State<Batches>,
     User(viewer): User,
     Path(id): Path<BatchId>,
@@ -61,7 +105,31 @@ async fn get_batch(
     Ok(axum::Json(batches.progress(Access::Owner(&viewer.user_id), id).await?))
 }
 
-async fn report_status(
+/// Report an item's new status: `pending` → `processing` → `done` or `failed` (with `error`);
+/// a failed item may go back to `pending` for another try. Workers' tokens may report for any
+/// batch; users for their own.
+#[utoipa::path(
+    post,
+    path = "/api/batches/{id}/items/{item_id}/status",
+    params(
+        ("id" = BatchId, Path, description = "The batch's id"),
+        ("item_id" = ItemId, Path, description = "The item's id"),
+    ),
+    request_body = StatusReport,
+    responses(
+        (status = 200, description = "Applied; the batch as it is now", body = BatchProgress),
+        (status = 400, description = "Not a batch or item id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A cookie request from another site", body = ErrorBody),
+        (status = 404, description = "No such batch or item, or another user's", body = ErrorBody),
+        (status = 409, description = "Not a legal move from the item's status", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "An unknown status, or a long error", body = ErrorBody),
+        (status = 429, description = "Over the write limit; see `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub async fn report_status(
     State(batches): State<Batches>,
     Caller(caller): Caller,
     Path((id, item_id)): Path<(BatchId, ItemId)>,

@@ -23,6 +23,7 @@ use batchwatch_core::{
 use crate::{
     error::{Error, Result},
     live::hub::Hub,
+    metrics,
     store::{Owned, Store, Uncommitted, cache::Cache},
 };
 
@@ -118,7 +119,9 @@ impl Batches {
 
     /// A full snapshot, cache-first.
     pub async fn progress(&self, access: Access<'_>, id: BatchId) -> Result<BatchProgress> {
-        let owned = match self.cache.get(id).await {
+        let cached = self.cache.get(id).await;
+        metrics::cache_read(cached.is_some());
+        let owned = match cached {
             Some(owned) => owned,
             None => self.owned_from_database(id).await?,
         };
@@ -132,6 +135,7 @@ impl Batches {
 
     async fn owned_from_database(&self, id: BatchId) -> Result<Owned> {
         self.database_reads.fetch_add(1, Ordering::Relaxed);
+        metrics::snapshot_read();
         let owned = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
         self.cache.fill(&owned).await;
         Ok(owned)
@@ -182,6 +186,7 @@ impl Batches {
     async fn announce(&self, change: Uncommitted) -> Result<BatchProgress> {
         let _in_order = self.order.lock().await;
         let change = change.commit().await?;
+        metrics::committed(&change.event);
         self.cache.apply(&change).await;
         self.hub.publish(&change.event).await;
         Ok(change.event)

@@ -125,6 +125,13 @@ pub struct Config {
     #[arg(long, env = "STREAM_MAX_SECS", default_value_t = 1800, value_parser = value_parser!(u64).range(1..=604_800))]
     pub stream_max_secs: u64,
 
+    /// Seconds a connection's writes may stall (its reader takes nothing: a closed laptop, a
+    /// stuck proxy) before the kernel drops it (`TCP_USER_TIMEOUT`), which frees its stream.
+    /// Longer than a mobile handover or a burst of retransmissions; short beside a stream's
+    /// keep-alive slot, so a reader that stalls cannot keep its place for long.
+    #[arg(long, env = "WRITE_STALL_SECS", default_value_t = 30, value_parser = value_parser!(u64).range(1..=3_600))]
+    pub write_stall_secs: u64,
+
     /// How long a browser stays signed in, in seconds (the session in Redis and its cookie).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = value_parser!(u64).range(60..=31_536_000))]
     pub session_ttl_secs: u64,

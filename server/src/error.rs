@@ -12,9 +12,26 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `malformed_id`, `invalid`, `illegal_transition`, `not_found`,
+    /// `unauthorized`, `forbidden`, `too_many_requests`, `unavailable`, `payload_too_large`,
+    /// `unsupported_media_type`, `internal`.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -93,8 +110,8 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let mut response =
-            (status, Json(json!({ "error": { "code": self.code(), "message": message } }))).into_response();
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message } };
+        let mut response = (status, Json(body)).into_response();
         match self {
             Self::Unauthorized(_) => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

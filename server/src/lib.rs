@@ -8,6 +8,8 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod state;
 pub mod store;
@@ -73,8 +75,9 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", post(auth::logout))
         // The not-found page renders the app too: it gets the same context as the routes.
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(page_context, app::shell))
+        .layer(from_fn(metrics::time_requests))
         .layer(trace_layer())
-        // After the layer: the API traces its own routes, all but the streams (`api::router`).
+        // After the layers: the API traces its own routes, all but the streams (`api::router`).
         .nest("/api", api::router())
         // Routes only: the static files (the fallback) are the same for everyone, and a page
         // load fetches several, none of which needs a session lookup.
@@ -179,6 +182,7 @@ impl Backends {
 
 /// Builds the state every handler shares.
 pub async fn state(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
+    metrics::install();
     let backends = Backends::connect(&config).await?;
     let batches = backends.batches(&config);
     tokio::spawn(live::catch_up::run(batches.clone()));
@@ -205,10 +209,17 @@ pub async fn start(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = listener.tap_io(|tcp| {
+    let write_stall = Duration::from_secs(state.config.write_stall_secs);
+    let listener = listener.tap_io(move |tcp| {
         // Events are small and latency matters more than packing them.
         let _ = tcp.set_nodelay(true);
-        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
+        let socket = socket2::SockRef::from(&*tcp);
+        let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        // A reader that stops reading stops hyper from polling its body, and nothing in the
+        // process can tell the connection from a slow one: the kernel can. Data left unsent
+        // behind a zero window (or unacknowledged) this long closes the connection, and the
+        // stream's task ends with it.
+        let _ = socket.set_tcp_user_timeout(Some(write_stall));
     });
     // `into_make_service*`: each connection gets a cheap handle on the router. Serving the
     // `Router` itself deep-copies every route's layers per connection (axum's eager

@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = server::leptos_options(&config)?;
             let addr = options.site_addr;
             let state = server::state(config.clone(), options).await?;
+            tokio::spawn(server::metrics::upkeep());
             let workers = tokio::spawn(worker::run(
                 state.batches.clone(),
                 processor(&config),

@@ -1,6 +1,6 @@
-//! What an operator asks of a running server: `GET /health` (the process answers) and
-//! `GET /ready` (it can serve: the database and Redis answer, each check with its latency).
-//! Neither needs a sign-in, and neither touches a batch.
+//! What an operator asks of a running server: `GET /health` (the process answers), `GET
+//! /ready` (it can serve: the database and Redis answer, each check with its latency) and `GET
+//! /metrics` (see `metrics.rs`). None needs a sign-in, and none touches a batch.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,10 @@ use crate::{batches::Batches, state::AppState};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready))
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::render))
 }
 
 async fn health() -> impl IntoResponse {

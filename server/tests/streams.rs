@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use batchwatch_core::{BatchStatus, StatusReport};
-use common::server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end};
+use common::{
+    eventually,
+    server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end},
+};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -87,18 +90,7 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
     let items = 1_000;
     let batch =
         server.create_named((0..items).map(|i| format!("{i:04}-{}", "x".repeat(480))).collect()).await;
-    let addr = server.url.trim_start_matches("http://").to_owned();
-    let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
-
-    // A client with a tiny receive buffer that reads nothing until the batch is over. HTTP/1.0
-    // keeps the body unchunked, so the raw bytes are the event stream itself.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
-    conn.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut conn = open_unread(&server, &batch).await;
     for i in 0..items {
         server.report(&batch, i, "processing").await;
         server.report(&batch, i, "done").await;
@@ -125,6 +117,75 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
     assert!(progress_events < published, "a slow watcher must skip: got all {progress_events} events");
     assert!(snapshots >= 2, "it jumped ahead with a fresh snapshot");
     assert_ends_on(&seen, 1 + published as u64);
+}
+
+/// Opens a batch's stream as a client with a tiny receive buffer that reads nothing until the
+/// test says so. HTTP/1.0 keeps the body unchunked: the raw bytes are the event stream itself.
+async fn open_unread(server: &LiveServer, batch: &serde_json::Value) -> tokio::net::TcpStream {
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
+    conn.write_all(request.as_bytes()).await.unwrap();
+    eventually("the stream to open", || async { (server.state.batches.hub().watched() == 1).then_some(()) })
+        .await;
+    conn
+}
+
+/// A batch whose first snapshot (about 1.2 MB) is more than the kernel's buffers and hyper's
+/// write buffer hold: a client that reads nothing stalls its connection at once, and hyper
+/// stops polling the stream's body.
+async fn batch_too_big_for_the_buffers(server: &LiveServer) -> serde_json::Value {
+    server.create_named((0..1_900).map(|i| format!("{i:04}-{}", "x".repeat(480))).collect()).await
+}
+
+async fn released(server: &LiveServer, what: &str) {
+    eventually(what, || async { (server.state.batches.hub().watched() == 0).then_some(()) }).await;
+}
+
+/// The stream's timers run whether or not its client reads: at its maximum age it ends, lets
+/// go of its ring and gives its place back, though its connection is stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_still_ends_at_its_age_and_gives_its_place_back() {
+    let server =
+        LiveServer::start(Options { max_streams_per_user: 1, max_age_secs: 2, ..Options::default() }).await;
+    let batch = batch_too_big_for_the_buffers(&server).await;
+    let _unread = open_unread(&server, &batch).await;
+    released(&server, "the unread stream to end at its maximum age").await;
+    let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let next = eventually("its place to be free", || async {
+        Some(server.http.get(&url).send().await.unwrap()).filter(|r| r.status() == 200)
+    });
+    tokio::time::timeout(Duration::from_secs(3), next).await.expect("the place is free at once");
+}
+
+/// A revoked token ends its streams whether or not their clients read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_token_ends_a_stream_nobody_reads() {
+    let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
+    let batch = batch_too_big_for_the_buffers(&server).await;
+    let _unread = open_unread(&server, &batch).await;
+    let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
+    server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
+    released(&server, "the unread stream to end once its token is revoked").await;
+}
+
+/// A connection whose writes stall past `WRITE_STALL_SECS` is dropped by the kernel, and its
+/// stream ends with it: nothing else would end a stream that lives for half an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_writes_stall_is_dropped() {
+    let server = LiveServer::start(Options { write_stall_secs: 1, ..Options::default() }).await;
+    let batch = batch_too_big_for_the_buffers(&server).await;
+    let mut unread = open_unread(&server, &batch).await;
+    released(&server, "the stalled connection's stream to end").await;
+    // The client reads what reached it, then finds the connection gone.
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), unread.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(raw.len() < 1_000_000, "the snapshot never got through: {} bytes", raw.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +327,7 @@ async fn after_events_are_lost_each_batch_is_read_once_for_all_its_watchers() {
         assert_eq!(next_seq(events, Duration::from_secs(10)).await, 2);
     }
     redis.restart().await;
-    common::eventually("the hub to subscribe again", || async {
+    eventually("the hub to subscribe again", || async {
         (server.state.batches.hub().subscriptions() >= 2).then_some(())
     })
     .await;

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, header};
 use batchwatch_core::account::same_origin;
 
 /// The session cookie's name over plain HTTP (a local try), and over HTTPS.
-const COOKIE: &str = "bw_session";
+pub const COOKIE: &str = "bw_session";
 const HOST_COOKIE: &str = "__Host-bw_session";
 
 /// The deployment's settings, from the configuration.

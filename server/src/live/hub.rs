@@ -31,7 +31,10 @@ use futures::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
 use tokio::sync::{Notify, broadcast};
 
-use crate::live::frame::frame;
+use crate::{
+    live::frame::frame,
+    metrics::{self, Sent},
+};
 
 /// Events kept per watched batch for watchers that are briefly behind.
 pub const RING: usize = 64;
@@ -48,6 +51,7 @@ const PUBLISH_RETRIES: [Duration; 3] =
 /// batch's watchers, framed once and shared.
 #[derive(Debug)]
 pub struct Framed {
+    pub kind: Sent,
     pub seq: u64,
     pub terminal: bool,
     /// `id: <seq>\nevent: progress|snapshot\ndata: <json>\n\n`
@@ -197,7 +201,9 @@ impl Hub {
         };
         let seq = event.summary.seq;
         let terminal = event.summary.status.is_terminal();
-        self.offer(id, Framed { seq, terminal, bytes: frame("progress", Some(seq), payload) });
+        metrics::event_delay(event.summary.updated_at);
+        let bytes = frame("progress", Some(seq), payload);
+        self.offer(id, Framed { kind: Sent::Progress, seq, terminal, bytes });
     }
 
     /// Offers a snapshot read from the database to every watcher of its batch, when it is newer
@@ -209,8 +215,12 @@ impl Hub {
             return;
         }
         let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
+        metrics::snapshot_written(json.len());
         let terminal = snapshot.summary.status.is_terminal();
-        self.offer(id, Framed { seq, terminal, bytes: frame("snapshot", Some(seq), &json) });
+        self.offer(
+            id,
+            Framed { kind: Sent::Snapshot, seq, terminal, bytes: frame("snapshot", Some(seq), &json) },
+        );
     }
 
     fn offer(&self, id: BatchId, framed: Framed) {
@@ -297,6 +307,7 @@ async fn subscribe_forever(client: redis::Client, hub: Hub) {
                 tracing::warn!(%error, failures, "Redis subscription failed; retrying");
             }
         }
+        metrics::redis_lost();
         let delay = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
         tokio::time::sleep(delay).await;
     }
@@ -310,6 +321,7 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
     let control = keys::control_channel(&hub.inner.prefix);
     sink.subscribe(&control).await?;
     let count = hub.inner.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
+    metrics::redis_subscribed();
     tracing::info!(pattern, count, "subscribed to Redis");
     // Whatever was published while no subscription stood is only in the database now.
     hub.stale_all();

@@ -20,7 +20,10 @@ use axum::{
 use batchwatch_core::{BatchId, BatchProgress};
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::{sync::broadcast::error::RecvError, time::Instant};
+use tokio::{
+    sync::{broadcast::error::RecvError, mpsc},
+    time::Instant,
+};
 
 use crate::{
     access::{
@@ -35,14 +38,42 @@ use crate::{
         frame::{PING, RETRY, frame},
         hub::{Framed, Watch},
     },
+    metrics::{self, OpenStream, Sent},
     state::AppState,
 };
+
+/// Chunks written ahead of the client. Kept small: a client that does not read stops the
+/// watcher taking events from the hub's ring, and it skips ahead with a snapshot later.
+const OUTBOX: usize = 4;
 
 #[derive(Debug, Deserialize)]
 pub struct Resume {
     last_event_id: Option<u64>,
 }
 
+/// Follow a batch live, as Server-Sent Events: `snapshot` (the whole batch, unless
+/// `Last-Event-ID` says the client has it), `progress` at each change (the summary and the
+/// changed items, `id` = `seq`), `complete` once finished, `timeout` after the stream's
+/// maximum age, `signed_out`, `reconnect` (the server is stopping: come back now) and
+/// `error`. A `: ping` comment keeps the connection open.
+#[utoipa::path(
+    get,
+    path = "/api/batches/{id}/stream",
+    params(
+        ("id" = BatchId, Path, description = "The batch's id"),
+        ("last_event_id" = Option<u64>, Query, description = "The `seq` the client has (as `Last-Event-ID`)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "The `seq` the client has"),
+    ),
+    responses(
+        (status = 200, description = "An event stream that lasts until the batch finishes", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Not a batch id", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid token or session", body = crate::error::ErrorBody),
+        (status = 403, description = "A worker token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such batch, or another user's", body = crate::error::ErrorBody),
+        (status = 422, description = "A bad `last_event_id`", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many open streams; see `Retry-After`", body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn stream(
     State(state): State<AppState>,
     SignedUser(principal, credential): SignedUser,
@@ -73,9 +104,14 @@ pub async fn stream(
         slot,
         recheck,
     });
-    let body = Body::from_stream(futures::stream::unfold(watcher, |mut w| async move {
-        let chunk = w.next().await?;
-        Some((Ok::<_, Infallible>(chunk), w))
+    // The watcher runs as a task of its own, so that its timers, its slot and its sign-in
+    // check keep going when the client stops reading (hyper polls a body only while the
+    // socket takes data); the body only drains the small outbox it fills.
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    tokio::spawn(watcher.run(tx));
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(chunk), rx))
     }));
     Ok((
         [
@@ -102,6 +138,7 @@ struct Watcher {
     slot: StreamSlot,
     /// Asked at each keep-alive: a revoked token or an ended session ends the stream.
     recheck: Recheck,
+    _open: OpenStream,
 }
 
 /// What a stream starts from, once its request has been checked.
@@ -129,6 +166,7 @@ impl Watcher {
             batches,
             last: 0,
             out: VecDeque::from([RETRY]),
+            _open: OpenStream::open(),
             done: false,
             keepalive,
             deadline: Box::pin(tokio::time::sleep(times.max_age)),
@@ -144,17 +182,18 @@ impl Watcher {
         w
     }
 
-    /// The next chunk to write, or `None` when the stream is over.
-    async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(chunk) = self.out.pop_front() {
-                return Some(chunk);
-            }
-            if self.done {
-                return None;
-            }
+    /// Fills `tx` until the stream is over or the client leaves. The keep-alive, the maximum
+    /// age and the end of the sign-in act whether or not the client reads; events are taken
+    /// from the hub only as the client takes them.
+    async fn run(mut self, tx: mpsc::Sender<Bytes>) {
+        while !self.done {
             tokio::select! {
-                msg = self.watch.recv() => self.on_msg(msg).await,
+                () = tx.closed() => return,
+                permit = tx.reserve(), if !self.out.is_empty() => match permit {
+                    Ok(permit) => permit.send(self.out.pop_front().expect("not empty")),
+                    Err(_) => return,
+                },
+                msg = self.watch.recv(), if self.out.is_empty() => self.on_msg(msg).await,
                 () = self.recheck.ended() => self.signed_out(),
                 _ = self.keepalive.tick() => {
                     if !self.recheck.holds().await {
@@ -162,12 +201,23 @@ impl Watcher {
                         continue;
                     }
                     self.slot.renew();
-                    return Some(PING);
+                    if self.out.is_empty() {
+                        self.push(Sent::Ping, PING);
+                    }
                 }
                 () = &mut self.deadline => {
+                    self.push(Sent::Timeout, frame("timeout", None, b"{}"));
                     self.done = true;
-                    return Some(frame("timeout", None, b"{}"));
                 }
+            }
+        }
+        // The stream is over: its place, its ring and its sign-in check go now; what is left to
+        // write waits for the client (or for the kernel to drop a connection that stalls).
+        let rest = std::mem::take(&mut self.out);
+        drop(self);
+        for chunk in rest {
+            if tx.send(chunk).await.is_err() {
+                return;
             }
         }
     }
@@ -177,7 +227,7 @@ impl Watcher {
             Ok(event) => {
                 if event.seq > self.last {
                     self.last = event.seq;
-                    self.out.push_back(event.bytes.clone());
+                    self.push(event.kind, event.bytes.clone());
                     if event.terminal {
                         self.complete();
                     }
@@ -190,11 +240,16 @@ impl Watcher {
             }
             Err(RecvError::Closed) if self.watch.closing() => {
                 // The page reconnects at once rather than after its backoff.
-                self.out.push_back(frame("reconnect", None, b"{}"));
+                self.push(Sent::Reconnect, frame("reconnect", None, b"{}"));
                 self.done = true;
             }
             Err(RecvError::Closed) => self.fail(),
         }
+    }
+
+    fn push(&mut self, sent: Sent, chunk: Bytes) {
+        sent.count();
+        self.out.push_back(chunk);
     }
 
     /// Sends a fresh snapshot (cache-first) when it is newer than what the client has.
@@ -213,7 +268,8 @@ impl Watcher {
     fn send_snapshot(&mut self, snapshot: &BatchProgress) {
         self.last = snapshot.summary.seq;
         let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
-        self.out.push_back(frame("snapshot", Some(self.last), &json));
+        metrics::snapshot_written(json.len());
+        self.push(Sent::Snapshot, frame("snapshot", Some(self.last), &json));
         self.finish_if_terminal(snapshot);
     }
 
@@ -224,18 +280,20 @@ impl Watcher {
     }
 
     fn complete(&mut self) {
-        self.out.push_back(frame("complete", None, format!("{{\"seq\":{}}}", self.last).as_bytes()));
+        self.push(Sent::Complete, frame("complete", None, format!("{{\"seq\":{}}}", self.last).as_bytes()));
         self.done = true;
     }
 
-    /// The page reloads, and the server sends it to /login.
+    /// The page reloads, and the server sends it to /login. Nothing queued for the sign-in
+    /// that ended is sent.
     fn signed_out(&mut self) {
-        self.out.push_back(frame("signed_out", None, b"{}"));
+        self.out.clear();
+        self.push(Sent::SignedOut, frame("signed_out", None, b"{}"));
         self.done = true;
     }
 
     fn fail(&mut self) {
-        self.out.push_back(frame("error", None, br#"{"message":"the server cannot follow this batch"}"#));
+        self.push(Sent::Error, frame("error", None, br#"{"message":"the server cannot follow this batch"}"#));
         self.done = true;
     }
 }

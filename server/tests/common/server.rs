@@ -128,6 +128,12 @@ pub struct Options {
     pub max_streams_per_user: u32,
     /// Streams ping (and check their sign-in again) this often.
     pub keepalive_secs: u64,
+    /// Streams end after this long.
+    pub max_age_secs: u64,
+    /// Connections whose writes stall this long are dropped.
+    pub write_stall_secs: u64,
+    /// Writes a user may make per minute.
+    pub writes_per_minute: u32,
 }
 
 impl Default for Options {
@@ -140,6 +146,9 @@ impl Default for Options {
             postgres: false,
             max_streams_per_user: 1_000,
             keepalive_secs: 15,
+            max_age_secs: 1_800,
+            write_stall_secs: 30,
+            writes_per_minute: 120,
         }
     }
 }
@@ -182,6 +191,9 @@ impl LiveServer {
             shutdown_secs: 1,
             max_streams_per_user: options.max_streams_per_user,
             stream_keepalive_secs: options.keepalive_secs,
+            stream_max_secs: options.max_age_secs,
+            write_stall_secs: options.write_stall_secs,
+            writes_per_minute: options.writes_per_minute,
             ..Config::from_env()
         };
         let settings = (&config).into();
