@@ -42,6 +42,23 @@ export async function signIn(page: Page, token: string, base = "") {
   await expect(page.getByTestId("viewer")).toBeVisible();
 }
 
+/**
+ * Signs in at `at.url` with `at.token` and opens `path` there, live. Marks the document, so
+ * that `expectNoReload` can tell it was never reloaded.
+ */
+export async function openLive(page: Page, at: { url: string; token: string }, path: string) {
+  await signIn(page, at.token, at.url);
+  await page.goto(`${at.url}${path}`);
+  await hydrated(page);
+  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
+  // Set once: a reload would lose it.
+  await page.evaluate(() => ((window as any).__sameDocument = true));
+}
+
+export async function expectNoReload(page: Page) {
+  expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
+}
+
 /** Each test: a fresh user, its token, an API client sending it, and a page signed in. */
 export const test = base.extend<{ user: { name: string; token: string }; api: APIRequestContext }>({
   user: async ({}, use) => {

@@ -1,22 +1,9 @@
-import { expect, Page } from "@playwright/test";
-import { hydrated, signIn } from "./accounts";
-import { test, TestServer } from "./server";
+import { expect } from "@playwright/test";
+import { expectNoReload, openLive } from "./accounts";
+import { test } from "./server";
 
 // Each test runs its own server; live batches take a few seconds.
 test.describe.configure({ timeout: 60_000 });
-
-async function openLive(page: Page, server: TestServer, path: string) {
-  await signIn(page, server.token, server.url);
-  await page.goto(`${server.url}${path}`);
-  await hydrated(page);
-  await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
-  // Set once: a reload would lose it.
-  await page.evaluate(() => ((window as any).__sameDocument = true));
-}
-
-async function expectNoReload(page: Page) {
-  expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
-}
 
 test("a 20-item batch reaches 100 % Completed without a reload", async ({ page, startServer }) => {
   const server = await startServer({ WORKERS: "0" });

@@ -3,7 +3,7 @@
 import { test as base } from "@playwright/test";
 import { ChildProcess, execSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { bin, createUser } from "./accounts";
@@ -19,32 +19,47 @@ function freePort(): Promise<number> {
   });
 }
 
+/** What servers of one deployment share: the database, the Redis prefix, the user. */
+export interface Shared {
+  databaseUrl: string;
+  prefix: string;
+  token: string;
+}
+
 export class TestServer {
   private child?: ChildProcess;
-  private workers?: ChildProcess;
-  /** The token of this server's one user, which the helpers below send. */
-  readonly token: string;
+  private workers: ChildProcess[] = [];
   private constructor(
     readonly url: string,
-    private readonly port: number,
+    readonly port: number,
     private readonly dir: string,
-    private readonly prefix: string,
+    /** Pass to `startServer` for a second server of the same deployment. */
+    readonly shared: Shared,
     private readonly env: Record<string, string>,
-  ) {
-    this.token = createUser(this.databaseUrl, "watcher");
-  }
+  ) {}
 
-  static async start(env: Record<string, string>): Promise<TestServer> {
+  static async start(env: Record<string, string>, shared?: Omit<Shared, "token"> | Shared): Promise<TestServer> {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), "batchwatch-live-"));
-    const prefix = `e2e-live-${port}-${Date.now()}:`;
-    const server = new TestServer(`http://127.0.0.1:${port}`, port, dir, prefix, env);
+    const databaseUrl = shared?.databaseUrl ?? `sqlite://${dir}/live.db`;
+    const prefix = shared?.prefix ?? `e2e-live-${port}-${Date.now()}:`;
+    const token = shared && "token" in shared ? shared.token : createUser(databaseUrl, "watcher");
+    const server = new TestServer(`http://127.0.0.1:${port}`, port, dir, { databaseUrl, prefix, token }, env);
     await server.restart();
     return server;
   }
 
+  /** The token of this deployment's one user, which the helpers below send. */
+  get token(): string {
+    return this.shared.token;
+  }
+
   private get databaseUrl(): string {
-    return `sqlite://${this.dir}/live.db`;
+    return this.shared.databaseUrl;
+  }
+
+  private get prefix(): string {
+    return this.shared.prefix;
   }
 
   private headers(): Record<string, string> {
@@ -80,8 +95,8 @@ export class TestServer {
    * Starts a `batchwatch worker` process on this server's database and Redis: work begins
    * when the test says, after its page is live, however long the page took to hydrate.
    */
-  startWorkers(env: Record<string, string>): void {
-    this.workers = spawn(bin, ["worker"], {
+  startWorkers(env: Record<string, string>): ChildProcess {
+    const workers = spawn(bin, ["worker"], {
       cwd: resolve(__dirname, "../.."),
       stdio: "ignore",
       env: {
@@ -93,20 +108,23 @@ export class TestServer {
         ...env,
       },
     });
+    this.workers.push(workers);
+    return workers;
   }
 
   /** Kills the process at once, as a crash would. */
   async kill(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGKILL");
-    await exited;
+    await signal(this.child, "SIGKILL");
+  }
+
+  /** Stops it as an orchestrator does (SIGTERM); resolves once it has exited. */
+  async terminate(): Promise<void> {
+    await signal(this.child, "SIGTERM");
   }
 
   async stop(): Promise<void> {
     await this.kill();
-    this.workers?.kill("SIGKILL");
+    for (const workers of this.workers) await signal(workers, "SIGKILL");
     rmSync(this.dir, { recursive: true, force: true });
     execSync(`redis-cli --scan --pattern '${this.prefix}*' | xargs -r redis-cli del`, { stdio: "ignore" });
   }
@@ -135,12 +153,119 @@ export class TestServer {
   }
 }
 
+/** Sends `sig` to a process and waits for it to exit (at once when it already has). */
+export async function signal(child: ChildProcess | undefined, sig: NodeJS.Signals): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill(sig);
+  await exited;
+}
+
+/** A PostgreSQL database of the test's own (the local server, trust auth). */
+export function postgresDatabase(): { url: string; drop: () => void } {
+  const name = `bw_e2e_${process.pid}_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+  const admin = "postgres://postgres@127.0.0.1:5432/postgres";
+  execSync(`psql "${admin}" -qc "CREATE DATABASE ${name}"`, { stdio: "ignore" });
+  return {
+    url: `postgres://postgres@127.0.0.1:5432/${name}`,
+    drop: () => execSync(`psql "${admin}" -qc "DROP DATABASE IF EXISTS ${name} WITH (FORCE)"`, { stdio: "ignore" }),
+  };
+}
+
+/** A `redis-server` of the test's own, which it can kill and start again on the same port. It
+ * keeps an append-only file, as the README advises where sessions must outlive a restart. */
+export class PrivateRedis {
+  private child?: ChildProcess;
+  private constructor(
+    readonly port: number,
+    private readonly dir: string,
+  ) {}
+
+  static async start(): Promise<PrivateRedis> {
+    const redis = new PrivateRedis(await freePort(), mkdtempSync(join(tmpdir(), "batchwatch-redis-")));
+    await redis.restart();
+    return redis;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async restart(): Promise<void> {
+    this.child = spawn(
+      "redis-server",
+      ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+      { stdio: "ignore" },
+    );
+    for (let i = 0; i < 100; i++) {
+      try {
+        execSync(`redis-cli -p ${this.port} ping`, { stdio: "ignore" });
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    throw new Error("redis-server did not start");
+  }
+
+  async kill(): Promise<void> {
+    await signal(this.child, "SIGKILL");
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A TCP proxy on a port of its own: each connection goes to the first server that takes it,
+ * as a load balancer's health checks would send it. */
+export async function startProxy(upstreams: number[]): Promise<{ url: string; close: () => void }> {
+  const sockets = new Set<Socket>();
+  const proxy = createServer((client) => {
+    sockets.add(client);
+    client.on("close", () => sockets.delete(client));
+    const tryFrom = (i: number) => {
+      if (i >= upstreams.length) return client.destroy();
+      const upstream = connect(upstreams[i], "127.0.0.1");
+      upstream.once("error", () => tryFrom(i + 1));
+      upstream.once("connect", () => {
+        upstream.removeAllListeners("error");
+        sockets.add(upstream);
+        upstream.on("close", () => sockets.delete(upstream));
+        client.pipe(upstream).pipe(client);
+        const end = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on("error", end);
+        upstream.on("error", end);
+        client.on("close", end);
+        upstream.on("close", end);
+      });
+    };
+    tryFrom(0);
+  });
+  const port = await new Promise<number>((done) =>
+    proxy.listen(0, "127.0.0.1", () => done((proxy.address() as { port: number }).port)),
+  );
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => {
+      proxy.close();
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
 /** A test that starts servers of its own with `startServer(env)`; each is stopped after it. */
-export const test = base.extend<{ startServer: (env: Record<string, string>) => Promise<TestServer> }>({
+export const test = base.extend<{
+  startServer: (env: Record<string, string>, shared?: Omit<Shared, "token"> | Shared) => Promise<TestServer>;
+}>({
   startServer: async ({}, use) => {
     const started: TestServer[] = [];
-    await use(async (env) => {
-      const server = await TestServer.start(env);
+    await use(async (env, shared) => {
+      const server = await TestServer.start(env, shared);
       started.push(server);
       return server;
     });

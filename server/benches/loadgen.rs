@@ -27,7 +27,8 @@ use tokio::{
 struct Args {
     /// Which shape to run: `fanout` (1 batch, many watchers), `batches` (many batches, one
     /// watcher each), `saturate` (publish as fast as the server delivers), `items` (a
-    /// 10,000-item batch through the real worker path), or `all`.
+    /// 10,000-item batch through the real worker path), `idle` (10,000 streams that only get
+    /// keep-alives: memory per stream, CPU at idle), or `all`.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// The server binary [default: `batchwatch` beside this bench's build, from
@@ -62,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == "items" {
         items(&args).await?;
+    }
+    if all || args.scenario == "idle" {
+        idle(&args, 10_000, 30).await?;
     }
     Ok(())
 }
@@ -429,5 +433,55 @@ async fn items(args: &Args) -> anyhow::Result<()> {
         redis_memory as f64 / 1e6,
         commands as f64 / elapsed,
     );
+    Ok(())
+}
+
+/// `streams` streams on one batch that then only receive keep-alives (every 15 s): the
+/// server's RSS per open stream, and its CPU over `secs` of idling.
+async fn idle(args: &Args, streams: usize, secs: u64) -> anyhow::Result<()> {
+    let server = Server::start(args, &[]).await?;
+    let batch = server.create(1).await?;
+    let id = batch.summary.batch_id;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_before, _) = server.usage();
+    let ready = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let mut stream = TcpStream::connect(server.addr).await?;
+        let request = format!(
+            "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+            server.addr, server.token
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let ready = ready.clone();
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line == "event: snapshot" {
+                    ready.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    while ready.load(Ordering::Relaxed) < streams as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_open, cpu_before) = server.usage();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (rss_idle, cpu_after) = server.usage();
+    println!(
+        "{streams} idle streams: server RSS {:.1} MB before, {:.1} MB open, {:.1} MB after {secs} s idle = \
+         {:.1} KB per stream; server CPU at idle {:.2} s in {secs} s = {:.2} % of one core",
+        rss_before as f64 / 1024.0,
+        rss_open as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        (rss_idle.saturating_sub(rss_before)) as f64 / streams as f64,
+        cpu_after - cpu_before,
+        (cpu_after - cpu_before) * 100.0 / secs as f64,
+    );
+    for reader in readers {
+        reader.abort();
+    }
     Ok(())
 }

@@ -350,6 +350,14 @@ async fn at_shutdown_streams_end_telling_their_pages_to_reconnect_now() {
     let seen = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("the stream ended").unwrap();
     let names: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(names, ["snapshot", "reconnect"]);
+
+    // One that opens after that (the listener is still up for a moment) is sent away at once,
+    // rather than holding the shutdown up.
+    let late = server.stream(&batch, None).await;
+    let seen =
+        tokio::time::timeout(Duration::from_secs(5), read_to_end(late)).await.expect("sent away at once");
+    let names: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["snapshot", "reconnect"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

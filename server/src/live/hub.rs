@@ -125,6 +125,12 @@ impl Hub {
     /// Starts receiving a batch's events. Call it before reading the snapshot, so that no
     /// event can fall between the two.
     pub fn watch(&self, id: BatchId) -> Watch {
+        if self.inner.closing.load(Ordering::Relaxed) {
+            // Stopping: a stream that opens now (the listener is not closed yet) is told at
+            // once to go elsewhere, rather than holding the shutdown up.
+            let rx = broadcast::channel(1).1;
+            return Watch { rx: Some(rx), id, hub: self.inner.clone() };
+        }
         let mut topics = self.topics();
         let topic = topics.entry(id).or_insert_with(|| Topic { tx: broadcast::channel(RING).0, seq: 0 });
         Watch { rx: Some(topic.tx.subscribe()), id, hub: self.inner.clone() }
