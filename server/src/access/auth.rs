@@ -185,7 +185,8 @@ impl Recheck {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !self.holds().await {
+                    // Boxed: this future is part of every open stream's task.
+                    if !Box::pin(self.holds()).await {
                         return;
                     }
                 }

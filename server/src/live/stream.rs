@@ -5,9 +5,10 @@
 //! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
 //! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
 //! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
-//! revoked or whose session ended (checked at each ping), `event: reconnect` when the server
-//! shuts down (the page comes back at once), and `event: error` one that cannot go on. Change
-//! events come framed from the hub and are shared by all watchers.
+//! revoked or whose session ended (announced at once, and asked every few keep-alives),
+//! `event: reconnect` when the server shuts down (the page comes back at once), and `event:
+//! error` one that cannot go on. Change events come framed from the hub and are shared by all
+//! watchers.
 
 use std::{collections::VecDeque, convert::Infallible, pin::Pin, sync::Arc};
 
@@ -45,6 +46,10 @@ use crate::{
 /// Chunks written ahead of the client. Kept small: a client that does not read stops the
 /// watcher taking events from the hub's ring, and it skips ahead with a snapshot later.
 const OUTBOX: usize = 4;
+/// Keep-alives between two checks that the sign-in still holds. Revocations and sign-outs are
+/// announced and end streams within a second; asking is the fallback for an announcement
+/// lost while Redis was away, and a minute late is fine for that.
+const RECHECK_EVERY: u32 = 4;
 
 #[derive(Debug, Deserialize)]
 pub struct Resume {
@@ -132,11 +137,13 @@ struct Watcher {
     out: VecDeque<Bytes>,
     done: bool,
     keepalive: tokio::time::Interval,
+    /// Keep-alives so far.
+    ticks: u32,
     /// Registered once: a timer made anew at every event costs more than the event's write.
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// This stream's place in its user's limit, renewed at each keep-alive, freed on drop.
     slot: StreamSlot,
-    /// Asked at each keep-alive: a revoked token or an ended session ends the stream.
+    /// Hears announced ends of sign-ins, and is asked every few keep-alives.
     recheck: Recheck,
     _open: OpenStream,
 }
@@ -166,12 +173,13 @@ impl Watcher {
             batches,
             last: 0,
             out: VecDeque::from([RETRY]),
-            _open: OpenStream::open(),
             done: false,
             keepalive,
+            ticks: 0,
             deadline: Box::pin(tokio::time::sleep(times.max_age)),
             slot,
             recheck,
+            _open: OpenStream::open(),
         };
         if last_seen == Some(snapshot.summary.seq) {
             w.last = snapshot.summary.seq;
@@ -196,7 +204,10 @@ impl Watcher {
                 msg = self.watch.recv(), if self.out.is_empty() => self.on_msg(msg).await,
                 () = self.recheck.ended() => self.signed_out(),
                 _ = self.keepalive.tick() => {
-                    if !self.recheck.holds().await {
+                    self.ticks += 1;
+                    // Boxed, as is `resync`: the rare lookup's future would otherwise be part of
+                    // every stream's task for its whole life.
+                    if self.ticks % RECHECK_EVERY == 0 && !Box::pin(self.recheck.holds()).await {
                         self.signed_out();
                         continue;
                     }
@@ -236,7 +247,7 @@ impl Watcher {
             // Too far behind for the ring: jump to the newest state.
             Err(RecvError::Lagged(skipped)) => {
                 tracing::debug!(skipped, "watcher lagged; sending a fresh snapshot");
-                self.resync().await;
+                Box::pin(self.resync()).await;
             }
             Err(RecvError::Closed) if self.watch.closing() => {
                 // The page reconnects at once rather than after its backoff.
