@@ -21,7 +21,7 @@ pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::NewBatch;
 pub use progress::{Applied, BatchProgress, BatchSummary, Counts, ItemProgress, Page};
-pub use report::StatusReport;
+pub use report::{ItemReport, StatusReport};
 pub use status::{BatchStatus, ItemStatus};
 
 /// Milliseconds since the Unix epoch: the one time format of every stored and sent timestamp,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ItemStatus, text};
+use crate::{Error, ItemId, ItemStatus, text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -37,6 +37,30 @@ impl StatusReport {
             (_, _) => None,
         };
         Ok(Self { status: self.status, error })
+    }
+}
+
+/// One of many reports in one call (`POST /api/batches/{id}/items/status`): a
+/// [`StatusReport`] and the item it is about. Its fields are spelled out rather than flattened:
+/// serde cannot refuse unknown fields through a flatten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ItemReport {
+    pub item: ItemId,
+    pub status: ItemStatus,
+    /// What went wrong, kept only with `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ssr", schema(max_length = 2_000))]
+    pub error: Option<String>,
+}
+
+impl ItemReport {
+    /// The most reports one call takes.
+    pub const MAX_PER_CALL: usize = 1_000;
+
+    pub fn split(self) -> (ItemId, StatusReport) {
+        (self.item, StatusReport { status: self.status, error: self.error })
     }
 }
 

@@ -9,12 +9,16 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
-use batchwatch_core::{BatchId, BatchProgress, BatchSummary, ItemId, NewBatch, Page, Role, StatusReport};
+use batchwatch_core::{
+    BatchId, BatchProgress, BatchSummary, ItemId, ItemReport, NewBatch, Page, Role, StatusReport,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     access::auth::{Caller, User},
     batches::{Access, Batches},
-    error::{Error, ErrorBody, Result},
+    error::{Error, ErrorBody, ErrorDetail, Result},
     extract::{Json, Path, Query},
     live::stream,
     state::AppState,
@@ -27,6 +31,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
+        .route("/batches/{id}/items/status", post(report_many))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
@@ -117,7 +122,7 @@ pub async fn get_batch(
     ),
     request_body = StatusReport,
     responses(
-        (status = 200, description = "Applied; the batch as it is now", body = BatchProgress),
+        (status = 200, description = "Applied; what changed: the summary and that item", body = BatchProgress),
         (status = 400, description = "Not a batch or item id", body = ErrorBody),
         (status = 401, description = "No valid token or session", body = ErrorBody),
         (status = 403, description = "A cookie request from another site", body = ErrorBody),
@@ -135,12 +140,87 @@ pub async fn report_status(
     Path((id, item_id)): Path<(BatchId, ItemId)>,
     Json(report): Json<StatusReport>,
 ) -> Result<impl IntoResponse> {
-    let access = match caller.role {
+    Ok(axum::Json(batches.report(access(&caller), id, item_id, report).await?))
+}
+
+/// What a call with many reports did: the summary after its last change, every item it
+/// changed, and a result per report, in the order they were sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reported {
+    #[serde(flatten)]
+    pub changed: BatchProgress,
+    pub results: Vec<ReportResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportResult {
+    pub item: ItemId,
+    pub applied: bool,
+    /// Why it was not: the status the report alone would have had (404, 409, 422), and the
+    /// error as every error answer holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RefusedReport>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusedReport {
+    pub status: u16,
+    #[serde(flatten)]
+    pub detail: ErrorDetail,
+}
+
+/// Report many items' new statuses at once (up to 1,000): each is judged on its own; the
+/// accepted ones are committed together and announced as one change event per 500 items.
+#[utoipa::path(
+    post,
+    path = "/api/batches/{id}/items/status",
+    params(("id" = BatchId, Path, description = "The batch's id")),
+    request_body(content = Vec<ItemReport>, description = "1 to 1,000 reports"),
+    responses(
+        (status = 200, description = "Judged; what changed, and a result per report", body = Reported),
+        (status = 400, description = "Not a batch id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A cookie request from another site", body = ErrorBody),
+        (status = 404, description = "No such batch, or another user's", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Not a list of 1 to 1,000 reports", body = ErrorBody),
+        (status = 429, description = "Over the write limit; see `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub async fn report_many(
+    State(batches): State<Batches>,
+    Caller(caller): Caller,
+    Path(id): Path<BatchId>,
+    Json(reports): Json<Vec<ItemReport>>,
+) -> Result<impl IntoResponse> {
+    if reports.is_empty() || reports.len() > ItemReport::MAX_PER_CALL {
+        return Err(Error::Unprocessable(format!("send 1 to {} reports", ItemReport::MAX_PER_CALL)));
+    }
+    let items: Vec<ItemId> = reports.iter().map(|r| r.item).collect();
+    let (changed, outcomes) = batches
+        .report_many(access(&caller), id, reports.into_iter().map(ItemReport::split).collect())
+        .await?;
+    let results = items
+        .into_iter()
+        .zip(outcomes)
+        .map(|(item, outcome)| ReportResult {
+            item,
+            applied: outcome.is_ok(),
+            error: outcome
+                .err()
+                .map(|e| RefusedReport { status: e.status_code().as_u16(), detail: e.detail() }),
+        })
+        .collect();
+    Ok(axum::Json(Reported { changed, results }))
+}
+
+/// Workers report for any batch; users for their own.
+fn access(caller: &crate::access::accounts::Principal) -> Access<'_> {
+    match caller.role {
         Role::User => Access::Owner(&caller.viewer.user_id),
         Role::Worker => Access::Any,
-    };
-    batches.report(access, id, item_id, report).await?;
-    Ok(axum::Json(batches.progress(access, id).await?))
+    }
 }
 
 async fn not_found(uri: Uri) -> Error {

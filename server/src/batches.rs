@@ -141,7 +141,7 @@ impl Batches {
         Ok(owned)
     }
 
-    /// Applies a report. Returns the change event: the batch with only that item.
+    /// Applies a report. Returns the change event: the summary with only that item.
     pub async fn report(
         &self,
         access: Access<'_>,
@@ -152,14 +152,53 @@ impl Batches {
         let report = report.validate()?;
         if let Access::Owner(_) = access {
             // Users report rarely (workers report for any batch), so the owner is read here
-            // rather than carried through the state machine's UPDATE.
-            match self.store.owner(batch).await? {
-                Some(owner) if access.allows(&owner) => {}
-                _ => return Err(Error::NotFound("batch")),
+            // rather than carried through the state machine's `UPDATE`.
+            reachable(access, self.store.owner(batch).await?)?;
+        }
+        let mut events = self.announce(self.store.report(batch, item, report, now()).await?).await?;
+        Ok(events.pop().expect("a report is one change"))
+    }
+
+    /// Applies many reports for one batch, each judged on its own: per report, `Ok` or why it
+    /// was refused; the accepted ones commit together, announced as one event per
+    /// [`crate::store::items::EVENT_ITEMS`] items. Returns what changed (the summary after
+    /// the last change, every changed item; the summary alone when nothing was accepted).
+    pub async fn report_many(
+        &self,
+        access: Access<'_>,
+        batch: BatchId,
+        reports: Vec<(ItemId, StatusReport)>,
+    ) -> Result<(BatchProgress, Vec<Result<()>>)> {
+        // A missing batch fails the whole call, not each report.
+        reachable(access, self.store.owner(batch).await?)?;
+        let mut valid = Vec::with_capacity(reports.len());
+        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(reports.len());
+        for (item, report) in reports {
+            match report.validate() {
+                Ok(report) => {
+                    valid.push((item, report));
+                    outcomes.push(None);
+                }
+                Err(invalid) => outcomes.push(Some(Err(invalid.into()))),
             }
         }
-        let change = self.store.report(batch, item, report, now()).await?;
-        self.announce(change).await
+        let (uncommitted, applied) = self.store.report_many(batch, valid, now()).await?;
+        let changed = match uncommitted {
+            Some(uncommitted) => {
+                let events = self.announce(uncommitted).await?;
+                let summary = events.last().expect("a change").summary.clone();
+                BatchProgress { summary, items: events.into_iter().flat_map(|e| e.items).collect() }
+            }
+            None => {
+                let summary = self.store.summary(batch).await?.ok_or(Error::NotFound("batch"))?;
+                BatchProgress { summary, items: Vec::new() }
+            }
+        };
+        // The invalid ones keep their place among the judged.
+        let mut applied = applied.into_iter();
+        let outcomes =
+            outcomes.into_iter().map(|o| o.unwrap_or_else(|| applied.next().expect("one each"))).collect();
+        Ok((changed, outcomes))
     }
 
     /// Claims the next item for a worker, announced like any other change. An item left
@@ -167,7 +206,7 @@ impl Batches {
     pub async fn claim(&self, lease: std::time::Duration) -> Result<Option<BatchProgress>> {
         let now = now();
         match self.store.claim(now, now - lease.as_millis() as Millis).await? {
-            Some(change) => self.announce(change).await.map(Some),
+            Some(change) => Ok(self.announce(change).await?.pop()),
             None => Ok(None),
         }
     }
@@ -181,15 +220,28 @@ impl Batches {
         Ok(())
     }
 
-    /// Commits a change, then brings the cache up to date before publishing, so that a
-    /// watcher woken by the event reads it fresh.
-    async fn announce(&self, change: Uncommitted) -> Result<BatchProgress> {
+    /// Commits changes, then brings the cache up to date before publishing each, so that a
+    /// watcher woken by an event reads it fresh. Returns their events, in order.
+    async fn announce(&self, uncommitted: Uncommitted) -> Result<Vec<BatchProgress>> {
         let _in_order = self.order.lock().await;
-        let change = change.commit().await?;
-        metrics::committed(&change.event);
-        self.cache.apply(&change).await;
-        self.hub.publish(&change.event).await;
-        Ok(change.event)
+        let changes = uncommitted.commit().await?;
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            metrics::committed(&change.event);
+            self.cache.apply(&change).await;
+            self.hub.publish(&change.event).await;
+            events.push(change.event);
+        }
+        Ok(events)
+    }
+}
+
+/// `Ok` when the batch exists (`owner` is its owner) and `access` reaches it: another user's
+/// batch is not found, exactly like a missing one.
+fn reachable(access: Access<'_>, owner: Option<String>) -> Result<()> {
+    match owner {
+        Some(owner) if access.allows(&owner) => Ok(()),
+        _ => Err(Error::NotFound("batch")),
     }
 }
 

@@ -83,6 +83,17 @@ impl Error {
         }
     }
 
+    /// The code and message a caller sees; a server failure is logged here, never shown.
+    pub fn detail(&self) -> ErrorDetail {
+        let message = if self.status_code().is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        ErrorDetail { code: self.code(), message }
+    }
+
     fn code(&self) -> &'static str {
         use batchwatch_core::Error as Core;
         match self {
@@ -104,13 +115,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let message = if status.is_server_error() {
-            tracing::error!(error = ?self, "request failed");
-            "internal server error".to_owned()
-        } else {
-            self.to_string()
-        };
-        let body = ErrorBody { error: ErrorDetail { code: self.code(), message } };
+        let body = ErrorBody { error: self.detail() };
         let mut response = (status, Json(body)).into_response();
         match self {
             Self::Unauthorized(_) => {

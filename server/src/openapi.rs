@@ -22,7 +22,14 @@ use crate::{api, error::ErrorBody, live::stream};
             Send `Authorization: Bearer <token>` (`batchwatch user create` prints one; \
             `--worker` makes a token that may only report status).",
     ),
-    paths(api::create_batch, api::list_batches, api::get_batch, api::report_status, stream::stream),
+    paths(
+        api::create_batch,
+        api::list_batches,
+        api::get_batch,
+        api::report_status,
+        api::report_many,
+        stream::stream
+    ),
     components(schemas(ErrorBody)),
     modifiers(&Credentials),
     security(("bearer" = []), ("session" = [])),
@@ -73,6 +80,7 @@ mod tests {
             ("/api/batches", "get"),
             ("/api/batches/{id}", "get"),
             ("/api/batches/{id}/items/{item_id}/status", "post"),
+            ("/api/batches/{id}/items/status", "post"),
             ("/api/batches/{id}/stream", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is described");

@@ -61,9 +61,9 @@ async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     let owner = accounts.authenticate(&secret.0).await.unwrap().unwrap().viewer.user_id;
     let batch = store.create_batch(&owner, NewBatch::demo(1), 1_000).await.unwrap();
     let first = store.claim(2_000, 0).await.unwrap().unwrap().commit().await.unwrap();
-    assert_eq!(first.event.items[0].status, ItemStatus::Processing);
+    assert_eq!(first[0].event.items[0].status, ItemStatus::Processing);
     let again = store.claim(3_000, 2_500).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
-    assert_eq!(again.event.summary.seq, 3);
+    assert_eq!(again[0].event.summary.seq, 3);
     assert!(store.claim(4_000, 2_500).await.unwrap().is_none(), "fresh again: left alone");
     let owned = store.progress(batch.summary.batch_id).await.unwrap().unwrap();
     assert_eq!(owned.owner, owner);

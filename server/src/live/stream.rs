@@ -207,7 +207,7 @@ impl Watcher {
                     self.ticks += 1;
                     // Boxed, as is `resync`: the rare lookup's future would otherwise be part of
                     // every stream's task for its whole life.
-                    if self.ticks % RECHECK_EVERY == 0 && !Box::pin(self.recheck.holds()).await {
+                    if self.ticks.is_multiple_of(RECHECK_EVERY) && !Box::pin(self.recheck.holds()).await {
                         self.signed_out();
                         continue;
                     }

@@ -113,6 +113,15 @@ impl Store {
         Ok(Some(Owned { owner, progress: BatchProgress { summary, items } }))
     }
 
+    /// A batch's summary alone.
+    pub async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
+        let summary = sqlx::query_as(&format!("SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(summary)
+    }
+
     /// Whom a batch belongs to: `None` when there is no such batch.
     pub async fn owner(&self, id: BatchId) -> Result<Option<String>> {
         let row: Option<(String,)> =

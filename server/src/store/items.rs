@@ -1,5 +1,5 @@
-//! The SQL of item changes: a reported status and a worker's claim, each in one transaction
-//! with the batch's counts, status and `seq`.
+//! The SQL of item changes: reported statuses (one, or many at once) and a worker's claim,
+//! each in one transaction with the batch's counts, status and `seq`.
 
 use batchwatch_core::{
     BatchId, BatchProgress, BatchSummary, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis,
@@ -13,10 +13,6 @@ use crate::error::{Error, Result};
 impl Store {
     /// Moves one item to a new status, in one transaction with the batch's counts, status and
     /// `seq`.
-    ///
-    /// The item `UPDATE` comes first and carries the state machine in its `WHERE`: it takes
-    /// SQLite's write lock at once (no read-then-upgrade deadlock) and two racing reports
-    /// cannot both win.
     pub async fn report(
         &self,
         batch: BatchId,
@@ -24,41 +20,39 @@ impl Store {
         report: StatusReport,
         now: Millis,
     ) -> Result<Uncommitted> {
-        let to = report.status;
-        let from = to.source();
+        let from = report.status.source();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
-             WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}, position, batch_id"
-        ))
-        .bind(to.as_str())
-        .bind(report.error)
-        .bind(now)
-        .bind(i64::from(to == ItemStatus::Processing))
-        .bind(item.to_string())
-        .bind(batch.to_string())
-        .bind(from.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            let current: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM items WHERE id = $1 AND batch_id = $2")
-                    .bind(item.to_string())
-                    .bind(batch.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some((status,)) = current else {
-                let batch_exists = sqlx::query("SELECT 1 FROM batches WHERE id = $1")
-                    .bind(batch.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                return Err(Error::NotFound(if batch_exists { "item" } else { "batch" }));
-            };
-            let from = ItemStatus::try_from(status)?;
-            return Err(CoreError::IllegalTransition { from, to }.into());
-        };
-        finish_change(tx, from, &row, now).await
+        let row = update_item(&mut tx, batch, item, report, now).await??;
+        finish_changes(tx, vec![(from, row)], now).await
+    }
+
+    /// Many reports for one batch in one transaction, each judged on its own in order: the
+    /// answer holds, per report, `Ok` or why it was refused (an unknown item, an illegal
+    /// move), and the accepted ones are committed together, as one change event per
+    /// [`EVENT_ITEMS`] items. `None` when none was accepted (nothing is written then).
+    pub async fn report_many(
+        &self,
+        batch: BatchId,
+        reports: Vec<(ItemId, StatusReport)>,
+        now: Millis,
+    ) -> Result<(Option<Uncommitted>, Vec<Result<()>>)> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = Vec::new();
+        let mut outcomes = Vec::with_capacity(reports.len());
+        for (item, report) in reports {
+            let from = report.status.source();
+            match update_item(&mut tx, batch, item, report, now).await? {
+                Ok(row) => {
+                    changed.push((from, row));
+                    outcomes.push(Ok(()));
+                }
+                Err(refused) => outcomes.push(Err(refused)),
+            }
+        }
+        if changed.is_empty() {
+            return Ok((None, outcomes));
+        }
+        Ok((Some(finish_changes(tx, changed, now).await?), outcomes))
     }
 
     /// Processing → Pending for an item its worker gives back unfinished (the process is
@@ -75,7 +69,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         match row {
-            Some(row) => finish_change(tx, ItemStatus::Processing, &row, now).await.map(Some),
+            Some(row) => finish_changes(tx, vec![(ItemStatus::Processing, row)], now).await.map(Some),
             None => Ok(None),
         }
     }
@@ -112,41 +106,102 @@ impl Store {
             update = update.bind(stale_before);
         }
         match update.fetch_optional(&mut *tx).await? {
-            Some(row) => finish_change(tx, from, &row, now).await.map(Some),
+            Some(row) => finish_changes(tx, vec![(from, row)], now).await.map(Some),
             None => Ok(None),
         }
     }
 }
 
-/// The rest of every item change: the batch's counts, status, percent and `seq`.
-async fn finish_change(
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
-    from: ItemStatus,
-    row: &AnyRow,
+/// The most items one change event holds: a larger burst goes out as several events.
+pub const EVENT_ITEMS: usize = 500;
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Applies one report inside `tx`: the changed row, or why it was refused (the item is not in
+/// this batch, or the move is illegal from its status). The outer error is the database's.
+///
+/// The item `UPDATE` comes first and carries the state machine in its `WHERE`: it takes
+/// SQLite's write lock at once (no read-then-upgrade deadlock) and two racing reports cannot
+/// both win.
+async fn update_item(
+    tx: &mut Tx,
+    batch: BatchId,
+    item: ItemId,
+    report: StatusReport,
     now: Millis,
-) -> Result<Uncommitted> {
-    let changed = ItemProgress::from_row(row)?;
-    let position: i64 = row.try_get("position")?;
-    let batch: String = row.try_get("batch_id")?;
-    // `seq` first, with an UPDATE: on PostgreSQL it locks the batch's row until commit, so two
-    // changes of one batch cannot both read the same counts and lose one of the updates (a
-    // plain SELECT would; SQLite serializes writers anyway).
-    let mut summary = sqlx::query_as::<_, BatchSummary>(&format!(
-        "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
+) -> Result<Result<AnyRow>> {
+    let to = report.status;
+    let from = to.source();
+    let row = sqlx::query(&format!(
+        "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
+         WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}, position, batch_id"
     ))
+    .bind(to.as_str())
+    .bind(report.error)
     .bind(now)
-    .bind(&batch)
-    .fetch_one(&mut *tx)
+    .bind(i64::from(to == ItemStatus::Processing))
+    .bind(item.to_string())
+    .bind(batch.to_string())
+    .bind(from.as_str())
+    .fetch_optional(&mut **tx)
     .await?;
-    let mut counts = summary.counts;
-    counts.apply(from, changed.status);
-    summary.set_counts(counts);
-    let update = sqlx::query(
-        "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
-         failed = $6 WHERE id = $7",
-    );
-    bind_state(update, &summary).bind(&batch).execute(&mut *tx).await?;
-    let change =
-        Change { event: BatchProgress { summary, items: vec![changed] }, positions: vec![position as u32] };
-    Ok(Uncommitted { tx, change })
+    if let Some(row) = row {
+        return Ok(Ok(row));
+    }
+    let current: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM items WHERE id = $1 AND batch_id = $2")
+            .bind(item.to_string())
+            .bind(batch.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((status,)) = current else {
+        let batch_exists = sqlx::query("SELECT 1 FROM batches WHERE id = $1")
+            .bind(batch.to_string())
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        return Ok(Err(Error::NotFound(if batch_exists { "item" } else { "batch" })));
+    };
+    let from = ItemStatus::try_from(status)?;
+    Ok(Err(CoreError::IllegalTransition { from, to }.into()))
+}
+
+/// The rest of every item change: the batch's counts, status, percent and `seq`, one `seq`
+/// per event of at most [`EVENT_ITEMS`] items, in the order the items changed.
+async fn finish_changes(mut tx: Tx, changed: Vec<(ItemStatus, AnyRow)>, now: Millis) -> Result<Uncommitted> {
+    let mut changes = Vec::with_capacity(changed.len().div_ceil(EVENT_ITEMS));
+    for chunk in changed.chunks(EVENT_ITEMS) {
+        let batch: String = chunk[0].1.try_get("batch_id")?;
+        // `seq` first, with an UPDATE: on PostgreSQL it locks the batch's row until commit,
+        // so two changes of one batch cannot both read the same counts and lose one of the
+        // updates (a plain SELECT would; SQLite serializes writers anyway).
+        let mut summary = sqlx::query_as::<_, BatchSummary>(&format!(
+            "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(&batch)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut counts = summary.counts;
+        let mut changed = Vec::with_capacity(chunk.len());
+        for (from, row) in chunk {
+            let item = ItemProgress::from_row(row)?;
+            counts.apply(*from, item.status);
+            changed.push((item, row.try_get::<i64, _>("position")? as u32));
+        }
+        summary.set_counts(counts);
+        // An item reported twice in one event appears once, as it ended.
+        let mut seen = std::collections::HashSet::new();
+        changed.reverse();
+        changed.retain(|(item, _)| seen.insert(item.id));
+        changed.reverse();
+        let (items, positions) = changed.into_iter().unzip();
+        let update = sqlx::query(
+            "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
+             failed = $6 WHERE id = $7",
+        );
+        bind_state(update, &summary).bind(&batch).execute(&mut *tx).await?;
+        changes.push(Change { event: BatchProgress { summary, items }, positions });
+    }
+    Ok(Uncommitted { tx, changes })
 }

@@ -52,15 +52,16 @@ pub struct Change {
 
 /// A change written but not yet committed: the caller commits it when it is ready to announce
 /// it, so that commits and announcements happen in the same order.
+/// Changes of one batch, written in a transaction not yet committed: one change event each.
 pub struct Uncommitted {
     tx: sqlx::Transaction<'static, sqlx::Any>,
-    change: Change,
+    changes: Vec<Change>,
 }
 
 impl Uncommitted {
-    pub async fn commit(self) -> Result<Change> {
+    pub async fn commit(self) -> Result<Vec<Change>> {
         self.tx.commit().await?;
-        Ok(self.change)
+        Ok(self.changes)
     }
 }
 
