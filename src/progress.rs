@@ -196,6 +196,53 @@ impl Default for Page {
     }
 }
 
+/// Which of a batch's items to list: `GET /api/batches/{id}/items?status=&q=&after=&limit=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct ItemQuery {
+    /// Only items in this status.
+    pub status: Option<ItemStatus>,
+    /// Only items whose name contains this (letters A–Z matched in either case).
+    #[cfg_attr(feature = "ssr", param(max_length = 200))]
+    pub q: Option<String>,
+    /// The `next` of the previous page: items after this position.
+    #[cfg_attr(feature = "ssr", param(format = Int64, maximum = 4_294_967_295.0))]
+    pub after: Option<u32>,
+    /// At most this many (1 to 500; larger asks get 500; 100 when absent).
+    #[cfg_attr(feature = "ssr", param(format = Int64, maximum = 4_294_967_295.0))]
+    pub limit: Option<u32>,
+}
+
+impl ItemQuery {
+    pub const MAX_LIMIT: u32 = 500;
+    pub const MAX_Q_CHARS: usize = 200;
+
+    /// The page size to read: `limit` within 1 and [`Self::MAX_LIMIT`].
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)
+    }
+
+    /// Checks the search text: at most [`Self::MAX_Q_CHARS`] characters.
+    pub fn validate(self) -> Result<Self, crate::Error> {
+        match &self.q {
+            Some(q) if q.chars().count() > Self::MAX_Q_CHARS => {
+                Err(crate::Error::Invalid(format!("q must be at most {} characters", Self::MAX_Q_CHARS)))
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+/// One page of a batch's items, in order; `next` is the `after` of the following page, absent
+/// on the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ItemsPage {
+    pub items: Vec<ItemProgress>,
+    pub next: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

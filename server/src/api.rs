@@ -10,7 +10,8 @@ use axum::{
     routing::{get, post},
 };
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, ItemReport, NewBatch, Page, Role, StatusReport,
+    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemReport, ItemsPage, NewBatch, Page, Role,
+    StatusReport,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
+        .route("/batches/{id}/items", get(list_items))
         .route("/batches/{id}/items/status", post(report_many))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
         .route("/openapi.json", get(crate::openapi::serve))
@@ -108,6 +110,30 @@ pub async fn get_batch(
     Path(id): Path<BatchId>,
 ) -> Result<impl IntoResponse> {
     Ok(axum::Json(batches.progress(Access::Owner(&viewer.user_id), id).await?))
+}
+
+/// One page of a batch's items in order, filtered by status and by a name substring; follow
+/// `next` as `after` for the page after.
+#[utoipa::path(
+    get,
+    path = "/api/batches/{id}/items",
+    params(("id" = BatchId, Path, description = "The batch's id"), ItemQuery),
+    responses(
+        (status = 200, description = "One page of items", body = ItemsPage),
+        (status = 400, description = "Not a batch id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A worker token", body = ErrorBody),
+        (status = 404, description = "No such batch, or another user's", body = ErrorBody),
+        (status = 422, description = "A bad status, `after` or `limit`, or a long `q`", body = ErrorBody),
+    ),
+)]
+pub async fn list_items(
+    State(batches): State<Batches>,
+    User(viewer): User,
+    Path(id): Path<BatchId>,
+    Query(query): Query<ItemQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(axum::Json(batches.items_page(&viewer.user_id, id, query).await?))
 }
 
 /// Report an item's new status: `pending` → `processing` → `done` or `failed` (with `error`);

@@ -16,7 +16,8 @@ use std::{
 };
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, Millis, NewBatch, Page, StatusReport, Viewer, now,
+    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemsPage, Millis, NewBatch, Page, StatusReport,
+    Viewer, now,
     source::{BatchSource, BoxFuture, SourceError},
 };
 
@@ -139,6 +140,13 @@ impl Batches {
         let owned = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
         self.cache.fill(&owned).await;
         Ok(owned)
+    }
+
+    /// One page of a batch's items, for its owner.
+    pub async fn items_page(&self, owner: &str, batch: BatchId, query: ItemQuery) -> Result<ItemsPage> {
+        let query = query.validate()?;
+        reachable(Access::Owner(owner), self.store.owner(batch).await?)?;
+        self.store.items_page(batch, &query).await
     }
 
     /// Applies a report. Returns the change event: the summary with only that item.

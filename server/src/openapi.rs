@@ -26,6 +26,7 @@ use crate::{api, error::ErrorBody, live::stream};
         api::create_batch,
         api::list_batches,
         api::get_batch,
+        api::list_items,
         api::report_status,
         api::report_many,
         stream::stream

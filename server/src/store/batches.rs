@@ -1,8 +1,9 @@
-//! The SQL of batches: creating one with its items, listing a user's, and reading a whole
-//! snapshot.
+//! The SQL of batches: creating one with its items, listing a user's, reading a whole
+//! snapshot, a summary, or one page of items.
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, Counts, ItemId, ItemProgress, ItemStatus, Millis, NewBatch, Page,
+    BatchId, BatchProgress, BatchSummary, Counts, ItemId, ItemProgress, ItemQuery, ItemStatus, ItemsPage,
+    Millis, NewBatch, Page,
 };
 use std::collections::HashMap;
 
@@ -111,6 +112,45 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Some(Owned { owner, progress: BatchProgress { summary, items } }))
+    }
+
+    /// One page of a batch's items in order (keyset on `position`), filtered by status and by
+    /// a name substring: the cost is the page's, whatever the batch's size (an index serves
+    /// each status).
+    pub async fn items_page(&self, id: BatchId, query: &ItemQuery) -> Result<ItemsPage> {
+        let limit = query.limit();
+        let mut sql =
+            format!("SELECT {ITEM_COLUMNS}, position FROM items WHERE batch_id = $1 AND position > $2");
+        let mut params = 2;
+        if query.status.is_some() {
+            params += 1;
+            sql.push_str(&format!(" AND status = ${params}"));
+        }
+        if query.q.is_some() {
+            params += 1;
+            // ASCII letters match in either case on both: SQLite's LIKE already does.
+            let like = if self.postgres { "ILIKE" } else { "LIKE" };
+            sql.push_str(&format!(" AND name {like} ${params} ESCAPE '\\'"));
+        }
+        sql.push_str(&format!(" ORDER BY position LIMIT ${}", params + 1));
+        let mut select = sqlx::query(&sql).bind(id.to_string()).bind(query.after.map_or(-1, i64::from));
+        if let Some(status) = query.status {
+            select = select.bind(status.as_str());
+        }
+        if let Some(q) = &query.q {
+            let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            select = select.bind(format!("%{escaped}%"));
+        }
+        // One more than the page: whether there is a next one.
+        let rows = select.bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
+        let more = rows.len() > limit as usize;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let items = rows.iter().map(ItemProgress::from_row).collect::<Result<Vec<_>, _>>()?;
+        let next = match rows.last() {
+            Some(last) if more => Some(last.try_get::<i64, _>("position")? as u32),
+            _ => None,
+        };
+        Ok(ItemsPage { items, next })
     }
 
     /// A batch's summary alone.
