@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
         .route("/batches/{id}/items", get(list_items))
+        .route("/batches/{id}/export", get(crate::export::export))
         .route("/batches/{id}/items/status", post(report_many))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
         .route("/openapi.json", get(crate::openapi::serve))

@@ -145,8 +145,13 @@ impl Batches {
     /// One page of a batch's items, for its owner.
     pub async fn items_page(&self, owner: &str, batch: BatchId, query: ItemQuery) -> Result<ItemsPage> {
         let query = query.validate()?;
-        reachable(Access::Owner(owner), self.store.owner(batch).await?)?;
+        self.check_owner(owner, batch).await?;
         self.store.items_page(batch, &query).await
+    }
+
+    /// `Ok` when `batch` is `owner`'s; not found otherwise, as a missing one.
+    pub async fn check_owner(&self, owner: &str, batch: BatchId) -> Result<()> {
+        reachable(Access::Owner(owner), self.store.owner(batch).await?)
     }
 
     /// Applies a report. Returns the change event: the summary with only that item.

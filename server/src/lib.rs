@@ -6,6 +6,7 @@ pub mod api;
 pub mod batches;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod live;
 pub mod metrics;

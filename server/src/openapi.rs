@@ -29,6 +29,7 @@ use crate::{api, error::ErrorBody, live::stream};
         api::list_items,
         api::report_status,
         api::report_many,
+        crate::export::export,
         stream::stream
     ),
     components(schemas(ErrorBody)),
@@ -82,6 +83,8 @@ mod tests {
             ("/api/batches/{id}", "get"),
             ("/api/batches/{id}/items/{item_id}/status", "post"),
             ("/api/batches/{id}/items/status", "post"),
+            ("/api/batches/{id}/items", "get"),
+            ("/api/batches/{id}/export", "get"),
             ("/api/batches/{id}/stream", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is described");

@@ -12,6 +12,18 @@ use sqlx::{FromRow, Row};
 use super::{INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, bind_state};
 use crate::error::Result;
 
+/// An item as an export reads it.
+#[derive(Debug, FromRow)]
+pub struct ExportRow {
+    pub position: i64,
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub updated_at: Millis,
+}
+
 impl Store {
     pub async fn create_batch(&self, owner: &str, new: NewBatch, now: Millis) -> Result<BatchProgress> {
         let counts = Counts::queued(new.items.len() as u32);
@@ -151,6 +163,20 @@ impl Store {
             _ => None,
         };
         Ok(ItemsPage { items, next })
+    }
+
+    /// Up to `limit` items after `after` (a position), in order, as an export writes them.
+    pub async fn export_page(&self, id: BatchId, after: Option<i64>, limit: u32) -> Result<Vec<ExportRow>> {
+        let rows = sqlx::query_as(
+            "SELECT position, id, name, status, error, attempts, updated_at FROM items \
+             WHERE batch_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+        )
+        .bind(id.to_string())
+        .bind(after.unwrap_or(-1))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
     }
 
     /// A batch's summary alone.
