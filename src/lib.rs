@@ -19,7 +19,7 @@ pub mod text;
 pub use account::{Role, Viewer};
 pub use error::Error;
 pub use id::{BatchId, ItemId};
-pub use new_batch::NewBatch;
+pub use new_batch::{NewBatch, NewItems};
 pub use progress::{Applied, BatchProgress, BatchSummary, Counts, ItemProgress, ItemQuery, ItemsPage, Page};
 pub use report::{ItemReport, StatusReport};
 pub use status::{BatchStatus, ItemStatus};

@@ -52,25 +52,54 @@ impl NewBatch {
             return Err(Error::Invalid("a batch needs at least one item".into()));
         }
         if self.items.len() > Self::MAX_ITEMS {
-            return Err(Error::Invalid(format!("a batch holds at most {} items", Self::MAX_ITEMS)));
+            return Err(Error::Invalid(format!(
+                "a batch starts with at most {} items; add more with POST /api/batches/{{id}}/items",
+                Self::MAX_ITEMS
+            )));
         }
-        let mut items = Vec::with_capacity(self.items.len());
-        for (i, item) in self.items.into_iter().enumerate() {
-            let item = item.trim();
-            if item.is_empty() {
-                return Err(Error::Invalid(format!("item {i} has an empty name")));
-            }
-            text::check_line(&format!("item {i}"), item)?;
-            if item.chars().count() > Self::MAX_ITEM_NAME_CHARS {
-                return Err(Error::Invalid(format!(
-                    "item {i} name must be at most {} characters",
-                    Self::MAX_ITEM_NAME_CHARS
-                )));
-            }
-            items.push(item.to_owned());
-        }
-        Ok(Self { name, items })
+        Ok(Self { name, items: item_names(self.items)? })
     }
+}
+
+/// Items added at the end of a batch that is not finished: `POST /api/batches/{id}/items`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewItems {
+    /// Their names, in the order they are shown and processed, after the batch's.
+    #[cfg_attr(feature = "ssr", schema(min_items = 1, max_items = 10_000))]
+    pub items: Vec<String>,
+}
+
+impl NewItems {
+    /// Trims the names and checks the rules a batch's items follow.
+    pub fn validate(self) -> Result<Self, Error> {
+        if self.items.is_empty() || self.items.len() > NewBatch::MAX_ITEMS {
+            return Err(Error::Invalid(format!("add 1 to {} items at once", NewBatch::MAX_ITEMS)));
+        }
+        Ok(Self { items: item_names(self.items)? })
+    }
+}
+
+/// Trims each item's name and checks it: not blank, one line, at most
+/// [`NewBatch::MAX_ITEM_NAME_CHARS`] characters.
+fn item_names(names: Vec<String>) -> Result<Vec<String>, Error> {
+    let mut items = Vec::with_capacity(names.len());
+    for (i, item) in names.into_iter().enumerate() {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(Error::Invalid(format!("item {i} has an empty name")));
+        }
+        text::check_line(&format!("item {i}"), item)?;
+        if item.chars().count() > NewBatch::MAX_ITEM_NAME_CHARS {
+            return Err(Error::Invalid(format!(
+                "item {i} name must be at most {} characters",
+                NewBatch::MAX_ITEM_NAME_CHARS
+            )));
+        }
+        items.push(item.to_owned());
+    }
+    Ok(items)
 }
 
 #[cfg(test)]
@@ -100,7 +129,21 @@ mod tests {
         assert!(new("b", 0).validate().is_err());
         assert!(new("b", NewBatch::MAX_ITEMS).validate().is_ok());
         let err = new("b", NewBatch::MAX_ITEMS + 1).validate().unwrap_err();
-        assert_eq!(err.to_string(), "a batch holds at most 10000 items");
+        assert_eq!(
+            err.to_string(),
+            "a batch starts with at most 10000 items; add more with POST /api/batches/{id}/items"
+        );
+    }
+
+    #[test]
+    fn added_items_follow_the_same_rules() {
+        let add =
+            |items: Vec<&str>| NewItems { items: items.into_iter().map(String::from).collect() }.validate();
+        assert_eq!(add(vec![" a.jpg ", "b.jpg"]).unwrap().items, ["a.jpg", "b.jpg"]);
+        for bad in [vec![], vec!["  "], vec!["a\u{0}b"], vec!["x\u{202E}y"]] {
+            assert!(add(bad.clone()).is_err(), "{bad:?}");
+        }
+        assert!(add(vec!["x"; NewBatch::MAX_ITEMS + 1]).is_err());
     }
 
     #[test]

@@ -155,8 +155,10 @@ impl BatchProgress {
             return order;
         }
         for changed in &event.items {
-            if let Some(item) = self.items.iter_mut().find(|item| item.id == changed.id) {
-                *item = changed.clone();
+            match self.items.iter_mut().find(|item| item.id == changed.id) {
+                Some(item) => *item = changed.clone(),
+                // Items added to the batch come after all the others.
+                None => self.items.push(changed.clone()),
             }
         }
         self.summary = event.summary.clone();
@@ -315,6 +317,20 @@ mod tests {
         assert_eq!(state.items.len(), 3);
         assert_eq!(state.items[1].status, ItemStatus::Processing);
         assert_eq!(state.items[0].status, ItemStatus::Pending);
+    }
+
+    #[test]
+    fn apply_adds_items_new_to_the_batch_at_the_end() {
+        let mut state = batch(2);
+        let mut added = batch(1).items.remove(0);
+        added.name = "late.jpg".into();
+        let mut summary = state.summary.clone();
+        summary.seq = 2;
+        summary.set_counts(Counts::queued(3));
+        assert_eq!(state.apply(&BatchProgress { summary, items: vec![added.clone()] }), Applied::Applied);
+        assert_eq!(state.items.len(), 3);
+        assert_eq!(state.items[2], added);
+        assert_eq!(state.summary.counts.total, 3);
     }
 
     #[test]

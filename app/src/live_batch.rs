@@ -66,18 +66,31 @@ impl LiveState {
         self.summary.set(snapshot.summary);
     }
 
-    /// Applies a change event in `seq` order, touching only the rows it names.
+    /// Applies a change event in `seq` order, touching only the rows it names; items added to
+    /// the batch become new rows at the end.
     pub fn apply(&self, event: BatchProgress) -> Applied {
         let order = Applied::order(self.summary.with_untracked(|s| s.seq), event.summary.seq);
         if order == Applied::Applied {
             let index = self.index.get_value();
+            let mut added = Vec::new();
             self.items.with_untracked(|cells| {
                 for changed in event.items {
-                    if let Some(cell) = index.get(&changed.id).and_then(|&i| cells.get(i)) {
-                        cell.item.set(changed);
+                    match index.get(&changed.id).and_then(|&i| cells.get(i)) {
+                        Some(cell) => cell.item.set(changed),
+                        None => added.push(changed),
                     }
                 }
             });
+            if !added.is_empty() {
+                let mut index = HashMap::clone(&index);
+                self.items.update(|cells| {
+                    for item in added {
+                        index.insert(item.id, cells.len());
+                        cells.push(ItemCell { id: item.id, item: RwSignal::new(item) });
+                    }
+                });
+                self.index.set_value(Arc::new(index));
+            }
             self.summary.set(event.summary);
         }
         order

@@ -81,6 +81,19 @@ test("the page reconnects after the server is killed and shows the final state",
   await expectNoReload(page);
 });
 
+test("items added to a batch show up on its open page", async ({ page, startServer }) => {
+  const server = await startServer({ WORKERS: "0" });
+  const batch = await server.createBatch(2);
+  await openLive(page, server, `/batches/${batch.batch_id}`);
+  await server.appendItems(batch, ["late-1.jpg", "late-2.jpg"]);
+  await expect(page.locator('[data-testid="item"]')).toHaveCount(4);
+  await expect(page.getByTestId("count-total")).toHaveText("4");
+  await expect(page.getByText("late-2.jpg")).toBeVisible();
+  await server.report({ ...batch, items: (await server.get(batch)).items }, 3, "processing");
+  await expect(page.locator('[data-testid="item"][data-status="processing"]')).toHaveText(/late-2\.jpg/);
+  await expectNoReload(page);
+});
+
 test("signing out elsewhere sends a watching page to /login", async ({ page, startServer }) => {
   const server = await startServer({ WORKERS: "0", STREAM_KEEPALIVE_SECS: "1" });
   const batch = await server.createBatch(3);

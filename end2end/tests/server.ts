@@ -148,6 +148,15 @@ export class TestServer {
     if (res.status !== 200) throw new Error(`report: ${res.status} ${await res.text()}`);
   }
 
+  async appendItems(batch: any, names: string[]): Promise<void> {
+    const res = await fetch(`${this.url}/api/batches/${batch.batch_id}/items`, {
+      method: "POST",
+      headers: this.headers(),
+      body: JSON.stringify({ items: names }),
+    });
+    if (res.status !== 200) throw new Error(`append: ${res.status} ${await res.text()}`);
+  }
+
   async get(batch: any): Promise<any> {
     return (await fetch(`${this.url}/api/batches/${batch.batch_id}`, { headers: this.headers() })).json();
   }

@@ -10,8 +10,8 @@ use axum::{
     routing::{get, post},
 };
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemReport, ItemsPage, NewBatch, Page, Role,
-    StatusReport,
+    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemReport, ItemsPage, NewBatch, NewItems, Page,
+    Role, StatusReport,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/batches", post(create_batch).get(list_batches))
         .route("/batches/{id}", get(get_batch))
-        .route("/batches/{id}/items", get(list_items))
+        .route("/batches/{id}/items", get(list_items).post(append_items))
         .route("/batches/{id}/export", get(crate::export::export))
         .route("/batches/{id}/items/status", post(report_many))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
@@ -111,6 +111,38 @@ pub async fn get_batch(
     Path(id): Path<BatchId>,
 ) -> Result<impl IntoResponse> {
     Ok(axum::Json(batches.progress(Access::Owner(&viewer.user_id), id).await?))
+}
+
+/// Add items at the end of a batch that is not finished (up to 10,000 a call, up to
+/// `MAX_ITEMS_PER_BATCH` in all): they start `pending`, and the workers take them.
+#[utoipa::path(
+    post,
+    path = "/api/batches/{id}/items",
+    params(("id" = BatchId, Path, description = "The batch's id")),
+    request_body = NewItems,
+    responses(
+        (status = 200, description = "Added; the summary after, and the new items", body = BatchProgress),
+        (status = 400, description = "Not a batch id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A cookie request from another site, or a worker token", body = ErrorBody),
+        (status = 404, description = "No such batch, or another user's", body = ErrorBody),
+        (status = 409, description = "The batch is finished", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Breaks a rule, or the batch would exceed its limit", body = ErrorBody),
+        (status = 429, description = "Over the write limit; see `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub async fn append_items(
+    State(batches): State<Batches>,
+    State(config): State<std::sync::Arc<crate::config::Config>>,
+    User(viewer): User,
+    Path(id): Path<BatchId>,
+    Json(new): Json<NewItems>,
+) -> Result<impl IntoResponse> {
+    let events = batches.append(&viewer.user_id, id, new, config.max_items_per_batch).await?;
+    let summary = events.last().expect("at least one item was added").summary.clone();
+    Ok(axum::Json(BatchProgress { summary, items: events.into_iter().flat_map(|e| e.items).collect() }))
 }
 
 /// One page of a batch's items in order, filtered by status and by a name substring; follow

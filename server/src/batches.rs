@@ -16,8 +16,8 @@ use std::{
 };
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemsPage, Millis, NewBatch, Page, StatusReport,
-    Viewer, now,
+    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemsPage, Millis, NewBatch, NewItems, Page,
+    StatusReport, Viewer, now,
     source::{BatchSource, BoxFuture, SourceError},
 };
 
@@ -140,6 +140,22 @@ impl Batches {
         let owned = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
         self.cache.fill(&owned).await;
         Ok(owned)
+    }
+
+    /// Adds items at the end of `owner`'s batch while it is not finished, keeping it within
+    /// `max` items; announced like any other change. Returns the new items' events.
+    pub async fn append(
+        &self,
+        owner: &str,
+        batch: BatchId,
+        new: NewItems,
+        max: u32,
+    ) -> Result<Vec<BatchProgress>> {
+        let new = new.validate()?;
+        self.check_owner(owner, batch).await?;
+        let events = self.announce(self.store.append_items(batch, new.items, max, now()).await?).await?;
+        self.work.notify_waiters();
+        Ok(events)
     }
 
     /// One page of a batch's items, for its owner.

@@ -83,6 +83,11 @@ pub struct Config {
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 30, value_parser = value_parser!(u64).range(1..=86_400))]
     pub cache_ttl_secs: u64,
 
+    /// The most items a batch holds: it starts with up to 10,000 and takes more with `POST
+    /// /api/batches/{id}/items` while it is not finished.
+    #[arg(long, env = "MAX_ITEMS_PER_BATCH", default_value_t = 1_000_000, value_parser = value_parser!(u32).range(1..=100_000_000))]
+    pub max_items_per_batch: u32,
+
     /// Workers in this process; 0 serves without processing anything.
     #[arg(long, env = "WORKERS", default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub workers: usize,

@@ -25,7 +25,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, for programs: `malformed_id`, `invalid`, `illegal_transition`, `not_found`,
+    /// Stable, for programs: `malformed_id`, `invalid`, `illegal_transition`, `conflict`, `not_found`,
     /// `unauthorized`, `forbidden`, `too_many_requests`, `unavailable`, `payload_too_large`,
     /// `unsupported_media_type`, `internal`.
     pub code: &'static str,
@@ -49,6 +49,8 @@ pub enum Error {
     MalformedPath(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("request body is larger than the limit of {} MiB", crate::api::BODY_LIMIT >> 20)]
     PayloadTooLarge,
     #[error("{0}")]
@@ -71,7 +73,7 @@ impl Error {
             Self::Core(Core::Invalid(_) | Core::Unknown { .. }) | Self::Unprocessable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::Core(Core::IllegalTransition { .. }) => StatusCode::CONFLICT,
+            Self::Core(Core::IllegalTransition { .. }) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -100,6 +102,7 @@ impl Error {
             Self::Core(Core::MalformedId { .. }) | Self::MalformedPath(_) => "malformed_id",
             Self::Core(Core::Invalid(_) | Core::Unknown { .. }) | Self::Unprocessable(_) => "invalid",
             Self::Core(Core::IllegalTransition { .. }) => "illegal_transition",
+            Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",

@@ -27,6 +27,7 @@ use crate::{api, error::ErrorBody, live::stream};
         api::list_batches,
         api::get_batch,
         api::list_items,
+        api::append_items,
         api::report_status,
         api::report_many,
         crate::export::export,

@@ -86,3 +86,71 @@ async fn bad_item_queries_are_refused() {
     let reply = other.get(url).send().await.unwrap();
     assert_eq!(reply.status(), 404, "another user's batch is not found");
 }
+
+async fn append(server: &LiveServer, batch: &Value, names: Vec<String>) -> (u16, Value) {
+    let url = format!("{}/api/batches/{}/items", server.url, batch["batch_id"].as_str().unwrap());
+    let reply = server.http.post(url).json(&json!({ "items": names })).send().await.unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
+async fn items_are_added_at_the_end(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(3).await;
+    let mut events = server.stream(&batch, None).await;
+    assert_eq!(futures::StreamExt::next(&mut events).await.unwrap().event, "snapshot");
+
+    let added: Vec<String> = (0..600).map(|i| format!("late-{i:03}.jpg")).collect();
+    let (status, answer) = append(&server, &batch, added.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["seq"].as_u64(), answer["counts"]["total"].as_u64()), (Some(3), Some(603)));
+    assert_eq!((answer["status"].as_str(), answer["counts"]["queued"].as_u64()), (Some("queued"), Some(603)));
+    assert_eq!(names(&answer), added, "the answer holds the new items, not the batch");
+    // Watchers get them as events of at most 500 items, in order.
+    let mut sizes = Vec::new();
+    for seq in ["2", "3"] {
+        let event = futures::StreamExt::next(&mut events).await.unwrap();
+        assert_eq!((event.event.as_str(), event.id.as_str()), ("progress", seq));
+        sizes.push(serde_json::from_str::<Value>(&event.data).unwrap()["items"].as_array().unwrap().len());
+    }
+    assert_eq!(sizes, [500, 100]);
+    // After the first three, in order; the cache has them too.
+    let (_, page) = page(&server, &batch, "after=2&limit=2").await;
+    assert_eq!(names(&page), ["late-000.jpg", "late-001.jpg"]);
+    let stored = server.get(&batch).await;
+    assert_eq!(stored.items.len(), 603);
+    assert_eq!(stored.items[602].name, "late-599.jpg");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_are_added_at_the_end_on_sqlite() {
+    items_are_added_at_the_end(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_are_added_at_the_end_on_postgresql() {
+    items_are_added_at_the_end(true).await;
+}
+
+#[tokio::test]
+async fn adding_items_keeps_to_the_limit_and_to_unfinished_batches() {
+    let server = LiveServer::start(Options { max_items_per_batch: 5, ..Options::default() }).await;
+    let batch = server.create(3).await;
+    let names = |n: usize| (0..n).map(|i| format!("{i}.jpg")).collect::<Vec<_>>();
+    let (status, body) = append(&server, &batch, names(3)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{body}");
+    assert_eq!(append(&server, &batch, vec![]).await.0, 422);
+    assert_eq!(append(&server, &batch, vec![" ".into()]).await.0, 422);
+    assert_eq!(append(&server, &batch, names(2)).await.0, 200);
+    assert_eq!(server.get(&batch).await.summary.counts.total, 5);
+
+    let finished = server.create(1).await;
+    server.report(&finished, 0, "processing").await;
+    server.report(&finished, 0, "done").await;
+    let (status, body) = append(&server, &finished, names(1)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(server.get(&finished).await.summary.counts.total, 1, "nothing was added");
+
+    let other = common::server::client(&common::server::user(&server.state, "other").await);
+    let url = format!("{}/api/batches/{}/items", server.url, batch["batch_id"].as_str().unwrap());
+    assert_eq!(other.post(url).json(&json!({ "items": ["x"] })).send().await.unwrap().status(), 404);
+}

@@ -9,8 +9,42 @@ use std::collections::HashMap;
 
 use sqlx::{FromRow, Row};
 
-use super::{INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, bind_state};
-use crate::error::Result;
+use super::{
+    Change, INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, Uncommitted, bind_state,
+    items::EVENT_ITEMS,
+};
+use crate::error::{Error, Result};
+
+/// Inserts pending items at positions `start`, `start + 1`, ..., a thousand rows a statement.
+async fn insert_items(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    batch_id: &str,
+    start: u32,
+    items: &[ItemProgress],
+) -> Result<()> {
+    for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+        let mut sql =
+            String::from("INSERT INTO items (id, batch_id, position, name, status, updated_at) VALUES ");
+        for i in 0..chunk.len() {
+            let p = i * 5;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, 'pending', ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
+        }
+        let mut query = sqlx::query(&sql);
+        for (i, item) in chunk.iter().enumerate() {
+            query = query
+                .bind(item.id.to_string())
+                .bind(batch_id)
+                .bind(i64::from(start) + (chunk_index * INSERT_CHUNK + i) as i64)
+                .bind(&item.name)
+                .bind(item.updated_at);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// An item as an export reads it.
 #[derive(Debug, FromRow)]
@@ -53,35 +87,7 @@ impl Store {
             .bind(owner)
             .execute(&mut *tx)
             .await?;
-        let batch_id = summary.batch_id.to_string();
-        for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
-            let mut sql =
-                String::from("INSERT INTO items (id, batch_id, position, name, status, updated_at) VALUES ");
-            for i in 0..chunk.len() {
-                let p = i * 5;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, 'pending', ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5
-                ));
-            }
-            let mut query = sqlx::query(&sql);
-            for (i, item) in chunk.iter().enumerate() {
-                query = query
-                    .bind(item.id.to_string())
-                    .bind(&batch_id)
-                    .bind((chunk_index * INSERT_CHUNK + i) as i64)
-                    .bind(&item.name)
-                    .bind(item.updated_at);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        insert_items(&mut tx, &summary.batch_id.to_string(), 0, &items).await?;
         tx.commit().await?;
         Ok(BatchProgress { summary, items })
     }
@@ -177,6 +183,69 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
+    }
+
+    /// Adds items at the end of a batch that is not finished, keeping it within `max` items:
+    /// one change event per [`super::items::EVENT_ITEMS`] new items, each holding them.
+    pub async fn append_items(
+        &self,
+        id: BatchId,
+        names: Vec<String>,
+        max: u32,
+        now: Millis,
+    ) -> Result<Uncommitted> {
+        let mut tx = self.pool.begin().await?;
+        let batch_id = id.to_string();
+        let mut changes = Vec::with_capacity(names.len().div_ceil(EVENT_ITEMS));
+        for (chunk_index, chunk) in names.chunks(EVENT_ITEMS).enumerate() {
+            // `seq` first: on PostgreSQL the UPDATE locks the batch's row until commit.
+            let summary: Option<BatchSummary> = sqlx::query_as(&format!(
+                "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
+            ))
+            .bind(now)
+            .bind(&batch_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let mut summary = summary.ok_or(Error::NotFound("batch"))?;
+            if chunk_index == 0 {
+                if summary.status.is_terminal() {
+                    return Err(Error::Conflict("a finished batch takes no more items"));
+                }
+                if u64::from(summary.counts.total) + names.len() as u64 > u64::from(max) {
+                    return Err(Error::Unprocessable(format!("a batch holds at most {max} items")));
+                }
+            }
+            // Items are never removed: positions run from 0 to total - 1.
+            let start = summary.counts.total;
+            let items: Vec<ItemProgress> = chunk
+                .iter()
+                .map(|name| ItemProgress {
+                    id: ItemId::new(),
+                    name: name.clone(),
+                    status: ItemStatus::Pending,
+                    error: None,
+                    updated_at: now,
+                })
+                .collect();
+            insert_items(&mut tx, &batch_id, start, &items).await?;
+            let added = items.len() as u32;
+            let mut counts = summary.counts;
+            counts.queued += added;
+            counts.total += added;
+            summary.set_counts(counts);
+            let update = sqlx::query(
+                "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
+                 failed = $6, total = $7 WHERE id = $8",
+            );
+            bind_state(update, &summary)
+                .bind(i64::from(counts.total))
+                .bind(&batch_id)
+                .execute(&mut *tx)
+                .await?;
+            let positions = (start..start + added).collect();
+            changes.push(Change { event: BatchProgress { summary, items }, positions });
+        }
+        Ok(Uncommitted { tx, changes })
     }
 
     /// A batch's summary alone.

@@ -134,6 +134,7 @@ pub struct Options {
     pub write_stall_secs: u64,
     /// Writes a user may make per minute.
     pub writes_per_minute: u32,
+    pub max_items_per_batch: u32,
 }
 
 impl Default for Options {
@@ -149,6 +150,7 @@ impl Default for Options {
             max_age_secs: 1_800,
             write_stall_secs: 30,
             writes_per_minute: 120,
+            max_items_per_batch: 1_000_000,
         }
     }
 }
@@ -194,6 +196,7 @@ impl LiveServer {
             stream_max_secs: options.max_age_secs,
             write_stall_secs: options.write_stall_secs,
             writes_per_minute: options.writes_per_minute,
+            max_items_per_batch: options.max_items_per_batch,
             ..Config::from_env()
         };
         let settings = (&config).into();
