@@ -74,7 +74,7 @@ async fn an_export_is_refused_for_a_bad_format_or_another_users_batch() {
     let batch = server.create(1).await;
     assert_eq!(export(&server, &batch, "?format=xlsx").await.status(), 422);
     assert_eq!(export(&server, &batch, "").await.headers()["content-type"], "text/csv; charset=utf-8");
-    let other = common::server::client(&common::server::user(&server.state, "other").await);
+    let other = server.stranger().await;
     let url = format!("{}/api/batches/{}/export", server.url, batch["batch_id"].as_str().unwrap());
     assert_eq!(other.get(url).send().await.unwrap().status(), 404);
 }

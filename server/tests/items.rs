@@ -81,7 +81,7 @@ async fn bad_item_queries_are_refused() {
         let (status, body) = page(&server, &batch, query).await;
         assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "{query}: {body}");
     }
-    let other = common::server::client(&common::server::user(&server.state, "other").await);
+    let other = server.stranger().await;
     let url = format!("{}/api/batches/{}/items", server.url, batch["batch_id"].as_str().unwrap());
     let reply = other.get(url).send().await.unwrap();
     assert_eq!(reply.status(), 404, "another user's batch is not found");
@@ -150,7 +150,7 @@ async fn adding_items_keeps_to_the_limit_and_to_unfinished_batches() {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
     assert_eq!(server.get(&finished).await.summary.counts.total, 1, "nothing was added");
 
-    let other = common::server::client(&common::server::user(&server.state, "other").await);
+    let other = server.stranger().await;
     let url = format!("{}/api/batches/{}/items", server.url, batch["batch_id"].as_str().unwrap());
     assert_eq!(other.post(url).json(&json!({ "items": ["x"] })).send().await.unwrap().status(), 404);
 }

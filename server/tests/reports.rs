@@ -131,7 +131,7 @@ async fn a_call_is_refused_whole_when_its_batch_or_its_size_is_wrong() {
     assert_eq!(send(&server, &batch, Value::Array(too_many)).await.0, 422);
     assert_eq!(send(&server, &batch, json!([{ "item": item(&batch, 0), "status": "x" }])).await.0, 422);
     // Another user's batch is not found, and nothing of it changes.
-    let other = common::server::client(&common::server::user(&server.state, "other").await);
+    let other = server.stranger().await;
     let url = format!("{}/api/batches/{}/items/status", server.url, batch["batch_id"].as_str().unwrap());
     assert_eq!(other.post(url).json(&one).send().await.unwrap().status(), 404);
     assert_eq!(server.get(&batch).await.summary.seq, 1);

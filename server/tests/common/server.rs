@@ -230,6 +230,11 @@ impl LiveServer {
         let _ = self.stop.send(true);
     }
 
+    /// A client of another user of this server, who must find none of this user's batches.
+    pub async fn stranger(&self) -> reqwest::Client {
+        client(&user(&self.state, "stranger").await)
+    }
+
     /// The id of this server's user.
     pub async fn user_id(&self) -> String {
         self.state.accounts.authenticate(&self.token).await.unwrap().unwrap().viewer.user_id
