@@ -231,13 +231,30 @@ impl Batches {
     }
 
     /// Claims the next item for a worker, announced like any other change. An item left
-    /// `processing` for longer than `lease` (its worker died) is claimed again.
-    pub async fn claim(&self, lease: std::time::Duration) -> Result<Option<BatchProgress>> {
+    /// `processing` for longer than `lease` (its worker died) is claimed again, up to
+    /// `max_reclaims` times; once more and it fails for good.
+    pub async fn claim(
+        &self,
+        lease: std::time::Duration,
+        max_reclaims: u32,
+    ) -> Result<Option<BatchProgress>> {
         let now = now();
-        match self.store.claim(now, now - lease.as_millis() as Millis).await? {
+        let stale_before = now - lease.as_millis() as Millis;
+        if let Some(lost) = self.store.fail_lost(now, stale_before, max_reclaims).await? {
+            let failed = self.announce(lost).await?;
+            let (batch, item) = (failed[0].summary.batch_id, failed[0].items[0].id);
+            tracing::warn!(%batch, %item, "an item lost its worker too often: failed for good");
+        }
+        match self.store.claim(now, stale_before, max_reclaims).await? {
             Some(change) => Ok(self.announce(change).await?.pop()),
             None => Ok(None),
         }
+    }
+
+    /// Keeps a claimed item's lease while its worker is on it; `false` once it is not that
+    /// worker's any more.
+    pub async fn renew(&self, batch: BatchId, item: ItemId) -> Result<bool> {
+        self.store.renew(batch, item, now()).await
     }
 
     /// Puts an item a stopping worker did not finish back in the queue, announced like any

@@ -117,6 +117,11 @@ pub struct Config {
     #[arg(long, env = "PROCESSING_LEASE_SECS", default_value_t = 300, value_parser = value_parser!(u64).range(1..=604_800))]
     pub processing_lease_secs: u64,
 
+    /// Times an item whose worker was lost (its lease lapsed) is claimed again; once more and
+    /// it fails for good, so that an item that kills its worker cannot loop forever.
+    #[arg(long, env = "MAX_RECLAIMS", default_value_t = 3, value_parser = value_parser!(u32).range(0..=1_000))]
+    pub max_reclaims: u32,
+
     /// Seconds a stopping process (SIGTERM, Ctrl-C) gives its workers: an item not finished by
     /// then goes back to the queue for another worker, rather than waiting for its lease.
     #[arg(long, env = "SHUTDOWN_SECS", default_value_t = 10, value_parser = value_parser!(u64).range(1..=3_600))]

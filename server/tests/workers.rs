@@ -60,11 +60,12 @@ async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     let (_, secret) = accounts.create_user("w", Role::User, 0).await.unwrap();
     let owner = accounts.authenticate(&secret.0).await.unwrap().unwrap().viewer.user_id;
     let batch = store.create_batch(&owner, NewBatch::demo(1), 1_000).await.unwrap();
-    let first = store.claim(2_000, 0).await.unwrap().unwrap().commit().await.unwrap();
+    let first = store.claim(2_000, 0, 3).await.unwrap().unwrap().commit().await.unwrap();
     assert_eq!(first[0].event.items[0].status, ItemStatus::Processing);
-    let again = store.claim(3_000, 2_500).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
+    let again =
+        store.claim(3_000, 2_500, 3).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
     assert_eq!(again[0].event.summary.seq, 3);
-    assert!(store.claim(4_000, 2_500).await.unwrap().is_none(), "fresh again: left alone");
+    assert!(store.claim(4_000, 2_500, 3).await.unwrap().is_none(), "fresh again: left alone");
     let owned = store.progress(batch.summary.batch_id).await.unwrap().unwrap();
     assert_eq!(owned.owner, owner);
     assert_eq!(owned.progress.summary.counts.processing, 1, "a reclaim does not count the item twice");
@@ -118,4 +119,67 @@ async fn a_stopping_worker_gives_an_unfinished_item_back_after_its_grace() {
         assert_eq!((back.counts.processing, back.seq), (0, 3), "claimed at 2, given back at 3");
         assert_eq!(back.status, BatchStatus::Queued);
     }
+}
+
+/// Claimed, then lost (its lease lapses) again and again: after `max_reclaims` reclaims, the
+/// next loss fails the item for good, announced like any change.
+async fn an_item_that_keeps_losing_its_worker_fails_for_good(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(1).await;
+    let batches = &server.state.batches;
+    let lease = Duration::from_millis(1);
+    for _ in 0..3 {
+        let claimed = batches.claim(lease, 2).await.unwrap().expect("claimed (again)");
+        assert_eq!(claimed.items[0].status, ItemStatus::Processing);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(batches.claim(lease, 2).await.unwrap().is_none(), "lost once too often: nothing left to claim");
+    let p = server.get(&batch).await;
+    assert_eq!(p.summary.status, BatchStatus::Failed);
+    assert_eq!((p.summary.counts.failed, p.summary.counts.processing), (1, 0));
+    let error = p.items[0].error.as_deref().unwrap();
+    assert!(error.contains("lost 3 times"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_keeps_losing_its_worker_fails_for_good_on_sqlite() {
+    an_item_that_keeps_losing_its_worker_fails_for_good(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_keeps_losing_its_worker_fails_for_good_on_postgresql() {
+    an_item_that_keeps_losing_its_worker_fails_for_good(true).await;
+}
+
+/// An item that takes longer than the lease keeps it while its worker is alive: the other
+/// worker, polling all along, never claims it again.
+async fn a_slow_item_keeps_its_lease(postgres: bool) {
+    let server = LiveServer::start(Options {
+        postgres,
+        workers: 2,
+        item_delay: Duration::from_millis(3_000),
+        lease_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let batch = server.create(1).await;
+    let done = server.finished(&batch).await;
+    assert_eq!(done.summary.status, BatchStatus::Completed);
+    let url =
+        format!("{}/api/batches/{}/export?format=ndjson", server.url, batch["batch_id"].as_str().unwrap());
+    let line: serde_json::Value =
+        serde_json::from_str(server.http.get(url).send().await.unwrap().text().await.unwrap().trim())
+            .unwrap();
+    assert_eq!(line["attempts"], 1, "claimed once: {line}");
+    assert_eq!(done.summary.seq, 3, "a claim and an outcome, no reclaim");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_item_keeps_its_lease_on_sqlite() {
+    a_slow_item_keeps_its_lease(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_item_keeps_its_lease_on_postgresql() {
+    a_slow_item_keeps_its_lease(true).await;
 }

@@ -77,33 +77,77 @@ impl Store {
     /// Claims the next item for a worker, through the same transaction shape as
     /// [`Store::report`]: a pending one (Pending → Processing), or else one whose worker has
     /// not been heard of since `stale_before` (a crashed process; its count stays in
-    /// `processing`). `None` when there is nothing to do.
-    pub async fn claim(&self, now: Millis, stale_before: Millis) -> Result<Option<Uncommitted>> {
-        if let Some(change) = self.claim_where(ItemStatus::Pending, "status = 'pending'", now, None).await? {
+    /// `processing`) and that was not reclaimed `max_reclaims` times yet. `None` when there is
+    /// nothing to do.
+    pub async fn claim(
+        &self,
+        now: Millis,
+        stale_before: Millis,
+        max_reclaims: u32,
+    ) -> Result<Option<Uncommitted>> {
+        let claimed = "status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1";
+        let pending = "status = 'pending'";
+        if let Some(change) = self.change_first(ItemStatus::Pending, claimed, pending, now, None).await? {
             return Ok(Some(change));
         }
-        let stale = "status = 'processing' AND updated_at < $2";
-        self.claim_where(ItemStatus::Processing, stale, now, Some(stale_before)).await
+        let reclaimed = format!("{claimed}, reclaims = reclaims + 1");
+        let stale = "status = 'processing' AND updated_at < $2 AND reclaims < $3";
+        self.change_first(ItemStatus::Processing, &reclaimed, stale, now, Some((stale_before, max_reclaims)))
+            .await
     }
 
-    async fn claim_where(
+    /// Fails, for good, the first item whose worker was lost once more after `max_reclaims`
+    /// reclaims: an item that kills every worker that takes it must not loop forever.
+    pub async fn fail_lost(
+        &self,
+        now: Millis,
+        stale_before: Millis,
+        max_reclaims: u32,
+    ) -> Result<Option<Uncommitted>> {
+        let failed = format!(
+            "status = 'failed', updated_at = $1, error = 'its worker was lost {} times: failed for good'",
+            u64::from(max_reclaims) + 1
+        );
+        let lost = "status = 'processing' AND updated_at < $2 AND reclaims >= $3";
+        self.change_first(ItemStatus::Processing, &failed, lost, now, Some((stale_before, max_reclaims)))
+            .await
+    }
+
+    /// Keeps an item's lease while its worker is on it: `false` when the item is no longer
+    /// that worker's (reported meanwhile, or claimed again).
+    pub async fn renew(&self, batch: BatchId, item: ItemId, now: Millis) -> Result<bool> {
+        let renewed = sqlx::query(
+            "UPDATE items SET updated_at = $1 WHERE id = $2 AND batch_id = $3 AND status = 'processing'",
+        )
+        .bind(now)
+        .bind(item.to_string())
+        .bind(batch.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Sets `set` on the first item (by position) that matches `filter`, as a change from
+    /// `from`. `$1` is `now`; `stale` binds `$2` (a time) and `$3` (a count).
+    async fn change_first(
         &self,
         from: ItemStatus,
+        set: &str,
         filter: &str,
         now: Millis,
-        stale_before: Option<Millis>,
+        stale: Option<(Millis, u32)>,
     ) -> Result<Option<Uncommitted>> {
         let mut tx = self.pool.begin().await?;
         // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
         let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
-            "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
+            "UPDATE items SET {set} \
              WHERE id = (SELECT id FROM items WHERE {filter} ORDER BY position LIMIT 1{skip_locked}) \
              AND {filter} RETURNING {ITEM_COLUMNS}, position, batch_id"
         );
         let mut update = sqlx::query(&sql).bind(now);
-        if let Some(stale_before) = stale_before {
-            update = update.bind(stale_before);
+        if let Some((stale_before, count)) = stale {
+            update = update.bind(stale_before).bind(i64::from(count));
         }
         match update.fetch_optional(&mut *tx).await? {
             Some(row) => finish_changes(tx, vec![(from, row)], now).await.map(Some),

@@ -23,6 +23,7 @@ pub struct Settings {
     pub retry_base: Duration,
     pub poll: Duration,
     pub lease: Duration,
+    pub max_reclaims: u32,
     /// How long a stopping worker may go on with its item before giving it back.
     pub grace: Duration,
 }
@@ -35,6 +36,7 @@ impl From<&Config> for Settings {
             retry_base: Duration::from_millis(c.retry_base_ms),
             poll: Duration::from_millis(c.worker_poll_ms),
             lease: Duration::from_secs(c.processing_lease_secs),
+            max_reclaims: c.max_reclaims,
             // Most of the shutdown time: the rest is for giving the item back and exiting.
             grace: c.shutdown().mul_f64(0.8),
         }
@@ -65,7 +67,7 @@ async fn work(
 ) {
     tracing::debug!(worker = n, "worker started");
     while !*stop.borrow() {
-        match batches.claim(settings.lease).await {
+        match batches.claim(settings.lease, settings.max_reclaims).await {
             Ok(Some(claimed)) => {
                 let (batch, item) = (claimed.summary.batch_id, claimed.items.first().map(|i| i.id));
                 let out_of_time = async {
@@ -109,20 +111,40 @@ async fn process(
 ) {
     let batch = claimed.summary.batch_id;
     let Some(item) = claimed.items.into_iter().next() else { return };
-    let mut attempt = 1;
-    let outcome = loop {
-        match processor.process(&item, attempt).await {
-            Ok(()) => break StatusReport { status: ItemStatus::Done, error: None },
-            Err(error) if attempt >= settings.max_attempts => {
-                break StatusReport { status: ItemStatus::Failed, error: Some(error) };
-            }
-            Err(error) => {
-                let wait = settings.retry_base * 2u32.saturating_pow(attempt - 1);
-                tracing::debug!(%batch, item = %item.id, attempt, %error, ?wait, "attempt failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
+    let attempts = async {
+        let mut attempt = 1;
+        loop {
+            match processor.process(&item, attempt).await {
+                Ok(()) => break StatusReport { status: ItemStatus::Done, error: None },
+                Err(error) if attempt >= settings.max_attempts => {
+                    break StatusReport { status: ItemStatus::Failed, error: Some(error) };
+                }
+                Err(error) => {
+                    let wait = settings.retry_base * 2u32.saturating_pow(attempt - 1);
+                    tracing::debug!(%batch, item = %item.id, attempt, %error, ?wait, "attempt failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
             }
         }
+    };
+    // The lease is renewed three times a lease while the item is worked on: only a worker
+    // that is gone lets it lapse, however long the item takes.
+    let renewing = async {
+        let mut every = tokio::time::interval(settings.lease / 3);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match batches.renew(batch, item.id).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(%batch, item = %item.id, "the item is no longer this worker's"),
+                Err(error) => tracing::warn!(%error, %batch, item = %item.id, "renewing a lease failed"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = attempts => outcome,
+        never = renewing => never,
     };
     if let Err(error) = batches.report(Access::Any, batch, item.id, outcome).await {
         tracing::error!(%error, %batch, item = %item.id, "reporting an item's outcome failed");

@@ -135,6 +135,8 @@ pub struct Options {
     /// Writes a user may make per minute.
     pub writes_per_minute: u32,
     pub max_items_per_batch: u32,
+    /// An item `processing` this long without word from its worker is claimed again.
+    pub lease_secs: u64,
 }
 
 impl Default for Options {
@@ -151,6 +153,7 @@ impl Default for Options {
             write_stall_secs: 30,
             writes_per_minute: 120,
             max_items_per_batch: 1_000_000,
+            lease_secs: 60,
         }
     }
 }
@@ -189,7 +192,7 @@ impl LiveServer {
             max_attempts: 2,
             retry_base_ms: 1,
             worker_poll_ms: 20,
-            processing_lease_secs: 60,
+            processing_lease_secs: options.lease_secs,
             shutdown_secs: 1,
             max_streams_per_user: options.max_streams_per_user,
             stream_keepalive_secs: options.keepalive_secs,
