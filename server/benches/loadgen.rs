@@ -28,7 +28,8 @@ struct Args {
     /// Which shape to run: `fanout` (1 batch, many watchers), `batches` (many batches, one
     /// watcher each), `saturate` (publish as fast as the server delivers), `items` (a
     /// 10,000-item batch through the real worker path), `idle` (10,000 streams that only get
-    /// keep-alives: memory per stream, CPU at idle), or `all`.
+    /// keep-alives: memory per stream, CPU at idle), `bulk` (a 100,000-item batch driven by
+    /// bulk reports, on SQLite and on PostgreSQL), or `all`.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// The server binary [default: `batchwatch` beside this bench's build, from
@@ -67,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
     if all || args.scenario == "idle" {
         idle(&args, 10_000, 30).await?;
     }
+    if all || args.scenario == "bulk" {
+        bulk(&args, false).await?;
+        bulk(&args, true).await?;
+    }
     Ok(())
 }
 
@@ -96,7 +101,10 @@ impl Server {
                 .context("no target dir")?
                 .join("batchwatch"),
         };
-        let database_url = format!("sqlite://{}/bench.db", dir.path().display());
+        let database_url = extra
+            .iter()
+            .find(|(k, _)| *k == "DATABASE_URL")
+            .map_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()), |(_, v)| v.clone());
         let token = bench_user(&bin, &database_url)?;
         let mut command = Command::new(&bin);
         command
@@ -484,4 +492,153 @@ async fn idle(args: &Args, streams: usize, secs: u64) -> anyhow::Result<()> {
         reader.abort();
     }
     Ok(())
+}
+
+/// A 100,000-item batch (created with 10,000, then 9 appends) driven through the HTTP API by 4
+/// reporters sending 1,000 reports a call (`processing`, then `done`), with 100 watchers that
+/// opened on the first 10,000: changes/s, events/s per watcher, and the single-report latency
+/// on a 10-item batch against the 100,000-item one.
+async fn bulk(args: &Args, postgres: bool) -> anyhow::Result<()> {
+    let database = postgres.then(|| format!("bw_bench_{}", std::process::id()));
+    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+    let psql = |sql: String| Command::new("psql").args([admin, "-qc", &sql]).status();
+    let mut extra = Vec::new();
+    if let Some(name) = &database {
+        psql(format!("CREATE DATABASE {name}"))?;
+        extra.push(("DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{name}")));
+    }
+    let result = bulk_on(args, &extra).await;
+    if let Some(name) = &database {
+        psql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    }
+    result.map(|line| println!("bulk reports on {}: {line}", if postgres { "PostgreSQL" } else { "SQLite" }))
+}
+
+async fn bulk_on(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String> {
+    let server = Server::start(args, extra).await?;
+    let batch = server.create(10_000).await?;
+    let id = batch.summary.batch_id;
+    let mut items: Vec<String> = batch.items.iter().map(|i| i.id.to_string()).collect();
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let snapshots = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(server.addr).await?;
+        let request = format!(
+            "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+            server.addr, server.token
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let (progress, snapshots) = (progress.clone(), snapshots.clone());
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match line.as_str() {
+                    "event: progress" => drop(progress.fetch_add(1, Ordering::Relaxed)),
+                    "event: snapshot" => drop(snapshots.fetch_add(1, Ordering::Relaxed)),
+                    _ => {}
+                }
+            }
+        }));
+    }
+    while snapshots.load(Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = |path: &str| format!("http://{}/api/batches/{id}{path}", server.addr);
+    for chunk in 0..9 {
+        let names: Vec<String> = (0..10_000).map(|i| format!("more-{chunk}-{i:05}.jpg")).collect();
+        let added: BatchProgress = server
+            .http
+            .post(url("/items"))
+            .json(&serde_json::json!({ "items": names }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        items.extend(added.items.iter().map(|i| i.id.to_string()));
+    }
+    let (_, cpu_before) = server.usage();
+    let (progress_before, snapshots_before) =
+        (progress.load(Ordering::Relaxed), snapshots.load(Ordering::Relaxed));
+    let started = Instant::now();
+    let reporters = items.chunks(items.len() / 4).map(|share| {
+        let (http, url, share) = (server.http.clone(), url("/items/status"), share.to_vec());
+        tokio::spawn(async move {
+            for calls in share.chunks(1_000) {
+                for status in ["processing", "done"] {
+                    let reports: Vec<_> = calls
+                        .iter()
+                        .map(|item| serde_json::json!({ "item": item, "status": status }))
+                        .collect();
+                    http.post(&url).json(&reports).send().await?.error_for_status()?;
+                }
+            }
+            anyhow::Ok(())
+        })
+    });
+    for reporter in futures::future::join_all(reporters).await {
+        reporter??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss, cpu_after) = server.usage();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = progress.load(Ordering::Relaxed) - progress_before;
+    let resyncs = snapshots.load(Ordering::Relaxed) - snapshots_before;
+    for reader in readers {
+        reader.abort();
+    }
+
+    // One report's latency: on a 10-item batch, and on the 100,000-item one (items appended
+    // for it, still pending).
+    let small = server.create(10).await?;
+    let latency = |batch: BatchId, item: String| {
+        let (http, url) =
+            (server.http.clone(), format!("http://{}/api/batches/{batch}/items/{item}/status", server.addr));
+        async move {
+            let started = Instant::now();
+            http.post(url)
+                .json(&serde_json::json!({ "status": "processing" }))
+                .send()
+                .await?
+                .error_for_status()?;
+            anyhow::Ok(started.elapsed().as_secs_f64() * 1_000.0)
+        }
+    };
+    let mut on_small = Vec::new();
+    for item in &small.items {
+        on_small.push(latency(small.summary.batch_id, item.id.to_string()).await?);
+    }
+    let appended: BatchProgress = server
+        .http
+        .post(url("/items"))
+        .json(&serde_json::json!({ "items": (0..10).map(|i| format!("late-{i}.jpg")).collect::<Vec<_>>() }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut on_large = Vec::new();
+    for item in &appended.items {
+        on_large.push(latency(id, item.id.to_string()).await?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let changes = 2 * items.len();
+    Ok(format!(
+        "{changes} changes in {elapsed:.1} s = {:.0} changes/s ({} items, 4 reporters, 1,000 reports a call); \
+         100 watchers got {:.1} events/s each ({resyncs} resync snapshots); server CPU {:.1} s, RSS {:.1} MB; \
+         one report p50 {:.2} ms on a 10-item batch, {:.2} ms on the {}-item one",
+        changes as f64 / elapsed,
+        items.len(),
+        events as f64 / 100.0 / elapsed,
+        cpu_after - cpu_before,
+        rss as f64 / 1024.0,
+        median(&mut on_small),
+        median(&mut on_large),
+        items.len() + 10,
+    ))
 }
