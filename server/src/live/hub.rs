@@ -63,10 +63,12 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
-/// A watched batch: its ring, and the newest `seq` offered to all of its watchers.
+/// A watched batch: its ring, the newest `seq` offered to all of its watchers, and its newest
+/// snapshot as streams write it, framed once for all the watchers that start from it.
 struct Topic {
     tx: broadcast::Sender<Arc<Framed>>,
     seq: u64,
+    snapshot: Option<(u64, Bytes)>,
 }
 
 struct Inner {
@@ -132,7 +134,11 @@ impl Hub {
             return Watch { rx: Some(rx), id, hub: self.inner.clone() };
         }
         let mut topics = self.topics();
-        let topic = topics.entry(id).or_insert_with(|| Topic { tx: broadcast::channel(RING).0, seq: 0 });
+        let topic = topics.entry(id).or_insert_with(|| Topic {
+            tx: broadcast::channel(RING).0,
+            seq: 0,
+            snapshot: None,
+        });
         Watch { rx: Some(topic.tx.subscribe()), id, hub: self.inner.clone() }
     }
 
@@ -220,13 +226,9 @@ impl Hub {
         if self.topics().get(&id).is_none_or(|topic| topic.seq >= seq) {
             return;
         }
-        let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
-        metrics::snapshot_written(json.len());
+        let bytes = framed_snapshot(&self.inner, snapshot);
         let terminal = snapshot.summary.status.is_terminal();
-        self.offer(
-            id,
-            Framed { kind: Sent::Snapshot, seq, terminal, bytes: frame("snapshot", Some(seq), &json) },
-        );
+        self.offer(id, Framed { kind: Sent::Snapshot, seq, terminal, bytes });
     }
 
     fn offer(&self, id: BatchId, framed: Framed) {
@@ -279,6 +281,12 @@ impl Watch {
         self.rx.as_mut().expect("present until drop").recv().await
     }
 
+    /// `event: snapshot` of this batch at the snapshot's `seq`, serialized and framed once for
+    /// every watcher that starts or resyncs from it.
+    pub fn framed_snapshot(&self, snapshot: &BatchProgress) -> Bytes {
+        framed_snapshot(&self.hub, snapshot)
+    }
+
     /// The snapshot this watcher started from: the `seq` a batch nobody watched before has
     /// been offered, so that the catch-up task need not read it again.
     pub fn seen(&self, seq: u64) {
@@ -297,6 +305,24 @@ impl Drop for Watch {
             topics.remove(&self.id);
         }
     }
+}
+
+/// A snapshot framed as streams write it, taken from its batch's topic when the topic already
+/// holds that `seq`, and kept there for the next watcher otherwise.
+fn framed_snapshot(hub: &Inner, snapshot: &BatchProgress) -> Bytes {
+    let (id, seq) = (snapshot.summary.batch_id, snapshot.summary.seq);
+    let lock = || hub.topics.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, bytes)) = lock().get(&id).and_then(|t| t.snapshot.as_ref()).filter(|(s, _)| *s == seq) {
+        return bytes.clone();
+    }
+    // Serialized outside the lock: a large batch takes milliseconds.
+    let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
+    metrics::snapshot_written(json.len());
+    let bytes = frame("snapshot", Some(seq), &json);
+    if let Some(topic) = lock().get_mut(&id).filter(|t| t.snapshot.as_ref().is_none_or(|(s, _)| *s < seq)) {
+        topic.snapshot = Some((seq, bytes.clone()));
+    }
+    bytes
 }
 
 async fn subscribe_forever(client: redis::Client, hub: Hub) {
@@ -408,6 +434,20 @@ mod tests {
         let text = std::str::from_utf8(&x.bytes).unwrap();
         assert!(text.starts_with("id: 7\nevent: progress\ndata: {"), "{text}");
         assert!(text.ends_with("}\n\n"));
+    }
+
+    #[test]
+    fn a_snapshot_is_framed_once_for_all_the_watchers_that_start_from_it() {
+        let hub = Hub::memory();
+        let id = BatchId::new();
+        let (a, b) = (hub.watch(id), hub.watch(id));
+        let first = a.framed_snapshot(&event(id, 5, false));
+        let again = b.framed_snapshot(&event(id, 5, false));
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one allocation shared");
+        assert!(std::str::from_utf8(&first).unwrap().starts_with("id: 5\nevent: snapshot\ndata: {"));
+        let newer = b.framed_snapshot(&event(id, 6, false));
+        assert_ne!(newer.as_ptr(), first.as_ptr());
+        assert_eq!(a.framed_snapshot(&event(id, 6, false)).as_ptr(), newer.as_ptr());
     }
 
     #[tokio::test]

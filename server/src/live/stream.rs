@@ -39,7 +39,7 @@ use crate::{
         frame::{PING, RETRY, frame},
         hub::{Framed, Watch},
     },
-    metrics::{self, OpenStream, Sent},
+    metrics::{OpenStream, Sent},
     state::AppState,
 };
 
@@ -276,11 +276,11 @@ impl Watcher {
         }
     }
 
+    /// Sends a snapshot, framed once for all the watchers that start from it.
     fn send_snapshot(&mut self, snapshot: &BatchProgress) {
         self.last = snapshot.summary.seq;
-        let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
-        metrics::snapshot_written(json.len());
-        self.push(Sent::Snapshot, frame("snapshot", Some(self.last), &json));
+        let framed = self.watch.framed_snapshot(snapshot);
+        self.push(Sent::Snapshot, framed);
         self.finish_if_terminal(snapshot);
     }
 
