@@ -10,18 +10,13 @@ use std::collections::HashMap;
 use sqlx::{FromRow, Row};
 
 use super::{
-    Change, INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, Uncommitted, bind_state,
-    items::EVENT_ITEMS,
+    Change, INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, Tx, Uncommitted, bind_state,
+    items::EVENT_ITEMS, next_seq, save_counts,
 };
 use crate::error::{Error, Result};
 
 /// Inserts pending items at positions `start`, `start + 1`, ..., a thousand rows a statement.
-async fn insert_items(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    batch_id: &str,
-    start: u32,
-    items: &[ItemProgress],
-) -> Result<()> {
+async fn insert_items(tx: &mut Tx, batch_id: &str, start: u32, items: &[ItemProgress]) -> Result<()> {
     for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
         let mut sql =
             String::from("INSERT INTO items (id, batch_id, position, name, status, updated_at) VALUES ");
@@ -198,15 +193,7 @@ impl Store {
         let batch_id = id.to_string();
         let mut changes = Vec::with_capacity(names.len().div_ceil(EVENT_ITEMS));
         for (chunk_index, chunk) in names.chunks(EVENT_ITEMS).enumerate() {
-            // `seq` first: on PostgreSQL the UPDATE locks the batch's row until commit.
-            let summary: Option<BatchSummary> = sqlx::query_as(&format!(
-                "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
-            ))
-            .bind(now)
-            .bind(&batch_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let mut summary = summary.ok_or(Error::NotFound("batch"))?;
+            let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
             if chunk_index == 0 {
                 if summary.status.is_terminal() {
                     return Err(Error::Conflict("a finished batch takes no more items"));
@@ -233,15 +220,7 @@ impl Store {
             counts.queued += added;
             counts.total += added;
             summary.set_counts(counts);
-            let update = sqlx::query(
-                "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
-                 failed = $6, total = $7 WHERE id = $8",
-            );
-            bind_state(update, &summary)
-                .bind(i64::from(counts.total))
-                .bind(&batch_id)
-                .execute(&mut *tx)
-                .await?;
+            save_counts(&mut tx, &batch_id, &summary).await?;
             let positions = (start..start + added).collect();
             changes.push(Change { event: BatchProgress { summary, items }, positions });
         }

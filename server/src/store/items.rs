@@ -2,12 +2,11 @@
 //! each in one transaction with the batch's counts, status and `seq`.
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis,
-    StatusReport,
+    BatchId, BatchProgress, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis, StatusReport,
 };
 use sqlx::{FromRow, Row, any::AnyRow};
 
-use super::{Change, ITEM_COLUMNS, SUMMARY_COLUMNS, Store, Uncommitted, bind_state};
+use super::{Change, ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, save_counts};
 use crate::error::{Error, Result};
 
 impl Store {
@@ -159,8 +158,6 @@ impl Store {
 /// The most items one change event holds: a larger burst goes out as several events.
 pub const EVENT_ITEMS: usize = 500;
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
-
 /// Applies one report inside `tx`: the changed row, or why it was refused (the item is not in
 /// this batch, or the move is illegal from its status). The outer error is the database's.
 ///
@@ -216,16 +213,8 @@ async fn finish_changes(mut tx: Tx, changed: Vec<(ItemStatus, AnyRow)>, now: Mil
     let mut changes = Vec::with_capacity(changed.len().div_ceil(EVENT_ITEMS));
     for chunk in changed.chunks(EVENT_ITEMS) {
         let batch: String = chunk[0].1.try_get("batch_id")?;
-        // `seq` first, with an UPDATE: on PostgreSQL it locks the batch's row until commit,
-        // so two changes of one batch cannot both read the same counts and lose one of the
-        // updates (a plain SELECT would; SQLite serializes writers anyway).
-        let mut summary = sqlx::query_as::<_, BatchSummary>(&format!(
-            "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
-        ))
-        .bind(now)
-        .bind(&batch)
-        .fetch_one(&mut *tx)
-        .await?;
+        // The item's row references its batch: the batch is there.
+        let mut summary = next_seq(&mut tx, &batch, now).await?.ok_or(Error::NotFound("batch"))?;
         let mut counts = summary.counts;
         let mut changed = Vec::with_capacity(chunk.len());
         for (from, row) in chunk {
@@ -240,11 +229,7 @@ async fn finish_changes(mut tx: Tx, changed: Vec<(ItemStatus, AnyRow)>, now: Mil
         changed.retain(|(item, _)| seen.insert(item.id));
         changed.reverse();
         let (items, positions) = changed.into_iter().unzip();
-        let update = sqlx::query(
-            "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
-             failed = $6 WHERE id = $7",
-        );
-        bind_state(update, &summary).bind(&batch).execute(&mut *tx).await?;
+        save_counts(&mut tx, &batch, &summary).await?;
         changes.push(Change { event: BatchProgress { summary, items }, positions });
     }
     Ok(Uncommitted { tx, changes })

@@ -13,7 +13,7 @@ pub mod items;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use batchwatch_core::{BatchProgress, BatchSummary};
+use batchwatch_core::{BatchProgress, BatchSummary, Millis};
 use sqlx::{
     AnyPool, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -54,7 +54,7 @@ pub struct Change {
 /// it, so that commits and announcements happen in the same order.
 /// Changes of one batch, written in a transaction not yet committed: one change event each.
 pub struct Uncommitted {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: Tx,
     changes: Vec<Change>,
 }
 
@@ -115,6 +115,37 @@ fn bind_state<'q>(query: AnyQuery<'q>, summary: &BatchSummary) -> AnyQuery<'q> {
         .bind(i64::from(counts.processing))
         .bind(i64::from(counts.completed))
         .bind(i64::from(counts.failed))
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Opens a change of a batch: `seq` + 1 and its time, returning the summary before the change
+/// (`None` when there is no such batch). An UPDATE comes first: on PostgreSQL it locks the
+/// batch's row until commit, so two changes of one batch cannot both read the same counts and
+/// lose one of the updates (a plain SELECT would; SQLite serializes writers anyway).
+async fn next_seq(tx: &mut Tx, batch_id: &str, now: Millis) -> Result<Option<BatchSummary>> {
+    let summary = sqlx::query_as(&format!(
+        "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
+    ))
+    .bind(now)
+    .bind(batch_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(summary)
+}
+
+/// Writes what a change did to a batch's counts (and the status and percent that follow).
+async fn save_counts(tx: &mut Tx, batch_id: &str, summary: &BatchSummary) -> Result<()> {
+    let update = sqlx::query(
+        "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
+         failed = $6, total = $7 WHERE id = $8",
+    );
+    bind_state(update, summary)
+        .bind(i64::from(summary.counts.total))
+        .bind(batch_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// For a SQLite URL: creates the file's folder and asks sqlx to create the file.
