@@ -140,9 +140,7 @@ pub async fn append_items(
     Path(id): Path<BatchId>,
     Json(new): Json<NewItems>,
 ) -> Result<impl IntoResponse> {
-    let events = batches.append(&viewer.user_id, id, new, config.max_items_per_batch).await?;
-    let summary = events.last().expect("at least one item was added").summary.clone();
-    Ok(axum::Json(BatchProgress { summary, items: events.into_iter().flat_map(|e| e.items).collect() }))
+    Ok(axum::Json(batches.append(&viewer.user_id, id, new, config.max_items_per_batch).await?))
 }
 
 /// One page of a batch's items in order, filtered by status and by a name substring; follow

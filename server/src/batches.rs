@@ -143,19 +143,20 @@ impl Batches {
     }
 
     /// Adds items at the end of `owner`'s batch while it is not finished, keeping it within
-    /// `max` items; announced like any other change. Returns the new items' events.
+    /// `max` items; announced like any other change. Returns the summary after, and the new
+    /// items.
     pub async fn append(
         &self,
         owner: &str,
         batch: BatchId,
         new: NewItems,
         max: u32,
-    ) -> Result<Vec<BatchProgress>> {
+    ) -> Result<BatchProgress> {
         let new = new.validate()?;
         self.check_owner(owner, batch).await?;
         let events = self.announce(self.store.append_items(batch, new.items, max, now()).await?).await?;
         self.work.notify_waiters();
-        Ok(events)
+        Ok(merged(events).expect("at least one item was added"))
     }
 
     /// One page of a batch's items, for its owner.
@@ -213,11 +214,7 @@ impl Batches {
         }
         let (uncommitted, applied) = self.store.report_many(batch, valid, now()).await?;
         let changed = match uncommitted {
-            Some(uncommitted) => {
-                let events = self.announce(uncommitted).await?;
-                let summary = events.last().expect("a change").summary.clone();
-                BatchProgress { summary, items: events.into_iter().flat_map(|e| e.items).collect() }
-            }
+            Some(uncommitted) => merged(self.announce(uncommitted).await?).expect("a change"),
             None => {
                 let summary = self.store.summary(batch).await?.ok_or(Error::NotFound("batch"))?;
                 BatchProgress { summary, items: Vec::new() }
@@ -280,6 +277,12 @@ impl Batches {
         }
         Ok(events)
     }
+}
+
+/// Events of one call as one answer: the summary after the last, and every item they hold.
+fn merged(events: Vec<BatchProgress>) -> Option<BatchProgress> {
+    let summary = events.last()?.summary.clone();
+    Some(BatchProgress { summary, items: events.into_iter().flat_map(|e| e.items).collect() })
 }
 
 /// `Ok` when the batch exists (`owner` is its owner) and `access` reaches it: another user's

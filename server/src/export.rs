@@ -73,10 +73,9 @@ impl ExportedItem {
         Self {
             id: row.id,
             name: row.name,
-            // The database only ever holds the four statuses.
-            status: ItemStatus::try_from(row.status).unwrap_or(ItemStatus::Pending),
+            status: row.status,
             error: row.error,
-            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            attempts: row.attempts,
             updated_at: Self::time(row.updated_at),
         }
     }

@@ -47,9 +47,11 @@ pub struct ExportRow {
     pub position: i64,
     pub id: String,
     pub name: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: ItemStatus,
     pub error: Option<String>,
-    pub attempts: i64,
+    #[sqlx(try_from = "i64")]
+    pub attempts: u32,
     pub updated_at: Millis,
 }
 
