@@ -30,6 +30,14 @@ fn api_routes(batch: &Value) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, format!("/api/batches/{id}"), None),
         (Method::GET, format!("/api/batches/{id}/stream"), None),
         (Method::POST, report_uri(batch, 0), Some(json!({ "status": "processing" }))),
+        (
+            Method::POST,
+            format!("/api/batches/{id}/items/status"),
+            Some(json!([{ "item": batch["items"][0]["id"], "status": "processing" }])),
+        ),
+        (Method::GET, format!("/api/batches/{id}/items"), None),
+        (Method::POST, format!("/api/batches/{id}/items"), Some(json!({ "items": ["b"] }))),
+        (Method::GET, format!("/api/batches/{id}/export"), None),
     ]
 }
 
