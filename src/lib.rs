@@ -20,7 +20,10 @@ pub use account::{Role, Viewer};
 pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::{NewBatch, NewItems};
-pub use progress::{Applied, BatchProgress, BatchSummary, Counts, ItemProgress, ItemQuery, ItemsPage, Page};
+pub use progress::{
+    Applied, BatchProgress, BatchSummary, Counts, ItemProgress, ItemQuery, ItemsPage, Page, latest_each,
+    merge_events,
+};
 pub use report::{ItemReport, StatusReport};
 pub use status::{BatchStatus, ItemStatus};
 

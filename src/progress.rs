@@ -121,6 +121,11 @@ pub struct BatchProgress {
     #[serde(flatten)]
     pub summary: BatchSummary,
     pub items: Vec<ItemProgress>,
+    /// In an event that joins several changes ([`merge_events`]): the `seq` before the first
+    /// of them, so that a state at any `seq` from `since` on takes the event. Absent: the
+    /// event is one change, after `seq - 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
 }
 
 /// What applying an event did to the state a client holds.
@@ -135,11 +140,11 @@ pub enum Applied {
 }
 
 impl Applied {
-    /// What an event with `seq` `got` means to a state at `have`.
-    pub fn order(have: u64, got: u64) -> Applied {
-        if got <= have {
+    /// What `event` means to a state at `seq` `have`.
+    pub fn order(have: u64, event: &BatchProgress) -> Applied {
+        if event.summary.seq <= have {
             Applied::Stale
-        } else if got > have + 1 {
+        } else if event.after() > have {
             Applied::Gap
         } else {
             Applied::Applied
@@ -148,9 +153,19 @@ impl Applied {
 }
 
 impl BatchProgress {
+    /// A snapshot, or a change event of one change.
+    pub fn new(summary: BatchSummary, items: Vec<ItemProgress>) -> Self {
+        Self { summary, items, since: None }
+    }
+
+    /// The `seq` a state needs at least for this event to apply to it.
+    pub fn after(&self) -> u64 {
+        self.since.unwrap_or(self.summary.seq.saturating_sub(1))
+    }
+
     /// Applies a change event in `seq` order: items are replaced by id, the summary taken whole.
     pub fn apply(&mut self, event: &BatchProgress) -> Applied {
-        let order = Applied::order(self.summary.seq, event.summary.seq);
+        let order = Applied::order(self.summary.seq, event);
         if order != Applied::Applied {
             return order;
         }
@@ -164,6 +179,46 @@ impl BatchProgress {
         self.summary = event.summary.clone();
         Applied::Applied
     }
+}
+
+/// Change events of one batch joined for its watchers: in `seq` order, each run of consecutive
+/// events (each starting where the one before ended) becomes one event while it holds at most
+/// `max_items` items. In a joined event each item appears once ([`latest_each`]); its summary
+/// is the last one's.
+pub fn merge_events(mut events: Vec<BatchProgress>, max_items: usize) -> Vec<BatchProgress> {
+    events.sort_by_key(|event| event.summary.seq);
+    let mut merged: Vec<BatchProgress> = Vec::new();
+    for event in events {
+        match merged.last_mut() {
+            Some(last)
+                if event.after() == last.summary.seq && last.items.len() + event.items.len() <= max_items =>
+            {
+                last.since = Some(last.after());
+                last.items.extend(event.items);
+                last.items = latest_each(std::mem::take(&mut last.items), |item| item.id);
+                last.summary = event.summary;
+            }
+            _ => merged.push(event),
+        }
+    }
+    merged
+}
+
+/// Each item once, where it first appeared (items added to a batch keep their order), as it
+/// last appeared (as it ended).
+pub fn latest_each<T>(entries: Vec<T>, id: impl Fn(&T) -> ItemId) -> Vec<T> {
+    let mut places = std::collections::HashMap::with_capacity(entries.len());
+    let mut kept: Vec<T> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match places.get(&id(&entry)) {
+            Some(&place) => kept[place] = entry,
+            None => {
+                places.insert(id(&entry), kept.len());
+                kept.push(entry);
+            }
+        }
+    }
+    kept
 }
 
 /// `limit`/`offset` of a list, clamped to what a server answers.
@@ -261,6 +316,7 @@ mod tests {
                     updated_at: 10,
                 })
                 .collect(),
+            since: None,
         }
     }
 
@@ -305,7 +361,7 @@ mod tests {
         summary.seq = seq;
         let mut changed = from.items[item].clone();
         changed.status = status;
-        BatchProgress { summary, items: vec![changed] }
+        BatchProgress::new(summary, vec![changed])
     }
 
     #[test]
@@ -327,7 +383,7 @@ mod tests {
         let mut summary = state.summary.clone();
         summary.seq = 2;
         summary.set_counts(Counts::queued(3));
-        assert_eq!(state.apply(&BatchProgress { summary, items: vec![added.clone()] }), Applied::Applied);
+        assert_eq!(state.apply(&BatchProgress::new(summary, vec![added.clone()])), Applied::Applied);
         assert_eq!(state.items.len(), 3);
         assert_eq!(state.items[2], added);
         assert_eq!(state.summary.counts.total, 3);
@@ -342,6 +398,68 @@ mod tests {
         let ahead = event(&state, 3, 0, ItemStatus::Processing);
         assert_eq!(state.apply(&ahead), Applied::Gap);
         assert_eq!(state.summary.seq, 1);
+    }
+
+    #[test]
+    fn consecutive_events_merge_into_one_that_any_state_they_cover_takes() {
+        let start = batch(3);
+        let mut added = batch(1).items.remove(0);
+        added.name = "late.jpg".into();
+        let mut append = BatchProgress::new(start.summary.clone(), vec![added.clone()]);
+        append.summary.seq = 4;
+        let events = vec![
+            event(&start, 3, 1, ItemStatus::Processing),
+            event(&start, 2, 0, ItemStatus::Processing),
+            append,
+            event(&start, 5, 0, ItemStatus::Done),
+        ];
+        let merged = merge_events(events.clone(), 500);
+        assert_eq!(merged.len(), 1);
+        let one = &merged[0];
+        assert_eq!((one.since, one.summary.seq), (Some(1), 5));
+        let ids: Vec<_> = one.items.iter().map(|i| (i.id, i.status)).collect();
+        assert_eq!(
+            ids,
+            [
+                (start.items[0].id, ItemStatus::Done),
+                (start.items[1].id, ItemStatus::Processing),
+                (added.id, ItemStatus::Pending)
+            ],
+            "each item once, where it first appeared, as it ended"
+        );
+        // A state anywhere in 1..5 takes it and ends like one that took each event in turn.
+        let mut one_by_one = start.clone();
+        for e in merge_events(events, 1) {
+            assert_eq!(one_by_one.apply(&e), Applied::Applied);
+        }
+        for have in 1..5 {
+            let mut state = start.clone();
+            state.summary.seq = have;
+            assert_eq!(state.apply(one), Applied::Applied, "from {have}");
+            assert_eq!(state.items, one_by_one.items);
+        }
+        let mut done = one_by_one.clone();
+        assert_eq!(done.apply(one), Applied::Stale);
+    }
+
+    #[test]
+    fn only_consecutive_events_merge_and_never_past_max_items() {
+        let start = batch(3);
+        let merged = merge_events(
+            vec![
+                event(&start, 2, 0, ItemStatus::Processing),
+                // 3 was another process's: 2 and 4 cannot be joined.
+                event(&start, 4, 1, ItemStatus::Processing),
+                event(&start, 5, 2, ItemStatus::Processing),
+                event(&start, 6, 0, ItemStatus::Done),
+            ],
+            2,
+        );
+        let spans: Vec<_> = merged.iter().map(|e| (e.after(), e.summary.seq)).collect();
+        assert_eq!(spans, [(1, 2), (3, 5), (5, 6)]);
+        let mut state = start.clone();
+        assert_eq!(state.apply(&merged[0]), Applied::Applied);
+        assert_eq!(state.apply(&merged[1]), Applied::Gap, "3 is missing");
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl LiveState {
     /// Applies a change event in `seq` order, touching only the rows it names; items added to
     /// the batch become new rows at the end.
     pub fn apply(&self, event: BatchProgress) -> Applied {
-        let order = Applied::order(self.summary.with_untracked(|s| s.seq), event.summary.seq);
+        let order = Applied::order(self.summary.with_untracked(|s| s.seq), &event);
         if order == Applied::Applied {
             let index = self.index.get_value();
             let mut added = Vec::new();

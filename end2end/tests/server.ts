@@ -157,8 +157,12 @@ export class TestServer {
     if (res.status !== 200) throw new Error(`append: ${res.status} ${await res.text()}`);
   }
 
+  /** The batch's summary, and its first 500 items. */
   async get(batch: any): Promise<any> {
-    return (await fetch(`${this.url}/api/batches/${batch.batch_id}`, { headers: this.headers() })).json();
+    const url = `${this.url}/api/batches/${batch.batch_id}`;
+    const summary = await (await fetch(url, { headers: this.headers() })).json();
+    const page = await (await fetch(`${url}/items?limit=500`, { headers: this.headers() })).json();
+    return { ...summary, items: page.items };
   }
 }
 

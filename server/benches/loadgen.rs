@@ -29,7 +29,8 @@ struct Args {
     /// watcher each), `saturate` (publish as fast as the server delivers), `items` (a
     /// 10,000-item batch through the real worker path), `idle` (10,000 streams that only get
     /// keep-alives: memory per stream, CPU at idle), `bulk` (a 100,000-item batch driven by
-    /// bulk reports, on SQLite and on PostgreSQL), or `all`.
+    /// bulk reports, on SQLite and on PostgreSQL), `workers` (a 100,000-item batch through the
+    /// built-in workers, on SQLite and on PostgreSQL), or `all`.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// The server binary [default: `batchwatch` beside this bench's build, from
@@ -68,9 +69,16 @@ async fn main() -> anyhow::Result<()> {
     if all || args.scenario == "idle" {
         idle(&args, 10_000, 30).await?;
     }
-    if all || args.scenario == "bulk" {
-        bulk(&args, false).await?;
-        bulk(&args, true).await?;
+    for (scenario, what) in [("bulk", "bulk reports"), ("workers", "built-in workers")] {
+        if all || args.scenario == scenario {
+            for postgres in [false, true] {
+                let line = on_database(postgres, |extra| async {
+                    if scenario == "bulk" { bulk(&args, &extra).await } else { workers(&args, extra).await }
+                })
+                .await?;
+                println!("{what} on {}: {line}", if postgres { "PostgreSQL" } else { "SQLite" });
+            }
+        }
     }
     Ok(())
 }
@@ -270,7 +278,7 @@ fn event(base: &BatchProgress, seq: u64, last: bool) -> Vec<u8> {
     let mut item = base.items[0].clone();
     item.status = if last { ItemStatus::Done } else { ItemStatus::Processing };
     debug_assert!(!last || summary.status == BatchStatus::Completed);
-    serde_json::to_vec(&BatchProgress { summary, items: vec![item] }).unwrap()
+    serde_json::to_vec(&BatchProgress::new(summary, vec![item])).unwrap()
 }
 
 /// `batches` batches with `watchers` watchers each; `updates` events in all at `rate`/s
@@ -498,53 +506,13 @@ async fn idle(args: &Args, streams: usize, secs: u64) -> anyhow::Result<()> {
 /// reporters sending 1,000 reports a call (`processing`, then `done`), with 100 watchers that
 /// opened on the first 10,000: changes/s, events/s per watcher, and the single-report latency
 /// on a 10-item batch against the 100,000-item one.
-async fn bulk(args: &Args, postgres: bool) -> anyhow::Result<()> {
-    let database = postgres.then(|| format!("bw_bench_{}", std::process::id()));
-    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
-    let psql = |sql: String| Command::new("psql").args([admin, "-qc", &sql]).status();
-    let mut extra = Vec::new();
-    if let Some(name) = &database {
-        psql(format!("CREATE DATABASE {name}"))?;
-        extra.push(("DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{name}")));
-    }
-    let result = bulk_on(args, &extra).await;
-    if let Some(name) = &database {
-        psql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
-    }
-    result.map(|line| println!("bulk reports on {}: {line}", if postgres { "PostgreSQL" } else { "SQLite" }))
-}
-
-async fn bulk_on(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String> {
+async fn bulk(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String> {
     let server = Server::start(args, extra).await?;
     let batch = server.create(10_000).await?;
     let id = batch.summary.batch_id;
     let mut items: Vec<String> = batch.items.iter().map(|i| i.id.to_string()).collect();
 
-    let progress = Arc::new(AtomicU64::new(0));
-    let snapshots = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::new();
-    for _ in 0..100 {
-        let mut stream = TcpStream::connect(server.addr).await?;
-        let request = format!(
-            "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-            server.addr, server.token
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let (progress, snapshots) = (progress.clone(), snapshots.clone());
-        readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match line.as_str() {
-                    "event: progress" => drop(progress.fetch_add(1, Ordering::Relaxed)),
-                    "event: snapshot" => drop(snapshots.fetch_add(1, Ordering::Relaxed)),
-                    _ => {}
-                }
-            }
-        }));
-    }
-    while snapshots.load(Ordering::Relaxed) < 100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let watchers = Watchers::open(&server, id, 100).await?;
     let url = |path: &str| format!("http://{}/api/batches/{id}{path}", server.addr);
     for chunk in 0..9 {
         let names: Vec<String> = (0..10_000).map(|i| format!("more-{chunk}-{i:05}.jpg")).collect();
@@ -570,8 +538,7 @@ async fn bulk_on(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String
         .json()
         .await?;
     let (_, cpu_before) = server.usage();
-    let (progress_before, snapshots_before) =
-        (progress.load(Ordering::Relaxed), snapshots.load(Ordering::Relaxed));
+    let (progress_before, snapshots_before) = watchers.counts();
     let started = Instant::now();
     let reporters = items.chunks(items.len() / 4).map(|share| {
         let (http, url, share) = (server.http.clone(), url("/items/status"), share.to_vec());
@@ -594,11 +561,10 @@ async fn bulk_on(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String
     let elapsed = started.elapsed().as_secs_f64();
     let (rss, cpu_after) = server.usage();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let events = progress.load(Ordering::Relaxed) - progress_before;
-    let resyncs = snapshots.load(Ordering::Relaxed) - snapshots_before;
-    for reader in readers {
-        reader.abort();
-    }
+    let (progress_after, snapshots_after) = watchers.counts();
+    let (events, resyncs) = (progress_after - progress_before, snapshots_after - snapshots_before);
+    let (p50, p99) = watchers.freshness();
+    drop(watchers);
 
     // One report's latency: on a 10-item batch, and on the 100,000-item one (its probes).
     let small = server.create(10).await?;
@@ -630,7 +596,8 @@ async fn bulk_on(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String
     let changes = 2 * items.len();
     Ok(format!(
         "{changes} changes in {elapsed:.1} s = {:.0} changes/s ({} items, 4 reporters, 1,000 reports a call); \
-         100 watchers got {:.1} events/s each ({resyncs} resync snapshots); server CPU {:.1} s, RSS {:.1} MB; \
+         100 watchers got {:.1} events/s each ({resyncs} resync snapshots), freshness p50 {p50} ms, \
+         p99 {p99} ms; server CPU {:.1} s, RSS {:.1} MB; \
          one report p50 {:.2} ms on a 10-item batch, {:.2} ms on the {}-item one",
         changes as f64 / elapsed,
         items.len(),
@@ -640,5 +607,147 @@ async fn bulk_on(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String
         median(&mut on_small),
         median(&mut on_large),
         items.len() + 10,
+    ))
+}
+
+/// Runs `scenario` on a fresh SQLite file, or on a fresh PostgreSQL database dropped after.
+async fn on_database<F: Future<Output = anyhow::Result<String>>>(
+    postgres: bool,
+    scenario: impl FnOnce(Vec<(&'static str, String)>) -> F,
+) -> anyhow::Result<String> {
+    let database = postgres.then(|| format!("bw_bench_{}", std::process::id()));
+    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+    let psql = |sql: String| Command::new("psql").args([admin, "-qc", &sql]).status();
+    let mut extra = Vec::new();
+    if let Some(name) = &database {
+        psql(format!("CREATE DATABASE {name}"))?;
+        extra.push(("DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{name}")));
+    }
+    let result = scenario(extra).await;
+    if let Some(name) = &database {
+        psql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    }
+    result
+}
+
+/// Watchers of one batch: every one counts its events; every tenth also reads them and
+/// measures their freshness: how long ago the oldest change in each was committed.
+struct Watchers {
+    progress: Arc<AtomicU64>,
+    snapshots: Arc<AtomicU64>,
+    staleness_ms: Arc<Mutex<Vec<u32>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watchers {
+    async fn open(server: &Server, id: BatchId, n: usize) -> anyhow::Result<Self> {
+        let mut watchers = Self {
+            progress: Arc::default(),
+            snapshots: Arc::default(),
+            staleness_ms: Arc::default(),
+            readers: Vec::new(),
+        };
+        for i in 0..n {
+            let mut stream = TcpStream::connect(server.addr).await?;
+            let request = format!(
+                "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+                server.addr, server.token
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let (progress, snapshots, staleness) =
+                (watchers.progress.clone(), watchers.snapshots.clone(), watchers.staleness_ms.clone());
+            watchers.readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                let mut in_progress = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    match line.as_str() {
+                        "event: progress" => {
+                            progress.fetch_add(1, Ordering::Relaxed);
+                            in_progress = true;
+                        }
+                        "event: snapshot" => drop(snapshots.fetch_add(1, Ordering::Relaxed)),
+                        _ if in_progress && i % 10 == 0 => {
+                            if let Some(data) = line.strip_prefix("data: ") {
+                                let now = batchwatch_core::now();
+                                let event: BatchProgress = serde_json::from_str(data).unwrap();
+                                let oldest = event.items.iter().map(|i| i.updated_at).min();
+                                let oldest = oldest.unwrap_or(event.summary.updated_at);
+                                staleness.lock().unwrap().push((now - oldest).max(0) as u32);
+                                in_progress = false;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        while watchers.snapshots.load(Ordering::Relaxed) < n as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(watchers)
+    }
+
+    /// (progress events, snapshots) so far.
+    fn counts(&self) -> (u64, u64) {
+        (self.progress.load(Ordering::Relaxed), self.snapshots.load(Ordering::Relaxed))
+    }
+
+    /// Freshness p50 and p99, in ms.
+    fn freshness(&self) -> (u32, u32) {
+        let mut all = self.staleness_ms.lock().unwrap().clone();
+        all.sort_unstable();
+        let at =
+            |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).copied();
+        (at(0.5).unwrap_or(0), at(0.99).unwrap_or(0))
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
+/// The built-in workers (8, no processing delay, no failures) through a 100,000-item batch
+/// created with 10,000 and appended to, watched by 100.
+async fn workers(args: &Args, mut extra: Vec<(&'static str, String)>) -> anyhow::Result<String> {
+    extra.extend([("WORKERS", "8".into()), ("ITEM_DELAY_MS", "0".into()), ("DEMO_FAILURE_RATE", "0".into())]);
+    // Paused until watched: the batch is made while no worker runs, then they are let go.
+    let server = Server::start(args, &extra).await?;
+    let names = |from: usize| (from..from + 10_000).map(|i| format!("photo-{i:06}.jpg")).collect::<Vec<_>>();
+    let batch = server.create(10_000).await?;
+    let id = batch.summary.batch_id;
+    let watchers = Watchers::open(&server, id, 100).await?;
+    let (_, cpu_before) = server.usage();
+    let (before, snapshots_before) = watchers.counts();
+    let started = Instant::now();
+    let url = format!("http://{}/api/batches/{id}", server.addr);
+    for chunk in 1..10 {
+        let body = serde_json::json!({ "items": names(chunk * 10_000) });
+        server.http.post(format!("{url}/items")).json(&body).send().await?.error_for_status()?;
+    }
+    loop {
+        let summary: serde_json::Value = server.http.get(&url).send().await?.json().await?;
+        if summary["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss, cpu_after) = server.usage();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (after, snapshots_after) = watchers.counts();
+    let (p50, p99) = watchers.freshness();
+    Ok(format!(
+        "100,000 items in {elapsed:.1} s = {:.0} items/s, {:.0} changes/s; 100 watchers got {:.1} events/s \
+         each ({} resync snapshots), freshness p50 {p50} ms, p99 {p99} ms; server CPU {:.1} s, RSS {:.1} MB",
+        100_000.0 / elapsed,
+        200_000.0 / elapsed,
+        (after - before) as f64 / 100.0 / elapsed,
+        snapshots_after - snapshots_before,
+        cpu_after - cpu_before,
+        rss as f64 / 1024.0,
     ))
 }

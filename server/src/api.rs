@@ -92,13 +92,14 @@ pub async fn list_batches(
     Ok(axum::Json(batches.list(&viewer.user_id, page).await?))
 }
 
-/// A batch with every item: the same snapshot a stream starts with.
+/// A batch's summary: status, counts, percent, `seq`. Its items are paged through with
+/// `GET /api/batches/{id}/items`, or exported whole.
 #[utoipa::path(
     get,
     path = "/api/batches/{id}",
     params(("id" = BatchId, Path, description = "The batch's id")),
     responses(
-        (status = 200, description = "The batch", body = BatchProgress),
+        (status = 200, description = "The batch's summary", body = BatchSummary),
         (status = 400, description = "Not a batch id", body = ErrorBody),
         (status = 401, description = "No valid token or session", body = ErrorBody),
         (status = 403, description = "A worker token", body = ErrorBody),
@@ -110,7 +111,7 @@ pub async fn get_batch(
     User(viewer): User,
     Path(id): Path<BatchId>,
 ) -> Result<impl IntoResponse> {
-    Ok(axum::Json(batches.progress(Access::Owner(&viewer.user_id), id).await?))
+    Ok(axum::Json(batches.summary(Access::Owner(&viewer.user_id), id).await?))
 }
 
 /// Add items at the end of a batch that is not finished (up to 10,000 a call, up to

@@ -5,7 +5,9 @@
 //! another's batch is answered exactly like one that does not exist.
 //!
 //! A change is one database transaction; after the commit the cached progress is brought up
-//! to date and the event is published. Reads go to the cache first and refill it on a miss.
+//! to date and the event is published. Reports and claims that arrive close together share
+//! one transaction and one event ([`crate::group_commit`]). Reads go to the cache first and
+//! refill it on a miss.
 
 use std::{
     collections::HashMap,
@@ -16,16 +18,22 @@ use std::{
 };
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemsPage, Millis, NewBatch, NewItems, Page,
-    StatusReport, Viewer, now,
+    BatchId, BatchProgress, BatchSummary, ItemId, ItemProgress, ItemQuery, ItemsPage, Millis, NewBatch,
+    NewItems, Page, StatusReport, Viewer, latest_each, now,
     source::{BatchSource, BoxFuture, SourceError},
 };
+use tokio::sync::oneshot;
 
 use crate::{
     error::{Error, Result},
+    group_commit::Queues,
     live::hub::Hub,
     metrics,
-    store::{Owned, Store, Uncommitted, cache::Cache},
+    store::{
+        Owned, Store, Uncommitted,
+        cache::Cache,
+        items::{Changes, Judged},
+    },
 };
 
 /// On whose behalf a batch is read or changed.
@@ -56,9 +64,26 @@ pub struct Batches {
     /// Snapshots read from the database (every other read is the cache's).
     database_reads: Arc<AtomicU64>,
     /// Held from commit to publish, so that this process announces changes in the order they
-    /// were committed: two workers finishing at once would otherwise publish `seq` 5 before
-    /// 4, and every page would see a gap and fetch a fresh snapshot.
+    /// were committed (the cache never goes back; watchers seldom wait for a reordering).
     order: Arc<tokio::sync::Mutex<()>>,
+    /// Reports and claims waiting for their batch's next group commit.
+    group: Queues<Unit>,
+}
+
+/// One caller's share of a group commit: its changes, and where its answer goes.
+#[derive(Debug)]
+struct Unit {
+    changes: Changes,
+    answer: oneshot::Sender<Result<Outcome>>,
+}
+
+/// What a caller's [`Changes`] became: the batch's summary after the commit, the judged
+/// reports (each item as it is now, or why the report was refused) and the claimed items.
+#[derive(Debug)]
+pub struct Outcome {
+    pub summary: BatchSummary,
+    pub reports: Vec<Result<ItemProgress>>,
+    pub claimed: Vec<ItemProgress>,
 }
 
 impl Batches {
@@ -70,6 +95,7 @@ impl Batches {
             work: Arc::default(),
             database_reads: Arc::default(),
             order: Arc::default(),
+            group: Queues::default(),
         }
     }
 
@@ -116,6 +142,18 @@ impl Batches {
     /// A user's batches, newest first.
     pub async fn list(&self, owner: &str, page: Page) -> Result<Vec<BatchSummary>> {
         self.store.list_batches(owner, page).await
+    }
+
+    /// A batch's summary, cache-first: what it costs does not grow with the batch.
+    pub async fn summary(&self, access: Access<'_>, id: BatchId) -> Result<BatchSummary> {
+        let cached = self.cache.summary(id).await;
+        metrics::cache_read(cached.is_some());
+        let (owner, summary) = match cached {
+            Some(cached) => cached,
+            None => self.store.summary(id).await?.ok_or(Error::NotFound("batch"))?,
+        };
+        reachable(access, Some(owner))?;
+        Ok(summary)
     }
 
     /// A full snapshot, cache-first.
@@ -171,7 +209,7 @@ impl Batches {
         reachable(Access::Owner(owner), self.store.owner(batch).await?)
     }
 
-    /// Applies a report. Returns the change event: the summary with only that item.
+    /// Applies a report. Returns what changed: the summary after, and the item.
     pub async fn report(
         &self,
         access: Access<'_>,
@@ -185,14 +223,14 @@ impl Batches {
             // rather than carried through the state machine's `UPDATE`.
             reachable(access, self.store.owner(batch).await?)?;
         }
-        let mut events = self.announce(self.store.report(batch, item, report, now()).await?).await?;
-        Ok(events.pop().expect("a report is one change"))
+        let outcome = self.change(batch, Changes { reports: vec![(item, report)], claim: 0 }).await?;
+        let item = outcome.reports.into_iter().next().expect("one report")?;
+        Ok(BatchProgress::new(outcome.summary, vec![item]))
     }
 
     /// Applies many reports for one batch, each judged on its own: per report, `Ok` or why it
-    /// was refused; the accepted ones commit together, announced as one event per
-    /// [`crate::store::items::EVENT_ITEMS`] items. Returns what changed (the summary after
-    /// the last change, every changed item; the summary alone when nothing was accepted).
+    /// was refused; the accepted ones commit together. Returns what changed (the summary
+    /// after, every changed item; the summary alone when nothing was accepted).
     pub async fn report_many(
         &self,
         access: Access<'_>,
@@ -212,29 +250,39 @@ impl Batches {
                 Err(invalid) => outcomes.push(Some(Err(invalid.into()))),
             }
         }
-        let (uncommitted, applied) = self.store.report_many(batch, valid, now()).await?;
-        let changed = match uncommitted {
-            Some(uncommitted) => merged(self.announce(uncommitted).await?).expect("a change"),
-            None => {
-                let summary = self.store.summary(batch).await?.ok_or(Error::NotFound("batch"))?;
-                BatchProgress { summary, items: Vec::new() }
-            }
-        };
+        let outcome = self.change(batch, Changes { reports: valid, claim: 0 }).await?;
+        let mut items = Vec::new();
         // The invalid ones keep their place among the judged.
-        let mut applied = applied.into_iter();
-        let outcomes =
-            outcomes.into_iter().map(|o| o.unwrap_or_else(|| applied.next().expect("one each"))).collect();
-        Ok((changed, outcomes))
+        let mut judged = outcome.reports.into_iter();
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| match judged.next().expect("one each") {
+                    Ok(item) => {
+                        items.push(item);
+                        Ok(())
+                    }
+                    Err(refused) => Err(refused),
+                })
+            })
+            .collect();
+        // An item reported twice appears once, as it ended.
+        Ok((BatchProgress::new(outcome.summary, latest_each(items, |item| item.id)), outcomes))
     }
 
-    /// Claims the next item for a worker, announced like any other change. An item left
-    /// `processing` for longer than `lease` (its worker died) is claimed again, up to
-    /// `max_reclaims` times; once more and it fails for good.
-    pub async fn claim(
+    /// Claims up to `max` pending items of `batch` (the first by position) for a worker,
+    /// announced like any other change.
+    pub async fn claim(&self, batch: BatchId, max: u32) -> Result<Vec<ItemProgress>> {
+        Ok(self.change(batch, Changes { reports: Vec::new(), claim: max }).await?.claimed)
+    }
+
+    /// Claims again an item left `processing` for longer than `lease` (its worker died), up to
+    /// `max_reclaims` times; once more and it fails for good. Announced like any change.
+    pub async fn reclaim(
         &self,
         lease: std::time::Duration,
         max_reclaims: u32,
-    ) -> Result<Option<BatchProgress>> {
+    ) -> Result<Option<(BatchId, ItemProgress)>> {
         let now = now();
         let stale_before = now - lease.as_millis() as Millis;
         if let Some(lost) = self.store.fail_lost(now, stale_before, max_reclaims).await? {
@@ -242,8 +290,11 @@ impl Batches {
             let (batch, item) = (failed[0].summary.batch_id, failed[0].items[0].id);
             tracing::warn!(%batch, %item, "an item lost its worker too often: failed for good");
         }
-        match self.store.claim(now, stale_before, max_reclaims).await? {
-            Some(change) => Ok(self.announce(change).await?.pop()),
+        match self.store.reclaim(now, stale_before, max_reclaims).await? {
+            Some(change) => {
+                let mut event = self.announce(change).await?.pop().expect("a change");
+                Ok(Some((event.summary.batch_id, event.items.pop().expect("the item"))))
+            }
             None => Ok(None),
         }
     }
@@ -254,13 +305,101 @@ impl Batches {
         self.store.renew(batch, item, now()).await
     }
 
-    /// Puts an item a stopping worker did not finish back in the queue, announced like any
-    /// other change. Nothing happens when it is no longer `processing`.
-    pub async fn release(&self, batch: BatchId, item: ItemId) -> Result<()> {
-        if let Some(change) = self.store.release(batch, item, now()).await? {
+    /// Puts items a stopping worker did not finish back in the queue, announced like any
+    /// other change. Items no longer `processing` are left as they are.
+    pub async fn release(&self, batch: BatchId, items: &[ItemId]) -> Result<()> {
+        if let Some(change) = self.store.release(batch, items, now()).await? {
             self.announce(change).await?;
         }
         Ok(())
+    }
+
+    /// Completes when every change queued for a group commit has been committed.
+    pub async fn settled(&self) {
+        self.group.settled().await;
+    }
+
+    /// Queues a worker's outcome for the batch's next group commit before it returns, and
+    /// does not wait for the commit: the future says how it went. A stopping process's
+    /// [`Batches::settled`] waits for what was queued so.
+    pub fn report_queued(
+        &self,
+        batch: BatchId,
+        item: ItemId,
+        report: StatusReport,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let queued = report
+            .validate()
+            .map(|report| self.queue(batch, Changes { reports: vec![(item, report)], claim: 0 }));
+        async move {
+            let outcome = queued?.await.map_err(|_| Error::Internal("the change was dropped"))??;
+            outcome.reports.into_iter().next().expect("one report").map(drop)
+        }
+    }
+
+    /// Queues `changes` for the batch's next group commit and waits for it.
+    async fn change(&self, batch: BatchId, changes: Changes) -> Result<Outcome> {
+        self.queue(batch, changes).await.map_err(|_| Error::Internal("the change was dropped"))?
+    }
+
+    fn queue(&self, batch: BatchId, changes: Changes) -> oneshot::Receiver<Result<Outcome>> {
+        let size = changes.reports.len() + changes.claim as usize;
+        let (answer, answered) = oneshot::channel();
+        if self.group.push(batch, Unit { changes, answer }, size) {
+            tokio::spawn(self.clone().lead(batch));
+        }
+        answered
+    }
+
+    /// A batch's leader (see [`crate::group_commit`]): commits what is queued, group after
+    /// group, until nothing is.
+    async fn lead(self, batch: BatchId) {
+        loop {
+            let units = self.group.take(batch);
+            if units.is_empty() {
+                if self.group.step_down(batch) {
+                    return;
+                }
+                continue;
+            }
+            self.commit_group(batch, units).await;
+        }
+    }
+
+    /// Commits several callers' changes in one transaction; should that fail, each alone, so
+    /// that one caller's trouble is not another's.
+    async fn commit_group(&self, batch: BatchId, units: Vec<Unit>) {
+        if units.len() > 1 {
+            let together = Changes {
+                reports: units.iter().flat_map(|u| u.changes.reports.iter().cloned()).collect(),
+                claim: units.iter().map(|u| u.changes.claim).sum(),
+            };
+            match self.apply(batch, together).await {
+                Ok((summary, judged)) => return answer_each(units, summary, judged),
+                Err(error) => {
+                    tracing::warn!(%error, %batch, "a group commit failed; trying each change alone")
+                }
+            }
+        }
+        for unit in units {
+            let outcome = self.apply(batch, unit.changes).await.map(|(summary, judged)| Outcome {
+                summary,
+                reports: judged.reports,
+                claimed: judged.claimed,
+            });
+            let _ = unit.answer.send(outcome);
+        }
+    }
+
+    /// Applies changes to one batch, commits and announces them: the summary after, and what
+    /// became of each change.
+    async fn apply(&self, batch: BatchId, changes: Changes) -> Result<(BatchSummary, Judged)> {
+        let (uncommitted, judged) = self.store.change(batch, changes, now()).await?;
+        let summary = match uncommitted {
+            Some(uncommitted) => self.announce(uncommitted).await?.pop().expect("a change").summary,
+            None => self.store.summary(batch).await?.ok_or(Error::NotFound("batch"))?.1,
+        };
+        Ok((summary, judged))
     }
 
     /// Commits changes, then brings the cache up to date before publishing each, so that a
@@ -279,10 +418,24 @@ impl Batches {
     }
 }
 
+/// Gives each caller of a group its share of what the group's transaction did.
+fn answer_each(units: Vec<Unit>, summary: BatchSummary, judged: Judged) {
+    let mut reports = judged.reports.into_iter();
+    let mut claimed = judged.claimed.into_iter();
+    for unit in units {
+        let outcome = Outcome {
+            summary: summary.clone(),
+            reports: reports.by_ref().take(unit.changes.reports.len()).collect(),
+            claimed: claimed.by_ref().take(unit.changes.claim as usize).collect(),
+        };
+        let _ = unit.answer.send(Ok(outcome));
+    }
+}
+
 /// Events of one call as one answer: the summary after the last, and every item they hold.
 fn merged(events: Vec<BatchProgress>) -> Option<BatchProgress> {
     let summary = events.last()?.summary.clone();
-    Some(BatchProgress { summary, items: events.into_iter().flat_map(|e| e.items).collect() })
+    Some(BatchProgress::new(summary, events.into_iter().flat_map(|e| e.items).collect()))
 }
 
 /// `Ok` when the batch exists (`owner` is its owner) and `access` reaches it: another user's

@@ -122,6 +122,17 @@ pub struct Config {
     #[arg(long, env = "MAX_RECLAIMS", default_value_t = 3, value_parser = value_parser!(u32).range(0..=1_000))]
     pub max_reclaims: u32,
 
+    /// The most items a process's workers claim at once (they claim ahead only as far as
+    /// their pace needs).
+    #[arg(long, env = "CLAIM_CHUNK", default_value_t = 500, value_parser = value_parser!(u32).range(1..=10_000))]
+    pub claim_chunk: u32,
+
+    /// The least time between two events to a batch's watchers, in milliseconds: on a busy
+    /// batch what changes meanwhile goes out joined in one event, so watchers get at most
+    /// about 1000 / this events a second. A quiet batch's change goes out at once.
+    #[arg(long, env = "EVENT_INTERVAL_MS", default_value_t = 20, value_parser = value_parser!(u64).range(0..=1_000))]
+    pub event_interval_ms: u64,
+
     /// Seconds a stopping process (SIGTERM, Ctrl-C) gives its workers: an item not finished by
     /// then goes back to the queue for another worker, rather than waiting for its lease.
     #[arg(long, env = "SHUTDOWN_SECS", default_value_t = 10, value_parser = value_parser!(u64).range(1..=3_600))]
@@ -193,6 +204,10 @@ impl Config {
 
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    pub fn event_interval(&self) -> Duration {
+        Duration::from_millis(self.event_interval_ms)
     }
 
     pub fn shutdown(&self) -> Duration {

@@ -63,6 +63,9 @@ pub enum Error {
     Random(#[from] getrandom::Error),
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
+    /// A failure of the server's own making (a task that died).
+    #[error("{0}")]
+    Internal(&'static str),
 }
 
 impl Error {
@@ -81,7 +84,9 @@ impl Error {
             Self::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Database(_) | Self::Migrate(_) | Self::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Migrate(_) | Self::Random(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -110,7 +115,7 @@ impl Error {
             Self::Redis(_) => "unavailable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::Database(_) | Self::Migrate(_) | Self::Random(_) => "internal",
+            Self::Database(_) | Self::Migrate(_) | Self::Random(_) | Self::Internal(_) => "internal",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod group_commit;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
@@ -155,10 +156,10 @@ impl Backends {
 
     pub fn batches(&self, config: &Config) -> Batches {
         let (cache, hub) = match &self.redis {
-            None => (Cache::memory(config.cache_ttl()), Hub::memory()),
+            None => (Cache::memory(config.cache_ttl()), Hub::memory(config.event_interval())),
             Some((client, conn)) => (
                 Cache::redis(conn.clone(), &config.redis_prefix, config.cache_ttl()),
-                Hub::redis(client.clone(), conn.clone(), &config.redis_prefix),
+                Hub::redis(client.clone(), conn.clone(), &config.redis_prefix, config.event_interval()),
             ),
         };
         Batches::new(self.store.clone(), cache, hub)

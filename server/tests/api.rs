@@ -39,7 +39,9 @@ async fn create_returns_201_location_and_the_progress() {
 
     let fetched = app.get(&format!("/api/batches/{id}")).await;
     assert_eq!(fetched.status, StatusCode::OK);
-    assert_eq!(fetched.json(), body);
+    let mut summary = body.clone();
+    summary.as_object_mut().unwrap().remove("items");
+    assert_eq!(fetched.json(), summary, "the summary, without the items");
 }
 
 #[tokio::test]
@@ -47,9 +49,10 @@ async fn create_accepts_the_largest_batch() {
     let app = TestApp::new().await;
     let batch = app.create("big", 10_000).await;
     assert_eq!(batch["counts"]["total"], 10_000);
-    let fetched = app.get(&format!("/api/batches/{}", batch["batch_id"].as_str().unwrap())).await.json();
-    assert_eq!(fetched["items"].as_array().unwrap().len(), 10_000);
-    assert_eq!(fetched["items"][9_999]["name"], "item-9999.jpg");
+    let id = batch["batch_id"].as_str().unwrap();
+    let fetched = app.get(&format!("/api/batches/{id}/items?after=9998")).await.json();
+    assert_eq!(fetched["items"].as_array().unwrap().len(), 1);
+    assert_eq!(fetched["items"][0]["name"], "item-9999.jpg");
 }
 
 #[tokio::test]

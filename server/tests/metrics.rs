@@ -100,8 +100,9 @@ async fn metrics_are_prometheus_text_and_move_with_the_work() {
     {
         assert!(after.described(metric), "{metric} says what it is");
     }
-    // A claim and a finish per item.
-    assert_eq!(moved("batchwatch_changes_committed_total", &[]), 2.0 * items as f64);
+    // A claim and a finish per item, some of them committed together.
+    let changes = moved("batchwatch_changes_committed_total", &[]);
+    assert!((1.0..=2.0 * items as f64).contains(&changes), "{changes} change events");
     assert_eq!(moved("batchwatch_items_finished_total", &[("status", "done")]), items as f64);
     // One at the start; the catch-up may add one when it looks between a commit and its event.
     assert!(moved("batchwatch_events_sent_total", &[("event", "snapshot")]) >= 1.0);

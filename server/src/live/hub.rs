@@ -15,6 +15,17 @@
 //! offered: the catch-up task (`catch_up.rs`) compares it with the database and shares one
 //! fresh snapshot with all of them when events were lost (a failed publish, a process that
 //! died between commit and publish, Redis restarting).
+//!
+//!
+//! Events reach a batch's watchers at a bounded pace, whatever the rate of changes and however
+//! many processes make them: at most one event per `EVENT_INTERVAL_MS`. A quiet batch's event
+//! goes out at once; on a busy batch, what arrives within the interval waits for its end and
+//! goes out joined into one event (`merge_events`: each item once, as it ended; at most
+//! [`EVENT_ITEMS`] items), framed once for every watcher. The same wait puts events of several
+//! processes back in order: one process's event can overtake another's that it follows, and an
+//! event that does not follow what the watchers were offered waits (up to [`HOLD`]) for the
+//! missing one. Only a missing event that never comes (its process died) leaves a gap, which
+//! the page fills with a fresh snapshot.
 
 use std::{
     collections::HashMap,
@@ -25,7 +36,7 @@ use std::{
     time::Duration,
 };
 
-use batchwatch_core::{BatchId, BatchProgress, account::Ended, keys};
+use batchwatch_core::{BatchId, BatchProgress, account::Ended, keys, merge_events};
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -34,6 +45,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::{
     live::frame::frame,
     metrics::{self, Sent},
+    store::items::EVENT_ITEMS,
 };
 
 /// Events kept per watched batch for watchers that are briefly behind.
@@ -43,6 +55,8 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// Ended sign-ins kept for streams that are briefly behind; one that falls further asks the
 /// database instead.
 const ENDED_RING: usize = 256;
+/// The longest an event waits for one it follows (see above).
+const HOLD: Duration = Duration::from_millis(500);
 /// The waits before each new try of a failed publish.
 const PUBLISH_RETRIES: [Duration; 3] =
     [Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1_000)];
@@ -69,9 +83,18 @@ struct Topic {
     tx: broadcast::Sender<Arc<Framed>>,
     seq: u64,
     snapshot: Option<(u64, Bytes)>,
+    /// Events waiting for the end of the interval, or for one they follow.
+    pending: Vec<BatchProgress>,
+    /// When an event was last offered, and when `pending` is looked at next.
+    offered_at: tokio::time::Instant,
+    flush_at: Option<tokio::time::Instant>,
+    /// Since when `pending` starts with an event that does not follow `seq`.
+    gap_since: Option<tokio::time::Instant>,
 }
 
 struct Inner {
+    /// The least time between two events offered to a batch's watchers.
+    interval: Duration,
     topics: Mutex<HashMap<BatchId, Topic>>,
     prefix: String,
     publisher: Option<ConnectionManager>,
@@ -93,21 +116,27 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub for one process without Redis (`REDIS_URL=memory://`).
-    pub fn memory() -> Self {
-        Self::with(String::new(), None)
+    pub fn memory(interval: Duration) -> Self {
+        Self::with(String::new(), None, interval)
     }
 
     /// A hub on Redis: publishes through `publisher` and keeps one subscription on `client`,
     /// reconnecting with backoff for as long as the process runs.
-    pub fn redis(client: redis::Client, publisher: ConnectionManager, prefix: &str) -> Self {
-        let hub = Self::with(prefix.to_owned(), Some(publisher));
+    pub fn redis(
+        client: redis::Client,
+        publisher: ConnectionManager,
+        prefix: &str,
+        interval: Duration,
+    ) -> Self {
+        let hub = Self::with(prefix.to_owned(), Some(publisher), interval);
         tokio::spawn(subscribe_forever(client, hub.clone()));
         hub
     }
 
-    fn with(prefix: String, publisher: Option<ConnectionManager>) -> Self {
+    fn with(prefix: String, publisher: Option<ConnectionManager>, interval: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
+                interval,
                 topics: Mutex::default(),
                 prefix,
                 publisher,
@@ -138,6 +167,10 @@ impl Hub {
             tx: broadcast::channel(RING).0,
             seq: 0,
             snapshot: None,
+            pending: Vec::new(),
+            offered_at: tokio::time::Instant::now() - Duration::from_secs(3600),
+            flush_at: None,
+            gap_since: None,
         });
         Watch { rx: Some(topic.tx.subscribe()), id, hub: self.inner.clone() }
     }
@@ -211,11 +244,77 @@ impl Hub {
                 return;
             }
         };
-        let seq = event.summary.seq;
-        let terminal = event.summary.status.is_terminal();
         metrics::event_delay(event.summary.updated_at);
-        let bytes = frame("progress", Some(seq), payload);
-        self.offer(id, Framed { kind: Sent::Progress, seq, terminal, bytes });
+        let mut topics = self.topics();
+        let Some(topic) = topics.get_mut(&id) else { return };
+        if event.summary.seq <= topic.seq {
+            return;
+        }
+        topic.pending.push(event);
+        // On a busy batch the flush at the end of the interval takes it; an event that fills
+        // a gap lets those that waited for it go at once.
+        if topic.flush_at.is_none() || topic.gap_since.is_some() {
+            self.flush(id, topic);
+        }
+    }
+
+    /// Offers what is pending for a batch if its interval is over (at once for a quiet batch),
+    /// joined, in order, as far as nothing is missing; and makes sure that what is left is
+    /// looked at again when its time comes.
+    fn flush(&self, id: BatchId, topic: &mut Topic) {
+        let now = tokio::time::Instant::now();
+        let next = topic.offered_at + self.inner.interval;
+        if now < next {
+            return self.flush_at(id, topic, next);
+        }
+        topic.pending.sort_by_key(|event| event.summary.seq);
+        topic.pending.retain(|event| event.summary.seq > topic.seq);
+        let mut offered = false;
+        for event in merge_events(std::mem::take(&mut topic.pending), EVENT_ITEMS) {
+            let gap = topic.seq != 0 && event.after() > topic.seq;
+            let waited_enough = topic.gap_since.is_some_and(|since| now >= since + HOLD);
+            if !topic.pending.is_empty() || (gap && !waited_enough) {
+                topic.pending.push(event);
+                continue;
+            }
+            if gap {
+                tracing::debug!(batch = %id, offered = topic.seq, next = event.after(), "an event never came; going on without it");
+            }
+            let payload = serde_json::to_vec(&event).expect("progress types always serialize");
+            let seq = event.summary.seq;
+            let bytes = frame("progress", Some(seq), &payload);
+            let terminal = event.summary.status.is_terminal();
+            offer(topic, Framed { kind: Sent::Progress, seq, terminal, bytes });
+            offered = true;
+        }
+        if offered {
+            topic.offered_at = now;
+        }
+        topic.gap_since = match topic.pending.first() {
+            Some(_) => Some(topic.gap_since.unwrap_or(now)),
+            None => None,
+        };
+        if let Some(since) = topic.gap_since {
+            let at = if offered { now + self.inner.interval } else { since + HOLD };
+            self.flush_at(id, topic, at.max(topic.offered_at + self.inner.interval));
+        }
+    }
+
+    fn flush_at(&self, id: BatchId, topic: &mut Topic, at: tokio::time::Instant) {
+        if topic.flush_at.is_some_and(|sooner| sooner <= at) {
+            return;
+        }
+        topic.flush_at = Some(at);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let mut topics = hub.topics();
+            // A later flush may have replaced this one.
+            if let Some(topic) = topics.get_mut(&id).filter(|topic| topic.flush_at == Some(at)) {
+                topic.flush_at = None;
+                hub.flush(id, topic);
+            }
+        });
     }
 
     /// Offers a snapshot read from the database to every watcher of its batch, when it is newer
@@ -232,11 +331,9 @@ impl Hub {
     }
 
     fn offer(&self, id: BatchId, framed: Framed) {
-        let mut topics = self.topics();
-        let Some(topic) = topics.get_mut(&id) else { return };
-        topic.seq = topic.seq.max(framed.seq);
-        // No receiver left is fine: the last watcher is just leaving.
-        let _ = topic.tx.send(Arc::new(framed));
+        if let Some(topic) = self.topics().get_mut(&id) {
+            offer(topic, framed);
+        }
     }
 
     /// Ends every watcher's stream (at shutdown), telling their pages to reconnect at once: to
@@ -258,6 +355,12 @@ impl Hub {
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<BatchId, Topic>> {
         self.inner.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn offer(topic: &mut Topic, framed: Framed) {
+    topic.seq = topic.seq.max(framed.seq);
+    // No receiver left is fine: the last watcher is just leaving.
+    let _ = topic.tx.send(Arc::new(framed));
 }
 
 /// One watcher's subscription to a batch; leaving drops the batch's ring with the last one.
@@ -402,12 +505,12 @@ mod tests {
     fn event(id: BatchId, seq: u64, terminal: bool) -> BatchProgress {
         let counts =
             if terminal { Counts { completed: 1, total: 1, ..Counts::default() } } else { Counts::queued(1) };
-        BatchProgress { summary: BatchSummary::new(id, "b".into(), counts, seq, 0), items: Vec::new() }
+        BatchProgress::new(BatchSummary::new(id, "b".into(), counts, seq, 0), Vec::new())
     }
 
     #[tokio::test]
     async fn a_watcher_that_does_not_read_holds_at_most_the_ring() {
-        let hub = Hub::memory();
+        let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
         let mut watch = hub.watch(id);
         for seq in 2..2_000 {
@@ -425,7 +528,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_framed_once_with_their_seq() {
-        let hub = Hub::memory();
+        let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
         let (mut a, mut b) = (hub.watch(id), hub.watch(id));
         hub.publish(&event(id, 7, false)).await;
@@ -438,7 +541,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_framed_once_for_all_the_watchers_that_start_from_it() {
-        let hub = Hub::memory();
+        let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
         let (a, b) = (hub.watch(id), hub.watch(id));
         let first = a.framed_snapshot(&event(id, 5, false));
@@ -452,7 +555,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_watcher_leaving_releases_the_ring() {
-        let hub = Hub::memory();
+        let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
         let a = hub.watch(id);
         let b = hub.watch(id);

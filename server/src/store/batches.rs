@@ -86,7 +86,7 @@ impl Store {
             .await?;
         insert_items(&mut tx, &summary.batch_id.to_string(), 0, &items).await?;
         tx.commit().await?;
-        Ok(BatchProgress { summary, items })
+        Ok(BatchProgress::new(summary, items))
     }
 
     /// One user's batches, newest first.
@@ -126,7 +126,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(Owned { owner, progress: BatchProgress { summary, items } }))
+        Ok(Some(Owned { owner, progress: BatchProgress::new(summary, items) }))
     }
 
     /// One page of a batch's items in order (keyset on `position`), filtered by status and by
@@ -224,18 +224,59 @@ impl Store {
             summary.set_counts(counts);
             save_counts(&mut tx, &batch_id, &summary).await?;
             let positions = (start..start + added).collect();
-            changes.push(Change { event: BatchProgress { summary, items }, positions });
+            changes.push(Change { event: BatchProgress::new(summary, items), positions });
         }
         Ok(Uncommitted { tx, changes })
     }
 
-    /// A batch's summary alone.
-    pub async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
-        let summary = sqlx::query_as(&format!("SELECT {SUMMARY_COLUMNS} FROM batches WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(summary)
+    /// A batch's summary alone, and whom it belongs to (`""` for a batch made before
+    /// accounts).
+    pub async fn summary(&self, id: BatchId) -> Result<Option<(String, BatchSummary)>> {
+        let sql =
+            format!("SELECT COALESCE(owner_id, '') AS owner, {SUMMARY_COLUMNS} FROM batches WHERE id = $1");
+        let Some(row) = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        Ok(Some((row.try_get("owner")?, BatchSummary::from_row(&row)?)))
+    }
+
+    /// The first owner after `after` (by id, wrapping around) with a batch that has pending
+    /// items: workers serve owners in turn.
+    pub async fn owner_with_work(&self, after: &str) -> Result<Option<String>> {
+        let sql = |op| {
+            format!(
+                "SELECT owner_id FROM batches WHERE queued > 0 AND owner_id {op} $1 ORDER BY owner_id LIMIT 1"
+            )
+        };
+        match self.first_text(&sql(">"), &[after]).await? {
+            Some(owner) => Ok(Some(owner)),
+            None => self.first_text(&sql("<="), &[after]).await,
+        }
+    }
+
+    /// `owner`'s first batch after `after` (by id, wrapping around) that has pending items:
+    /// an owner's batches are served in turn.
+    pub async fn batch_with_work(&self, owner: &str, after: Option<BatchId>) -> Result<Option<BatchId>> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        let sql = |op| {
+            format!(
+                "SELECT id FROM batches WHERE queued > 0 AND owner_id = $1 AND id {op} $2 ORDER BY id LIMIT 1"
+            )
+        };
+        let found = match self.first_text(&sql(">"), &[owner, &after]).await? {
+            Some(id) => Some(id),
+            None => self.first_text(&sql("<="), &[owner, &after]).await?,
+        };
+        Ok(found.map(|id| id.parse()).transpose()?)
+    }
+
+    /// The first row's one text column.
+    async fn first_text(&self, sql: &str, binds: &[&str]) -> Result<Option<String>> {
+        let mut query = sqlx::query_as::<_, (String,)>(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        Ok(query.fetch_optional(&self.pool).await?.map(|(text,)| text))
     }
 
     /// Whom a batch belongs to: `None` when there is no such batch.

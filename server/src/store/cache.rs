@@ -172,6 +172,37 @@ impl Cache {
         found
     }
 
+    /// The cached summary and owner alone (one field each, whatever the batch's size), counted
+    /// as a hit or a miss. A Redis failure is a miss.
+    pub async fn summary(&self, id: BatchId) -> Option<(String, BatchSummary)> {
+        let found = match &self.inner.backend {
+            Backend::Redis { conn, prefix, .. } => {
+                let mut conn = conn.clone();
+                let key = keys::progress_key(prefix, id);
+                let mut fields = redis::cmd("HMGET");
+                fields.arg(key).arg("owner").arg("summary");
+                match fields.query_async::<(Option<String>, Option<String>)>(&mut conn).await {
+                    Ok((Some(owner), Some(summary))) => {
+                        serde_json::from_str(&summary).ok().map(|summary| (owner, summary))
+                    }
+                    Ok(_) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, "progress cache read failed");
+                        None
+                    }
+                }
+            }
+            Backend::Memory { map, .. } => {
+                let map = map.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = map.get(&id).filter(|e| e.expires > Instant::now());
+                entry.and_then(|e| e.progress.as_ref()).map(|o| (o.owner.clone(), o.progress.summary.clone()))
+            }
+        };
+        let counter = if found.is_some() { &self.inner.hits } else { &self.inner.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
     /// Stores a snapshot read from the database (refused when the cache knows better).
     pub async fn fill(&self, owned: &Owned) {
         let ttl = self.inner.ttl;
@@ -311,7 +342,7 @@ fn decode(fields: Vec<(String, String)>) -> Option<Owned> {
     // A snapshot missing items (evicted fields) is not a snapshot.
     (items.len() == summary.counts.total as usize).then(|| Owned {
         owner,
-        progress: BatchProgress { summary, items: items.into_iter().map(|(_, item)| item).collect() },
+        progress: BatchProgress::new(summary, items.into_iter().map(|(_, item)| item).collect()),
     })
 }
 
@@ -323,7 +354,7 @@ mod tests {
 
     fn owned(seq: u64) -> Owned {
         let summary = BatchSummary::new(BatchId::new(), "b".into(), Counts::queued(0), seq, 0);
-        Owned { owner: "u".into(), progress: BatchProgress { summary, items: Vec::new() } }
+        Owned { owner: "u".into(), progress: BatchProgress::new(summary, Vec::new()) }
     }
 
     #[tokio::test]

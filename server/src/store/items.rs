@@ -1,98 +1,125 @@
-//! The SQL of item changes: reported statuses (one, or many at once) and a worker's claim,
-//! each in one transaction with the batch's counts, status and `seq`.
+//! The SQL of item changes: reported statuses and a worker's claims, judged and applied in one
+//! transaction with the batch's counts, status and `seq`.
 
 use batchwatch_core::{
     BatchId, BatchProgress, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis, StatusReport,
+    latest_each,
 };
 use sqlx::{FromRow, Row, any::AnyRow};
 
 use super::{Change, ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, save_counts};
 use crate::error::{Error, Result};
 
-impl Store {
-    /// Moves one item to a new status, in one transaction with the batch's counts, status and
-    /// `seq`.
-    pub async fn report(
-        &self,
-        batch: BatchId,
-        item: ItemId,
-        report: StatusReport,
-        now: Millis,
-    ) -> Result<Uncommitted> {
-        let from = report.status.source();
-        let mut tx = self.pool.begin().await?;
-        let row = update_item(&mut tx, batch, item, report, now).await??;
-        finish_changes(tx, vec![(from, row)], now).await
-    }
+/// What one transaction does to one batch: reports to judge in order, then up to `claim`
+/// pending items for workers (the first by position).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub reports: Vec<(ItemId, StatusReport)>,
+    pub claim: u32,
+}
 
-    /// Many reports for one batch in one transaction, each judged on its own in order: the
-    /// answer holds, per report, `Ok` or why it was refused (an unknown item, an illegal
-    /// move), and the accepted ones are committed together, as one change event per
-    /// [`EVENT_ITEMS`] items. `None` when none was accepted (nothing is written then).
-    pub async fn report_many(
+/// What a transaction made of its [`Changes`]: per report, the item as it is now or why the
+/// report was refused (an unknown item, an illegal move); and the items claimed, in order.
+#[derive(Debug, Default)]
+pub struct Judged {
+    pub reports: Vec<Result<ItemProgress>>,
+    pub claimed: Vec<ItemProgress>,
+}
+
+impl Store {
+    /// Applies `changes` to one batch in one transaction. Nothing is written when nothing
+    /// changed (`None`); otherwise one change event per [`EVENT_ITEMS`] items.
+    pub async fn change(
         &self,
         batch: BatchId,
-        reports: Vec<(ItemId, StatusReport)>,
+        changes: Changes,
         now: Millis,
-    ) -> Result<(Option<Uncommitted>, Vec<Result<()>>)> {
+    ) -> Result<(Option<Uncommitted>, Judged)> {
         let mut tx = self.pool.begin().await?;
         let mut changed = Vec::new();
-        let mut outcomes = Vec::with_capacity(reports.len());
-        for (item, report) in reports {
+        let mut judged = Judged { reports: Vec::with_capacity(changes.reports.len()), claimed: Vec::new() };
+        for (item, report) in changes.reports {
             let from = report.status.source();
             match update_item(&mut tx, batch, item, report, now).await? {
                 Ok(row) => {
-                    changed.push((from, row));
-                    outcomes.push(Ok(()));
+                    let (item, position) = changed_item(&row)?;
+                    judged.reports.push(Ok(item.clone()));
+                    changed.push((from, item, position));
                 }
-                Err(refused) => outcomes.push(Err(refused)),
+                Err(refused) => judged.reports.push(Err(refused)),
+            }
+        }
+        if changes.claim > 0 {
+            // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
+            let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+            let rows = sqlx::query(&format!(
+                "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = 'pending' \
+                 ORDER BY position LIMIT $3{skip_locked}) AND status = 'pending' \
+                 RETURNING {ITEM_COLUMNS}, position, batch_id"
+            ))
+            .bind(now)
+            .bind(batch.to_string())
+            .bind(i64::from(changes.claim))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut claimed = rows.iter().map(changed_item).collect::<Result<Vec<_>>>()?;
+            claimed.sort_by_key(|(_, position)| *position);
+            for (item, position) in claimed {
+                judged.claimed.push(item.clone());
+                changed.push((ItemStatus::Pending, item, position));
             }
         }
         if changed.is_empty() {
-            return Ok((None, outcomes));
+            return Ok((None, judged));
         }
-        Ok((Some(finish_changes(tx, changed, now).await?), outcomes))
+        Ok((Some(finish_changes(tx, batch, changed, now).await?), judged))
     }
 
-    /// Processing → Pending for an item its worker gives back unfinished (the process is
-    /// stopping): outside the reported state machine, and its attempt does not count.
-    pub async fn release(&self, batch: BatchId, item: ItemId, now: Millis) -> Result<Option<Uncommitted>> {
+    /// Processing → Pending for items their worker gives back unfinished (the process is
+    /// stopping): outside the reported state machine, and their attempt does not count.
+    pub async fn release(
+        &self,
+        batch: BatchId,
+        items: &[ItemId],
+        now: Millis,
+    ) -> Result<Option<Uncommitted>> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE items SET status = 'pending', updated_at = $1, attempts = attempts - 1 \
-             WHERE id = $2 AND batch_id = $3 AND status = 'processing' RETURNING {ITEM_COLUMNS}, position, batch_id"
-        ))
-        .bind(now)
-        .bind(item.to_string())
-        .bind(batch.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        match row {
-            Some(row) => finish_changes(tx, vec![(ItemStatus::Processing, row)], now).await.map(Some),
-            None => Ok(None),
+        let mut changed = Vec::new();
+        for item in items {
+            let row = sqlx::query(&format!(
+                "UPDATE items SET status = 'pending', updated_at = $1, attempts = attempts - 1 \
+                 WHERE id = $2 AND batch_id = $3 AND status = 'processing' RETURNING {ITEM_COLUMNS}, position, batch_id"
+            ))
+            .bind(now)
+            .bind(item.to_string())
+            .bind(batch.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let (item, position) = changed_item(&row)?;
+                changed.push((ItemStatus::Processing, item, position));
+            }
         }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        finish_changes(tx, batch, changed, now).await.map(Some)
     }
 
-    /// Claims the next item for a worker, through the same transaction shape as
-    /// [`Store::report`]: a pending one (Pending → Processing), or else one whose worker has
-    /// not been heard of since `stale_before` (a crashed process; its count stays in
-    /// `processing`) and that was not reclaimed `max_reclaims` times yet. `None` when there is
-    /// nothing to do.
-    pub async fn claim(
+    /// Claims again the first item whose worker has not been heard of since `stale_before` (a
+    /// crashed process; its count stays in `processing`) and that was not reclaimed
+    /// `max_reclaims` times yet. `None` when there is none.
+    pub async fn reclaim(
         &self,
         now: Millis,
         stale_before: Millis,
         max_reclaims: u32,
     ) -> Result<Option<Uncommitted>> {
-        let claimed = "status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1";
-        let pending = "status = 'pending'";
-        if let Some(change) = self.change_first(ItemStatus::Pending, claimed, pending, now, None).await? {
-            return Ok(Some(change));
-        }
-        let reclaimed = format!("{claimed}, reclaims = reclaims + 1");
+        let reclaimed = "status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1, \
+                         reclaims = reclaims + 1";
         let stale = "status = 'processing' AND updated_at < $2 AND reclaims < $3";
-        self.change_first(ItemStatus::Processing, &reclaimed, stale, now, Some((stale_before, max_reclaims)))
-            .await
+        self.change_first(ItemStatus::Processing, reclaimed, stale, now, stale_before, max_reclaims).await
     }
 
     /// Fails, for good, the first item whose worker was lost once more after `max_reclaims`
@@ -108,8 +135,7 @@ impl Store {
             u64::from(max_reclaims) + 1
         );
         let lost = "status = 'processing' AND updated_at < $2 AND reclaims >= $3";
-        self.change_first(ItemStatus::Processing, &failed, lost, now, Some((stale_before, max_reclaims)))
-            .await
+        self.change_first(ItemStatus::Processing, &failed, lost, now, stale_before, max_reclaims).await
     }
 
     /// Keeps an item's lease while its worker is on it: `false` when the item is no longer
@@ -126,32 +152,35 @@ impl Store {
         Ok(renewed.rows_affected() == 1)
     }
 
-    /// Sets `set` on the first item (by position) that matches `filter`, as a change from
-    /// `from`. `$1` is `now`; `stale` binds `$2` (a time) and `$3` (a count).
+    /// Sets `set` on the first item (by position, in any batch) that matches `filter`, as a
+    /// change from `from`. `$1` is `now`, `$2` a time before which the item is stale, `$3` a
+    /// count of reclaims.
     async fn change_first(
         &self,
         from: ItemStatus,
         set: &str,
         filter: &str,
         now: Millis,
-        stale: Option<(Millis, u32)>,
+        stale_before: Millis,
+        max_reclaims: u32,
     ) -> Result<Option<Uncommitted>> {
         let mut tx = self.pool.begin().await?;
-        // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
         let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE items SET {set} \
              WHERE id = (SELECT id FROM items WHERE {filter} ORDER BY position LIMIT 1{skip_locked}) \
              AND {filter} RETURNING {ITEM_COLUMNS}, position, batch_id"
         );
-        let mut update = sqlx::query(&sql).bind(now);
-        if let Some((stale_before, count)) = stale {
-            update = update.bind(stale_before).bind(i64::from(count));
-        }
-        match update.fetch_optional(&mut *tx).await? {
-            Some(row) => finish_changes(tx, vec![(from, row)], now).await.map(Some),
-            None => Ok(None),
-        }
+        let row = sqlx::query(&sql)
+            .bind(now)
+            .bind(stale_before)
+            .bind(i64::from(max_reclaims))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let batch: BatchId = row.try_get::<String, _>("batch_id")?.parse()?;
+        let (item, position) = changed_item(&row)?;
+        finish_changes(tx, batch, vec![(from, item, position)], now).await.map(Some)
     }
 }
 
@@ -207,30 +236,35 @@ async fn update_item(
     Ok(Err(CoreError::IllegalTransition { from, to }.into()))
 }
 
+/// A changed row as an event shows it, and its position in the batch.
+fn changed_item(row: &AnyRow) -> Result<(ItemProgress, u32)> {
+    Ok((ItemProgress::from_row(row)?, row.try_get::<i64, _>("position")? as u32))
+}
+
 /// The rest of every item change: the batch's counts, status, percent and `seq`, one `seq`
 /// per event of at most [`EVENT_ITEMS`] items, in the order the items changed.
-async fn finish_changes(mut tx: Tx, changed: Vec<(ItemStatus, AnyRow)>, now: Millis) -> Result<Uncommitted> {
+async fn finish_changes(
+    mut tx: Tx,
+    batch: BatchId,
+    changed: Vec<(ItemStatus, ItemProgress, u32)>,
+    now: Millis,
+) -> Result<Uncommitted> {
+    let batch_id = batch.to_string();
     let mut changes = Vec::with_capacity(changed.len().div_ceil(EVENT_ITEMS));
     for chunk in changed.chunks(EVENT_ITEMS) {
-        let batch: String = chunk[0].1.try_get("batch_id")?;
-        // The item's row references its batch: the batch is there.
-        let mut summary = next_seq(&mut tx, &batch, now).await?.ok_or(Error::NotFound("batch"))?;
+        // The items' rows reference their batch: the batch is there.
+        let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
         let mut counts = summary.counts;
-        let mut changed = Vec::with_capacity(chunk.len());
-        for (from, row) in chunk {
-            let item = ItemProgress::from_row(row)?;
+        for (from, item, _) in chunk {
             counts.apply(*from, item.status);
-            changed.push((item, row.try_get::<i64, _>("position")? as u32));
         }
         summary.set_counts(counts);
-        // An item reported twice in one event appears once, as it ended.
-        let mut seen = std::collections::HashSet::new();
-        changed.reverse();
-        changed.retain(|(item, _)| seen.insert(item.id));
-        changed.reverse();
-        let (items, positions) = changed.into_iter().unzip();
-        save_counts(&mut tx, &batch, &summary).await?;
-        changes.push(Change { event: BatchProgress { summary, items }, positions });
+        // An item changed twice in one event appears once, as it ended.
+        let kept =
+            latest_each(chunk.iter().map(|(_, item, p)| (item.clone(), *p)).collect(), |(item, _)| item.id);
+        let (items, positions) = kept.into_iter().unzip();
+        save_counts(&mut tx, &batch_id, &summary).await?;
+        changes.push(Change { event: BatchProgress::new(summary, items), positions });
     }
     Ok(Uncommitted { tx, changes })
 }

@@ -137,6 +137,8 @@ pub struct Options {
     pub max_items_per_batch: u32,
     /// An item `processing` this long without word from its worker is claimed again.
     pub lease_secs: u64,
+    /// A busy batch's changes gather this long before they commit together.
+    pub event_interval_ms: u64,
 }
 
 impl Default for Options {
@@ -154,6 +156,7 @@ impl Default for Options {
             writes_per_minute: 120,
             max_items_per_batch: 1_000_000,
             lease_secs: 60,
+            event_interval_ms: 20,
         }
     }
 }
@@ -200,6 +203,7 @@ impl LiveServer {
             write_stall_secs: options.write_stall_secs,
             writes_per_minute: options.writes_per_minute,
             max_items_per_batch: options.max_items_per_batch,
+            event_interval_ms: options.event_interval_ms,
             ..Config::from_env()
         };
         let settings = (&config).into();
@@ -248,8 +252,12 @@ impl LiveServer {
     }
 
     pub async fn create_named(&self, names: Vec<String>) -> Value {
-        let reply = self
-            .http
+        self.create_as(&self.http, names).await
+    }
+
+    /// Creates a batch as `client`'s user.
+    pub async fn create_as(&self, client: &reqwest::Client, names: Vec<String>) -> Value {
+        let reply = client
             .post(format!("{}/api/batches", self.url))
             .json(&serde_json::json!({ "name": "live", "items": names }))
             .send()
@@ -267,9 +275,33 @@ impl LiveServer {
         self.state.batches.report(Access::Any, id, item, report).await.unwrap();
     }
 
+    /// The batch's summary and every item, page by page, as a client reads them.
     pub async fn get(&self, batch: &Value) -> BatchProgress {
         let url = format!("{}/api/batches/{}", self.url, batch["batch_id"].as_str().unwrap());
-        self.http.get(url).send().await.unwrap().json().await.unwrap()
+        let summary = self.http.get(&url).send().await.unwrap().json().await.unwrap();
+        let mut items = Vec::new();
+        let mut after = None;
+        loop {
+            let page = match after {
+                Some(after) => format!("{url}/items?limit=500&after={after}"),
+                None => format!("{url}/items?limit=500"),
+            };
+            let page: batchwatch_core::ItemsPage =
+                self.http.get(page).send().await.unwrap().json().await.unwrap();
+            items.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return BatchProgress::new(summary, items),
+            }
+        }
+    }
+
+    /// Every item of the batch as the export lists it (with `attempts`), in order.
+    pub async fn export(&self, batch: &Value) -> Vec<Value> {
+        let url =
+            format!("{}/api/batches/{}/export?format=ndjson", self.url, batch["batch_id"].as_str().unwrap());
+        let body = self.http.get(url).send().await.unwrap().text().await.unwrap();
+        body.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
     }
 
     /// Waits until the batch is finished; returns its last state.
@@ -337,4 +369,30 @@ pub fn assert_ends_on(seen: &[(String, Option<Value>)], final_seq: u64) {
     let last_state = seen.iter().rev().find_map(|(_, d)| d.as_ref()).unwrap();
     assert!(["completed", "partial", "failed"].contains(&last_state["status"].as_str().unwrap()));
     assert_eq!(seen.last().map(|(e, _)| e.as_str()), Some("complete"));
+}
+
+/// Checks that one watcher's stream missed nothing: one snapshot, then events that each take
+/// up where the one before left off (an event joining several changes starts at its `since`).
+/// Returns the `seq` it ended on.
+pub fn assert_unbroken(seen: &[(String, Option<Value>)]) -> u64 {
+    let states: Vec<(&str, &Value)> =
+        seen.iter().filter_map(|(event, data)| Some((event.as_str(), data.as_ref()?))).collect();
+    assert_eq!(states.first().map(|(e, _)| *e), Some("snapshot"));
+    assert_eq!(states.iter().filter(|(e, _)| *e == "snapshot").count(), 1, "no snapshot after the first");
+    let mut have = states[0].1["seq"].as_u64().unwrap();
+    for (_, event) in &states[1..] {
+        let seq = event["seq"].as_u64().unwrap();
+        let after = event.get("since").and_then(Value::as_u64).unwrap_or(seq - 1);
+        if !(after <= have && have < seq) {
+            let spans: Vec<String> = states
+                .iter()
+                .map(|(e, d)| {
+                    format!("{e}:{}-{}", d.get("since").and_then(Value::as_u64).unwrap_or(0), d["seq"])
+                })
+                .collect();
+            panic!("at {have}, an event from {after} to {seq}: {}", spans.join(" "));
+        }
+        have = seq;
+    }
+    have
 }
