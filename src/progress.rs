@@ -187,21 +187,32 @@ impl BatchProgress {
 /// is the last one's.
 pub fn merge_events(mut events: Vec<BatchProgress>, max_items: usize) -> Vec<BatchProgress> {
     events.sort_by_key(|event| event.summary.seq);
-    let mut merged: Vec<BatchProgress> = Vec::new();
+    // Runs first, then each run's items at once: joining event by event would go over the
+    // items already joined at every step.
+    let mut runs: Vec<(usize, Vec<BatchProgress>)> = Vec::new();
     for event in events {
-        match merged.last_mut() {
-            Some(last)
-                if event.after() == last.summary.seq && last.items.len() + event.items.len() <= max_items =>
+        match runs.last_mut() {
+            Some((items, run))
+                if run.last().is_some_and(|last| event.after() == last.summary.seq)
+                    && *items + event.items.len() <= max_items =>
             {
-                last.since = Some(last.after());
-                last.items.extend(event.items);
-                last.items = latest_each(std::mem::take(&mut last.items), |item| item.id);
-                last.summary = event.summary;
+                *items += event.items.len();
+                run.push(event);
             }
-            _ => merged.push(event),
+            _ => runs.push((event.items.len(), vec![event])),
         }
     }
-    merged
+    runs.into_iter()
+        .map(|(_, mut run)| {
+            if run.len() == 1 {
+                return run.pop().expect("one");
+            }
+            let since = run[0].after();
+            let summary = run.last().expect("a run is not empty").summary.clone();
+            let items = latest_each(run.into_iter().flat_map(|event| event.items).collect(), |item| item.id);
+            BatchProgress { summary, items, since: Some(since) }
+        })
+        .collect()
 }
 
 /// Each item once, where it first appeared (items added to a batch keep their order), as it

@@ -250,10 +250,13 @@ impl Batches {
                 Err(invalid) => outcomes.push(Some(Err(invalid.into()))),
             }
         }
-        let outcome = self.change(batch, Changes { reports: valid, claim: 0 }).await?;
+        // A call of many reports is a group already: it commits on its own, beside the batch's
+        // group commit, so that several bulk reporters' transactions overlap (on PostgreSQL
+        // their item updates run at once; only the batch's row takes them in turn).
+        let (summary, judged) = self.apply(batch, Changes { reports: valid, claim: 0 }).await?;
         let mut items = Vec::new();
         // The invalid ones keep their place among the judged.
-        let mut judged = outcome.reports.into_iter();
+        let mut judged = judged.reports.into_iter();
         let outcomes = outcomes
             .into_iter()
             .map(|o| {
@@ -267,7 +270,7 @@ impl Batches {
             })
             .collect();
         // An item reported twice appears once, as it ended.
-        Ok((BatchProgress::new(outcome.summary, latest_each(items, |item| item.id)), outcomes))
+        Ok((BatchProgress::new(summary, latest_each(items, |item| item.id)), outcomes))
     }
 
     /// Claims up to `max` pending items of `batch` (the first by position) for a worker,

@@ -50,13 +50,14 @@ impl Store {
             }
         }
         if changes.claim > 0 {
-            // PostgreSQL lets concurrent claimers skip each other's rows; SQLite has one writer.
+            // PostgreSQL lets concurrent claimers skip each other's rows (and rechecks a locked
+            // row's status); SQLite has one writer. No `status` test outside the subquery:
+            // SQLite would answer it by scanning every pending item of every batch.
             let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
             let rows = sqlx::query(&format!(
                 "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = 'pending' \
-                 ORDER BY position LIMIT $3{skip_locked}) AND status = 'pending' \
-                 RETURNING {ITEM_COLUMNS}, position, batch_id"
+                 ORDER BY position LIMIT $3{skip_locked}) RETURNING {ITEM_COLUMNS}, position, batch_id"
             ))
             .bind(now)
             .bind(batch.to_string())
