@@ -70,20 +70,12 @@ pub struct Batches {
     group: Queues<Unit>,
 }
 
-/// One caller's share of a group commit: its changes, and where its answer goes.
+/// One caller's share of a group commit: its changes, and where its answer goes: the batch's
+/// summary after the commit, and what became of its changes.
 #[derive(Debug)]
 struct Unit {
     changes: Changes,
-    answer: oneshot::Sender<Result<Outcome>>,
-}
-
-/// What a caller's [`Changes`] became: the batch's summary after the commit, the judged
-/// reports (each item as it is now, or why the report was refused) and the claimed items.
-#[derive(Debug)]
-pub struct Outcome {
-    pub summary: BatchSummary,
-    pub reports: Vec<Result<ItemProgress>>,
-    pub claimed: Vec<ItemProgress>,
+    answer: oneshot::Sender<Result<(BatchSummary, Judged)>>,
 }
 
 impl Batches {
@@ -223,9 +215,10 @@ impl Batches {
             // rather than carried through the state machine's `UPDATE`.
             reachable(access, self.store.owner(batch).await?)?;
         }
-        let outcome = self.change(batch, Changes { reports: vec![(item, report)], claim: 0 }).await?;
-        let item = outcome.reports.into_iter().next().expect("one report")?;
-        Ok(BatchProgress::new(outcome.summary, vec![item]))
+        let (summary, judged) =
+            self.change(batch, Changes { reports: vec![(item, report)], claim: 0 }).await?;
+        let item = judged.reports.into_iter().next().expect("one report")?;
+        Ok(BatchProgress::new(summary, vec![item]))
     }
 
     /// Applies many reports for one batch, each judged on its own: per report, `Ok` or why it
@@ -276,7 +269,7 @@ impl Batches {
     /// Claims up to `max` pending items of `batch` (the first by position) for a worker,
     /// announced like any other change.
     pub async fn claim(&self, batch: BatchId, max: u32) -> Result<Vec<ItemProgress>> {
-        Ok(self.change(batch, Changes { reports: Vec::new(), claim: max }).await?.claimed)
+        Ok(self.change(batch, Changes { reports: Vec::new(), claim: max }).await?.1.claimed)
     }
 
     /// Claims again an item left `processing` for longer than `lease` (its worker died), up to
@@ -335,17 +328,17 @@ impl Batches {
             .validate()
             .map(|report| self.queue(batch, Changes { reports: vec![(item, report)], claim: 0 }));
         async move {
-            let outcome = queued?.await.map_err(|_| Error::Internal("the change was dropped"))??;
-            outcome.reports.into_iter().next().expect("one report").map(drop)
+            let (_, judged) = queued?.await.map_err(|_| Error::Internal("the change was dropped"))??;
+            judged.reports.into_iter().next().expect("one report").map(drop)
         }
     }
 
     /// Queues `changes` for the batch's next group commit and waits for it.
-    async fn change(&self, batch: BatchId, changes: Changes) -> Result<Outcome> {
+    async fn change(&self, batch: BatchId, changes: Changes) -> Result<(BatchSummary, Judged)> {
         self.queue(batch, changes).await.map_err(|_| Error::Internal("the change was dropped"))?
     }
 
-    fn queue(&self, batch: BatchId, changes: Changes) -> oneshot::Receiver<Result<Outcome>> {
+    fn queue(&self, batch: BatchId, changes: Changes) -> oneshot::Receiver<Result<(BatchSummary, Judged)>> {
         let size = changes.reports.len() + changes.claim as usize;
         let (answer, answered) = oneshot::channel();
         if self.group.push(batch, Unit { changes, answer }, size) {
@@ -385,12 +378,7 @@ impl Batches {
             }
         }
         for unit in units {
-            let outcome = self.apply(batch, unit.changes).await.map(|(summary, judged)| Outcome {
-                summary,
-                reports: judged.reports,
-                claimed: judged.claimed,
-            });
-            let _ = unit.answer.send(outcome);
+            let _ = unit.answer.send(self.apply(batch, unit.changes).await);
         }
     }
 
@@ -426,12 +414,11 @@ fn answer_each(units: Vec<Unit>, summary: BatchSummary, judged: Judged) {
     let mut reports = judged.reports.into_iter();
     let mut claimed = judged.claimed.into_iter();
     for unit in units {
-        let outcome = Outcome {
-            summary: summary.clone(),
+        let share = Judged {
             reports: reports.by_ref().take(unit.changes.reports.len()).collect(),
             claimed: claimed.by_ref().take(unit.changes.claim as usize).collect(),
         };
-        let _ = unit.answer.send(Ok(outcome));
+        let _ = unit.answer.send(Ok((summary.clone(), share)));
     }
 }
 
