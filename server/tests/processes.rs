@@ -12,7 +12,7 @@ use std::{
 
 use batchwatch_core::Role;
 use common::server::{
-    assert_unbroken, client, free_port, postgres_server_url, read_to_end, shared_redis_url,
+    assert_unbroken, client, free_port, postgres_server_url, psql, read_to_end, shared_redis_url,
 };
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -42,14 +42,8 @@ impl Drop for Own {
     }
 }
 
-fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args([&format!("{}/postgres", postgres_server_url()), "-qc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
+/// Starts the `batchwatch` binary. With `BW_TEST_LOGS=<dir>` each process logs at debug level
+/// into a file of its own there (the logs go to stdout).
 fn batchwatch(args: &[&str], env: &[(&str, String)]) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_batchwatch"));
     command.args(args).stdout(Stdio::null()).stderr(Stdio::null()).env("RUST_LOG", "warn");

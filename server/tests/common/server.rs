@@ -166,7 +166,8 @@ pub fn postgres_server_url() -> String {
     std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn psql(sql: &str) {
+/// Runs one SQL command on the local PostgreSQL server (creating and dropping test databases).
+pub fn psql(sql: &str) {
     let out = Command::new("psql")
         .args([&format!("{}/postgres", postgres_server_url()), "-qc", sql])
         .output()
