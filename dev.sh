@@ -136,6 +136,11 @@ cmd_test() {
     fi
     log "cargo test"
     cargo test --locked -p batchwatch-core -p server
+    # The in-process suites again, each test on a fresh PostgreSQL database of its own (the
+    # live-server suites choose their database per test already).
+    log "cargo test: the in-process suites on PostgreSQL"
+    TEST_DATABASE=postgres cargo test --locked -p server --test api --test auth --test pages \
+        --test paths --test random_input --test items --test export --test reports --test limits --test metrics
     build_release
     log "wasm size: $(wc -c <target/site/pkg/batchwatch.wasm) bytes raw, $(gzip -9c target/site/pkg/batchwatch.wasm | wc -c) bytes gzipped"
     log "Playwright (Debian's Chromium)"

@@ -26,6 +26,23 @@ pub struct TestApp {
     /// `alice`'s token, sent by `get`, `post_json` and `post_raw`.
     pub token: String,
     _dir: TempDir,
+    _postgres: Option<OwnDatabase>,
+}
+
+/// A PostgreSQL database of one test's own, dropped with it.
+pub struct OwnDatabase(pub String);
+
+impl OwnDatabase {
+    pub fn create(name: &str) -> Self {
+        server::psql(&format!("CREATE DATABASE {name}"));
+        Self(name.to_owned())
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        server::psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
 }
 
 /// The host the in-process requests are addressed to, and the origin of its pages.
@@ -135,10 +152,17 @@ impl TestApp {
         Self::with(|_| {}).await
     }
 
-    /// A test app whose configuration `change` adjusts first.
+    /// A test app whose configuration `change` adjusts first. With `TEST_DATABASE=postgres`
+    /// it runs on a fresh PostgreSQL database of its own (dropped with it) instead of a SQLite
+    /// file: `./dev.sh test` runs the in-process suites both ways.
     pub async fn with(change: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let database_url = format!("sqlite://{}/test.db", dir.path().display());
+        let postgres = (std::env::var("TEST_DATABASE").as_deref() == Ok("postgres"))
+            .then(|| OwnDatabase::create(&format!("bw_test_{}", uuid::Uuid::new_v4().simple())));
+        let database_url = match &postgres {
+            Some(db) => format!("{}/{}", server::postgres_server_url(), db.0),
+            None => format!("sqlite://{}/test.db", dir.path().display()),
+        };
         let mut config = Config {
             database_url: database_url.clone(),
             database_max_connections: 4,
@@ -153,6 +177,7 @@ impl TestApp {
             database_url,
             token: String::new(),
             _dir: dir,
+            _postgres: postgres,
         };
         app.token = app.user("alice").await;
         app
@@ -252,11 +277,11 @@ impl TestApp {
     /// Everything a write could change, to check that a rejected request wrote nothing.
     pub async fn fingerprint(&self) -> (i64, i64, i64, i64) {
         use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+        let mut conn = sqlx::AnyConnection::connect(&self.database_url).await.unwrap();
         sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items), \
-             (SELECT COALESCE(SUM(seq), 0) FROM batches), \
-             (SELECT COALESCE(SUM(updated_at + attempts), 0) FROM items)",
+             (SELECT CAST(COALESCE(SUM(seq), 0) AS BIGINT) FROM batches), \
+             (SELECT CAST(COALESCE(SUM(updated_at + attempts), 0) AS BIGINT) FROM items)",
         )
         .fetch_one(&mut conn)
         .await
