@@ -199,6 +199,17 @@ impl Drop for Server {
     }
 }
 
+/// Opens a batch's stream as `token`'s user. HTTP/1.0: the body comes unchunked, so the bytes
+/// read are the event stream itself.
+async fn open_stream(addr: SocketAddr, token: &str, id: BatchId) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    Ok(stream)
+}
+
 /// What every watcher saw.
 #[derive(Default)]
 struct Seen {
@@ -227,14 +238,7 @@ async fn watcher(
     sent: Arc<Sent>,
     seen: Arc<Seen>,
 ) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
-    // HTTP/1.0: the body comes unchunked, so the bytes are the event stream itself.
-    stream
-        .write_all(
-            format!("GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
+    let stream = open_stream(addr, &token, id).await?;
     let mut lines = BufReader::new(stream).lines();
     let (mut seq, mut last, mut latencies, mut bytes) = (0u64, 0u64, Vec::new(), 0u64);
     while let Some(line) = lines.next_line().await? {
@@ -467,12 +471,7 @@ async fn idle(args: &Args, streams: usize, secs: u64) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::with_capacity(streams);
     for _ in 0..streams {
-        let mut stream = TcpStream::connect(server.addr).await?;
-        let request = format!(
-            "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-            server.addr, server.token
-        );
-        stream.write_all(request.as_bytes()).await?;
+        let stream = open_stream(server.addr, &server.token, id).await?;
         let ready = ready.clone();
         readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
@@ -652,12 +651,7 @@ impl Watchers {
             readers: Vec::new(),
         };
         for i in 0..n {
-            let mut stream = TcpStream::connect(server.addr).await?;
-            let request = format!(
-                "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-                server.addr, server.token
-            );
-            stream.write_all(request.as_bytes()).await?;
+            let stream = open_stream(server.addr, &server.token, id).await?;
             let (progress, snapshots, staleness) =
                 (watchers.progress.clone(), watchers.snapshots.clone(), watchers.staleness_ms.clone());
             watchers.readers.push(tokio::spawn(async move {
