@@ -93,7 +93,12 @@ build_release() {
     ensure_rust_tools
     npm_install "$ROOT"
     log "building (release)"
-    cargo leptos build --release --cargo-locked
+    # --precompress: a .br and a .gz beside each static file, served as they are to browsers
+    # that take them (leptos_axum's file handler looks for them).
+    cargo leptos build --release --precompress --cargo-locked
+    # cargo-leptos's gzip is light (the wasm: 469 KB, against 401 KB at -9); browsers that get
+    # no brotli (over plain HTTP) take these.
+    find "$ROOT/target/site" -type f ! -name '*.gz' ! -name '*.br' -exec gzip -9 -k -f {} +
 }
 
 cmd_run() {

@@ -15,17 +15,18 @@ pub mod report;
 pub mod source;
 pub mod status;
 pub mod text;
+pub mod window;
 
 pub use account::{Role, Viewer};
 pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::{NewBatch, NewItems};
 pub use progress::{
-    Applied, BatchProgress, BatchSummary, Counts, ItemProgress, ItemQuery, ItemsPage, Page, latest_each,
-    merge_events,
+    Applied, BatchProgress, BatchSummary, Counts, ItemProgress, Page, latest_each, merge_events,
 };
 pub use report::{ItemReport, StatusReport};
 pub use status::{BatchStatus, ItemStatus};
+pub use window::{ItemQuery, ItemsPage};
 
 /// Milliseconds since the Unix epoch: the one time format of every stored and sent timestamp,
 /// the same in SQLite, PostgreSQL, JSON and JavaScript's `Date.now()`.

@@ -67,6 +67,13 @@ pub struct ItemProgress {
     #[cfg_attr(feature = "ssr", sqlx(try_from = "String"))]
     pub status: ItemStatus,
     pub error: Option<String>,
+    /// Times a worker took it (a retry or a reclaim takes it again).
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub attempts: u32,
+    /// Its place in the batch, from 0: items keep the order they were added in, and pages
+    /// of items are cut by position.
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub position: u32,
     pub updated_at: Millis,
 }
 
@@ -113,8 +120,9 @@ impl BatchSummary {
     }
 }
 
-/// A batch with items. In a snapshot (the API, the SSR page, a stream's first event) `items`
-/// holds every item in order; in a change event it holds only the items that changed.
+/// A batch with items. In a change event `items` holds the items that changed; in a stream's
+/// snapshot it is empty (a page asks for the window of items it shows: [`ItemQuery`]); in the
+/// answer to a creation, it holds the new batch's items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BatchProgress {
@@ -264,53 +272,6 @@ impl Default for Page {
     }
 }
 
-/// Which of a batch's items to list: `GET /api/batches/{id}/items?status=&q=&after=&limit=`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
-#[serde(deny_unknown_fields)]
-pub struct ItemQuery {
-    /// Only items in this status.
-    pub status: Option<ItemStatus>,
-    /// Only items whose name contains this (letters A–Z matched in either case).
-    #[cfg_attr(feature = "ssr", param(max_length = 200))]
-    pub q: Option<String>,
-    /// The `next` of the previous page: items after this position.
-    #[cfg_attr(feature = "ssr", param(format = Int64, maximum = 4_294_967_295.0))]
-    pub after: Option<u32>,
-    /// At most this many (1 to 500; larger asks get 500; 100 when absent).
-    #[cfg_attr(feature = "ssr", param(format = Int64, maximum = 4_294_967_295.0))]
-    pub limit: Option<u32>,
-}
-
-impl ItemQuery {
-    pub const MAX_LIMIT: u32 = 500;
-    pub const MAX_Q_CHARS: usize = 200;
-
-    /// The page size to read: `limit` within 1 and [`Self::MAX_LIMIT`].
-    pub fn limit(&self) -> u32 {
-        self.limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT)
-    }
-
-    /// Checks the search text: at most [`Self::MAX_Q_CHARS`] characters.
-    pub fn validate(self) -> Result<Self, crate::Error> {
-        match &self.q {
-            Some(q) if q.chars().count() > Self::MAX_Q_CHARS => {
-                Err(crate::Error::Invalid(format!("q must be at most {} characters", Self::MAX_Q_CHARS)))
-            }
-            _ => Ok(self),
-        }
-    }
-}
-
-/// One page of a batch's items, in order; `next` is the `after` of the following page, absent
-/// on the last.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-pub struct ItemsPage {
-    pub items: Vec<ItemProgress>,
-    pub next: Option<u32>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +285,8 @@ mod tests {
                     name: format!("{i}.jpg"),
                     status: ItemStatus::Pending,
                     error: None,
+                    attempts: 0,
+                    position: i as u32,
                     updated_at: 10,
                 })
                 .collect(),

@@ -3,7 +3,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use crate::{BatchId, BatchProgress, BatchSummary, NewBatch, Page, Viewer};
+use crate::{BatchId, BatchProgress, BatchSummary, ItemQuery, ItemsPage, NewBatch, Page, Viewer};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -20,11 +20,18 @@ pub enum SourceError {
 /// for a viewer and sees only that viewer's batches: another's batch is `None`, as if it did
 /// not exist.
 pub trait BatchSource: Send + Sync + 'static {
-    fn progress<'a>(
+    fn summary<'a>(
         &'a self,
         viewer: &'a Viewer,
         id: BatchId,
-    ) -> BoxFuture<'a, Result<Option<BatchProgress>, SourceError>>;
+    ) -> BoxFuture<'a, Result<Option<BatchSummary>, SourceError>>;
+    /// One page of a batch's items.
+    fn items<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+        query: ItemQuery,
+    ) -> BoxFuture<'a, Result<Option<ItemsPage>, SourceError>>;
     fn list<'a>(
         &'a self,
         viewer: &'a Viewer,

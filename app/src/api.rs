@@ -2,7 +2,7 @@
 //! `BatchSource` that `server` provides as context, for the signed-in [`Viewer`] that the
 //! server's sign-in check put into the request.
 
-use batchwatch_core::{BatchId, BatchProgress, BatchSummary, Page, Viewer};
+use batchwatch_core::{BatchId, BatchSummary, ItemQuery, ItemsPage, Page, Viewer};
 use leptos::{prelude::*, server_fn::codec::GetUrl};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use batchwatch_core::source::{SharedSource, SourceError};
 /// What the batch page found for the id in its URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Lookup {
-    Found(Box<BatchProgress>),
+    Found(Box<BatchSummary>),
     NotFound,
     Malformed,
 }
@@ -45,7 +45,7 @@ fn to_server_error(error: SourceError) -> ServerFnError {
 pub async fn lookup(id: String) -> Result<Lookup, ServerFnError> {
     match id.parse::<BatchId>() {
         Err(_) => Ok(Lookup::Malformed),
-        Ok(id) => Ok(get_batch(id).await?.map_or(Lookup::NotFound, |p| Lookup::Found(Box::new(p)))),
+        Ok(id) => Ok(get_batch(id).await?.map_or(Lookup::NotFound, |s| Lookup::Found(Box::new(s)))),
     }
 }
 
@@ -74,8 +74,18 @@ pub async fn current_user() -> Result<Viewer, ServerFnError> {
 }
 
 #[server(prefix = "/leptos", input = GetUrl)]
-pub async fn get_batch(id: BatchId) -> Result<Option<BatchProgress>, ServerFnError> {
-    source()?.progress(&viewer()?, id).await.map_err(to_server_error)
+pub async fn get_batch(id: BatchId) -> Result<Option<BatchSummary>, ServerFnError> {
+    source()?.summary(&viewer()?, id).await.map_err(to_server_error)
+}
+
+/// One page of a batch's items: the view the batch page shows.
+#[server(prefix = "/leptos", input = GetUrl)]
+pub async fn get_items(
+    id: BatchId,
+    // The first page of everything encodes as no parameters at all.
+    #[server(default)] query: ItemQuery,
+) -> Result<Option<ItemsPage>, ServerFnError> {
+    source()?.items(&viewer()?, id, query).await.map_err(to_server_error)
 }
 
 #[server(prefix = "/leptos", input = GetUrl)]
@@ -105,7 +115,7 @@ pub async fn create_demo_batch(count: usize) -> Result<BatchId, ServerFnError> {
 }
 
 #[cfg(feature = "ssr")]
-fn created(progress: BatchProgress) -> Result<BatchId, ServerFnError> {
+fn created(progress: batchwatch_core::BatchProgress) -> Result<BatchId, ServerFnError> {
     let id = progress.summary.batch_id;
     leptos_axum::redirect(&format!("/batches/{id}"));
     Ok(id)

@@ -1,99 +1,171 @@
-//! `use_live_batch`: a batch's progress as signals, kept live in the browser by the stream
-//! client (`stream_client.rs`).
+//! `use_live_batch`: a batch's summary and the page of items on screen as signals, kept live in
+//! the browser by the stream client (`stream_client.rs`).
 //!
-//! Each item has a signal of its own, so a change event re-renders the summary and the rows it
-//! names, never the whole list: a 10,000-item batch stays smooth at hundreds of events per
-//! second. On the server this only holds the snapshot the page was rendered with.
+//! The page holds one page of items (a [`Window`]), never the batch: an event updates the
+//! summary and the rows it names that are on screen, and rows leave or enter as their items
+//! stop or start matching the view. Each row has a signal of its own, so an event re-renders
+//! the rows it touches and nothing else. On the server this only holds what the page was
+//! rendered with.
+//!
+//! Pages of items are read separately from the stream, so the two must meet: the page
+//! remembers the events of the last moments ([`Recent`]) and replays those newer than a page
+//! it reads onto it. A page older than what the page remembers is read again.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::VecDeque;
 
-use batchwatch_core::{Applied, BatchProgress, BatchSummary, ItemId, ItemProgress, reconnect::Connection};
+use batchwatch_core::{
+    Applied, BatchProgress, BatchSummary, ItemId, ItemProgress, ItemQuery, ItemsPage,
+    reconnect::Connection,
+    window::{Placed, Row, Window},
+};
 use leptos::prelude::*;
+
+/// The most changed items the page remembers for replay: a few seconds of events at the
+/// stream's pace.
+const RECENT_ITEMS: usize = 5_000;
 
 /// One row of the item list.
 #[derive(Clone, Copy)]
 pub struct ItemCell {
     pub id: ItemId,
+    pub position: u32,
     pub item: RwSignal<ItemProgress>,
+}
+
+impl ItemCell {
+    fn new(item: ItemProgress) -> Self {
+        Self { id: item.id, position: item.position, item: RwSignal::new(item) }
+    }
+
+    fn entering(item: &ItemProgress) -> Self {
+        Self::new(item.clone())
+    }
+}
+
+impl Row for ItemCell {
+    fn id(&self) -> ItemId {
+        self.id
+    }
+
+    fn position(&self) -> u32 {
+        self.position
+    }
+}
+
+/// The events since `from`: every change event with a `seq` above it, in order.
+#[derive(Default)]
+struct Recent {
+    events: VecDeque<BatchProgress>,
+    items: usize,
+    from: u64,
+}
+
+impl Recent {
+    fn starting_at(seq: u64) -> Self {
+        Self { from: seq, ..Self::default() }
+    }
+
+    fn push(&mut self, event: BatchProgress) {
+        self.items += event.items.len();
+        self.events.push_back(event);
+        while self.items > RECENT_ITEMS
+            && let Some(oldest) = self.events.pop_front()
+        {
+            self.items -= oldest.items.len();
+            self.from = oldest.summary.seq;
+        }
+    }
 }
 
 /// A batch's state as the page holds it.
 #[derive(Clone, Copy)]
 pub struct LiveState {
     pub summary: RwSignal<BatchSummary>,
-    pub items: RwSignal<Vec<ItemCell>>,
-    /// Where each item's row is, rebuilt with every snapshot.
-    index: StoredValue<Arc<HashMap<ItemId, usize>>>,
+    pub window: RwSignal<Window<ItemCell>>,
+    recent: StoredValue<Recent>,
+    /// Asks for the page of items to be read again: it may have missed changes, or emptied.
+    pub reread: RwSignal<u32>,
 }
 
 impl LiveState {
-    fn new(snapshot: BatchProgress) -> Self {
-        let state = Self {
-            summary: RwSignal::new(snapshot.summary.clone()),
-            items: RwSignal::new(Vec::new()),
-            index: StoredValue::new(Arc::default()),
-        };
-        state.replace(snapshot);
-        state
+    fn new(summary: BatchSummary, reread: RwSignal<u32>) -> Self {
+        let seq = summary.seq;
+        Self {
+            summary: RwSignal::new(summary),
+            window: RwSignal::new(Window {
+                query: ItemQuery::default(),
+                rows: Vec::new(),
+                prev: None,
+                next: None,
+            }),
+            recent: StoredValue::new(Recent::starting_at(seq)),
+            reread,
+        }
     }
 
-    /// Takes a full snapshot. The rows already on the page follow their own signals, so
-    /// when the items are the same ones (always, within a batch) those signals are updated in
-    /// place rather than replaced by new ones the rows would not see.
-    pub fn replace(&self, snapshot: BatchProgress) {
-        let same_items = self.items.with_untracked(|cells| {
-            cells.len() == snapshot.items.len()
-                && cells.iter().zip(&snapshot.items).all(|(c, i)| c.id == i.id)
-        });
-        if same_items {
-            self.items.with_untracked(|cells| {
-                for (cell, item) in cells.iter().zip(snapshot.items) {
-                    if cell.item.with_untracked(|old| *old != item) {
-                        cell.item.set(item);
+    /// Shows a page of items read for `query`, with the remembered events newer than it
+    /// replayed onto it. A page older than what the page remembers may lack changes that will
+    /// not come again: it is shown, and read again.
+    pub fn show(&self, query: ItemQuery, page: ItemsPage) {
+        let seq = page.seq;
+        let mut window = Window::new(query, page, ItemCell::new);
+        let complete = self.recent.with_value(|recent| {
+            for event in recent.events.iter().filter(|e| e.summary.seq > seq) {
+                for item in &event.items {
+                    if let Placed::Updated(at) = window.place(item, ItemCell::entering) {
+                        window.rows[at].item.set(item.clone());
                     }
                 }
-            });
-        } else {
-            let index = snapshot.items.iter().enumerate().map(|(i, item)| (item.id, i)).collect();
-            let cells = snapshot
-                .items
-                .into_iter()
-                .map(|item| ItemCell { id: item.id, item: RwSignal::new(item) })
-                .collect();
-            self.index.set_value(Arc::new(index));
-            self.items.set(cells);
+            }
+            seq >= recent.from
+        });
+        self.window.set(window);
+        if !complete {
+            self.ask_reread();
         }
-        self.summary.set(snapshot.summary);
     }
 
-    /// Applies a change event in `seq` order, touching only the rows it names; items added to
-    /// the batch become new rows at the end.
+    /// Takes a snapshot from the stream: the summary. Events were missed, so the rows on
+    /// screen may be behind: they are read again.
+    pub fn replace(&self, snapshot: BatchProgress) {
+        self.recent.set_value(Recent::starting_at(snapshot.summary.seq));
+        self.summary.set(snapshot.summary);
+        self.ask_reread();
+    }
+
+    /// Applies a change event in `seq` order to the summary and the rows on screen.
     pub fn apply(&self, event: BatchProgress) -> Applied {
         let order = Applied::order(self.summary.with_untracked(|s| s.seq), &event);
         if order == Applied::Applied {
-            let index = self.index.get_value();
-            let mut added = Vec::new();
-            self.items.with_untracked(|cells| {
-                for changed in event.items {
-                    match index.get(&changed.id).and_then(|&i| cells.get(i)) {
-                        Some(cell) => cell.item.set(changed),
-                        None => added.push(changed),
+            let mut moved = false;
+            let mut changed = Vec::new();
+            self.window.update_untracked(|window| {
+                for item in &event.items {
+                    match window.place(item, ItemCell::entering) {
+                        Placed::Updated(at) => changed.push((window.rows[at].item, item.clone())),
+                        Placed::Left | Placed::Entered(_) => moved = true,
+                        Placed::Outside => {}
                     }
                 }
             });
-            if !added.is_empty() {
-                let mut index = HashMap::clone(&index);
-                self.items.update(|cells| {
-                    for item in added {
-                        index.insert(item.id, cells.len());
-                        cells.push(ItemCell { id: item.id, item: RwSignal::new(item) });
-                    }
-                });
-                self.index.set_value(Arc::new(index));
+            // Rows first set after the window's lock is gone.
+            for (cell, item) in changed {
+                cell.set(item);
             }
-            self.summary.set(event.summary);
+            if moved {
+                self.window.notify();
+                if self.window.with_untracked(Window::thin) {
+                    self.ask_reread();
+                }
+            }
+            self.summary.set(event.summary.clone());
+            self.recent.update_value(|recent| recent.push(event));
         }
         order
+    }
+
+    fn ask_reread(&self) {
+        self.reread.update(|n| *n += 1);
     }
 
     /// The batch and the `seq` a reconnect resumes from.
@@ -112,9 +184,10 @@ pub struct LiveBatch {
     pub retry: Callback<()>,
 }
 
-pub fn use_live_batch(initial: BatchProgress) -> LiveBatch {
-    let finished = initial.summary.status.is_terminal();
-    let state = LiveState::new(initial);
+/// `reread` is the signal that reads the page of items again.
+pub fn use_live_batch(initial: BatchSummary, reread: RwSignal<u32>) -> LiveBatch {
+    let finished = initial.status.is_terminal();
+    let state = LiveState::new(initial, reread);
     let connection = RwSignal::new(if finished { Connection::Finished } else { Connection::Connecting });
 
     #[cfg(feature = "hydrate")]

@@ -30,7 +30,7 @@ use crate::{
     live::hub::Hub,
     metrics,
     store::{
-        Owned, Store, Uncommitted,
+        Store, Uncommitted,
         cache::Cache,
         items::{Changes, Judged},
     },
@@ -61,11 +61,8 @@ pub struct Batches {
     hub: Hub,
     /// Wakes this process's idle workers when a batch is created here.
     work: Arc<tokio::sync::Notify>,
-    /// Snapshots read from the database (every other read is the cache's).
+    /// Summaries read from the database (every other read is the cache's).
     database_reads: Arc<AtomicU64>,
-    /// Held from commit to publish, so that this process announces changes in the order they
-    /// were committed (the cache never goes back; watchers seldom wait for a reordering).
-    order: Arc<tokio::sync::Mutex<()>>,
     /// Reports and claims waiting for their batch's next group commit.
     group: Queues<Unit>,
 }
@@ -86,7 +83,6 @@ impl Batches {
             hub,
             work: Arc::default(),
             database_reads: Arc::default(),
-            order: Arc::default(),
             group: Queues::default(),
         }
     }
@@ -109,7 +105,7 @@ impl Batches {
         &self.store
     }
 
-    /// How many snapshots were read from the database since start.
+    /// How many summaries were read from the database since start.
     pub fn database_reads(&self) -> u64 {
         self.database_reads.load(Ordering::Relaxed)
     }
@@ -123,10 +119,8 @@ impl Batches {
     pub async fn create(&self, owner: &str, new: NewBatch) -> Result<BatchProgress> {
         let new = new.validate()?;
         let progress = self.store.create_batch(owner, new, now()).await?;
-        let owned = Owned { owner: owner.to_owned(), progress };
-        self.cache.fill(&owned).await;
+        self.cache.fill(owner, &progress.summary).await;
         self.work.notify_waiters();
-        let progress = owned.progress;
         tracing::info!(batch = %progress.summary.batch_id, items = progress.items.len(), "batch created");
         Ok(progress)
     }
@@ -140,36 +134,19 @@ impl Batches {
     pub async fn summary(&self, access: Access<'_>, id: BatchId) -> Result<BatchSummary> {
         let cached = self.cache.summary(id).await;
         metrics::cache_read(cached.is_some());
-        let (owner, summary) = match cached {
-            Some(cached) => cached,
-            None => self.store.summary(id).await?.ok_or(Error::NotFound("batch"))?,
-        };
-        reachable(access, Some(owner))?;
-        Ok(summary)
+        match cached {
+            Some((owner, summary)) => reachable(access, Some(owner)).map(|()| summary),
+            None => self.summary_from_database(access, id).await,
+        }
     }
 
-    /// A full snapshot, cache-first.
-    pub async fn progress(&self, access: Access<'_>, id: BatchId) -> Result<BatchProgress> {
-        let cached = self.cache.get(id).await;
-        metrics::cache_read(cached.is_some());
-        let owned = match cached {
-            Some(owned) => owned,
-            None => self.owned_from_database(id).await?,
-        };
-        visible(access, owned)
-    }
-
-    /// A full snapshot from the source of truth, which also refills the cache.
-    pub async fn progress_from_database(&self, access: Access<'_>, id: BatchId) -> Result<BatchProgress> {
-        visible(access, self.owned_from_database(id).await?)
-    }
-
-    async fn owned_from_database(&self, id: BatchId) -> Result<Owned> {
+    /// A batch's summary from the source of truth, which also refills the cache.
+    pub async fn summary_from_database(&self, access: Access<'_>, id: BatchId) -> Result<BatchSummary> {
         self.database_reads.fetch_add(1, Ordering::Relaxed);
         metrics::snapshot_read();
-        let owned = self.store.progress(id).await?.ok_or(Error::NotFound("batch"))?;
-        self.cache.fill(&owned).await;
-        Ok(owned)
+        let (owner, summary) = self.store.summary(id).await?.ok_or(Error::NotFound("batch"))?;
+        self.cache.fill(&owner, &summary).await;
+        reachable(access, Some(owner)).map(|()| summary)
     }
 
     /// Adds items at the end of `owner`'s batch while it is not finished, keeping it within
@@ -193,7 +170,7 @@ impl Batches {
     pub async fn items_page(&self, owner: &str, batch: BatchId, query: ItemQuery) -> Result<ItemsPage> {
         let query = query.validate()?;
         self.check_owner(owner, batch).await?;
-        self.store.items_page(batch, &query).await
+        self.store.items_page(batch, &query).await?.ok_or(Error::NotFound("batch"))
     }
 
     /// `Ok` when `batch` is `owner`'s; not found otherwise, as a missing one.
@@ -395,15 +372,16 @@ impl Batches {
 
     /// Commits changes, then brings the cache up to date before publishing each, so that a
     /// watcher woken by an event reads it fresh. Returns their events, in order.
+    ///
+    /// Two commits of one batch can announce out of order (a bulk call beside the group
+    /// commit, or two processes): the cache keeps the newest summary, and the hub puts events
+    /// back in `seq` order, so no lock is held from commit to publish.
     async fn announce(&self, uncommitted: Uncommitted) -> Result<Vec<BatchProgress>> {
-        let _in_order = self.order.lock().await;
-        let changes = uncommitted.commit().await?;
-        let mut events = Vec::with_capacity(changes.len());
-        for change in changes {
-            metrics::committed(&change.event);
-            self.cache.apply(&change).await;
-            self.hub.publish(&change.event).await;
-            events.push(change.event);
+        let events = uncommitted.commit().await?;
+        for event in &events {
+            metrics::committed(event);
+            self.cache.apply(&event.summary).await;
+            self.hub.publish(event).await;
         }
         Ok(events)
     }
@@ -437,11 +415,6 @@ fn reachable(access: Access<'_>, owner: Option<String>) -> Result<()> {
     }
 }
 
-/// Another user's batch is not found, exactly like a missing one.
-fn visible(access: Access<'_>, owned: Owned) -> Result<BatchProgress> {
-    if access.allows(&owned.owner) { Ok(owned.progress) } else { Err(Error::NotFound("batch")) }
-}
-
 /// How a page sees a failure: its own mistakes as they are, the server's as a generic message.
 fn for_page(error: Error) -> SourceError {
     if error.status_code().is_server_error() {
@@ -452,19 +425,31 @@ fn for_page(error: Error) -> SourceError {
     }
 }
 
+/// A page's answer: a batch that is not there (or another's) is `None`.
+fn found<T>(result: Result<T>) -> Result<Option<T>, SourceError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(for_page(e)),
+    }
+}
+
 impl BatchSource for Batches {
-    fn progress<'a>(
+    fn summary<'a>(
         &'a self,
         viewer: &'a Viewer,
         id: BatchId,
-    ) -> BoxFuture<'a, Result<Option<BatchProgress>, SourceError>> {
-        Box::pin(async move {
-            match Batches::progress(self, Access::Owner(&viewer.user_id), id).await {
-                Ok(progress) => Ok(Some(progress)),
-                Err(Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(for_page(e)),
-            }
-        })
+    ) -> BoxFuture<'a, Result<Option<BatchSummary>, SourceError>> {
+        Box::pin(async move { found(Batches::summary(self, Access::Owner(&viewer.user_id), id).await) })
+    }
+
+    fn items<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+        query: ItemQuery,
+    ) -> BoxFuture<'a, Result<Option<ItemsPage>, SourceError>> {
+        Box::pin(async move { found(Batches::items_page(self, &viewer.user_id, id, query).await) })
     }
 
     fn list<'a>(

@@ -12,8 +12,9 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use batchwatch_core::{BatchId, ItemStatus, Millis};
+use batchwatch_core::{BatchId, ItemProgress, ItemStatus, Millis};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::mpsc;
@@ -24,7 +25,6 @@ use crate::{
     batches::Batches,
     error::{ErrorBody, Result},
     extract::{Path, Query},
-    store::batches::ExportRow,
 };
 
 /// Items read per query.
@@ -69,14 +69,14 @@ impl ExportedItem {
             .unwrap_or_default()
     }
 
-    fn from_row(row: ExportRow) -> Self {
+    fn from_item(item: ItemProgress) -> Self {
         Self {
-            id: row.id,
-            name: row.name,
-            status: row.status,
-            error: row.error,
-            attempts: row.attempts,
-            updated_at: Self::time(row.updated_at),
+            id: item.id.to_string(),
+            name: item.name,
+            status: item.status,
+            error: item.error,
+            attempts: item.attempts,
+            updated_at: Self::time(item.updated_at),
         }
     }
 }
@@ -122,16 +122,20 @@ pub async fn export(
             };
             let Some(last) = page.last() else { return };
             after = Some(last.position);
-            let chunk = encode(format, page.into_iter().map(ExportedItem::from_row));
+            let chunk = encode(format, page.into_iter().map(ExportedItem::from_item));
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
             }
         }
     });
-    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        let chunk = rx.recv().await?;
-        Some((chunk, rx))
-    }));
+    // Fused: the compression layer polls a body once more after its end.
+    let body = Body::from_stream(
+        futures::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((chunk, rx))
+        })
+        .fuse(),
+    );
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Ndjson => ("application/x-ndjson", "ndjson"),

@@ -36,6 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tower_http::{
     classify::{ServerErrorsAsFailures, SharedClassifier},
+    compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
     trace::TraceLayer,
@@ -87,6 +88,10 @@ pub fn app(state: AppState) -> Router {
         // After the sign-in check: health and readiness are for probes that hold no token.
         .merge(ops::router());
     with_security_headers(router)
+        // Pages, JSON and exports, compressed as the client asks (br or gzip); the default
+        // predicate leaves event streams alone (a compressor would hold events back), as well
+        // as responses that are encoded already (the precompressed static files).
+        .layer(CompressionLayer::new())
         .layer(from_fn(canonical_path))
         // Outermost: the id is there for every layer's log lines, and answers with the response.
         .layer(PropagateRequestIdLayer::x_request_id())

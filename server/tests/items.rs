@@ -154,3 +154,50 @@ async fn adding_items_keeps_to_the_limit_and_to_unfinished_batches() {
     let url = format!("{}/api/batches/{}/items", server.url, batch["batch_id"].as_str().unwrap());
     assert_eq!(other.post(url).json(&json!({ "items": ["x"] })).send().await.unwrap().status(), 404);
 }
+
+/// Pages go both ways (`after`, `before`) with the cursors of the pages around them, say the
+/// `seq` they were read at, and carry each item's position and attempts.
+async fn pages_go_both_ways(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(10).await;
+    for i in [1, 4, 5, 8] {
+        server.report(&batch, i, "processing").await;
+        server.report(&batch, i, "failed").await;
+    }
+    let cursors = |body: &Value| (body["prev"].as_u64(), body["next"].as_u64());
+    let positions = |body: &Value| -> Vec<u64> {
+        body["items"].as_array().unwrap().iter().map(|i| i["position"].as_u64().unwrap()).collect()
+    };
+    let (_, first) = page(&server, &batch, "limit=3").await;
+    assert_eq!((positions(&first), cursors(&first)), (vec![0, 1, 2], (None, Some(2))));
+    assert_eq!(first["seq"].as_u64(), Some(9), "the batch's seq: created at 1, eight reports");
+    let (_, second) = page(&server, &batch, "limit=3&after=2").await;
+    assert_eq!((positions(&second), cursors(&second)), (vec![3, 4, 5], (Some(3), Some(5))));
+    let (_, back) = page(&server, &batch, "limit=3&before=3").await;
+    assert_eq!((positions(&back), cursors(&back)), (vec![0, 1, 2], (None, Some(2))), "back to the first");
+    let (_, last) = page(&server, &batch, "limit=3&before=10").await;
+    assert_eq!((positions(&last), cursors(&last)), (vec![7, 8, 9], (Some(7), None)));
+    let (_, past) = page(&server, &batch, "limit=3&after=9").await;
+    assert_eq!((positions(&past), cursors(&past)), (vec![], (Some(10), None)), "past the end: only back");
+
+    // Filtered, both ways.
+    let (_, failed) = page(&server, &batch, "status=failed&limit=2&after=1").await;
+    assert_eq!((positions(&failed), cursors(&failed)), (vec![4, 5], (Some(4), Some(5))));
+    let (_, before) = page(&server, &batch, "status=failed&limit=2&before=4").await;
+    assert_eq!((positions(&before), cursors(&before)), (vec![1], (None, Some(1))));
+    let item = &failed["items"][0];
+    assert_eq!((item["status"].as_str(), item["attempts"].as_u64()), (Some("failed"), Some(1)));
+
+    let (status, body) = page(&server, &batch, "after=1&before=4").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid")), "one cursor at most");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_go_both_ways_on_sqlite() {
+    pages_go_both_ways(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_go_both_ways_on_postgresql() {
+    pages_go_both_ways(true).await;
+}

@@ -40,6 +40,41 @@ async fn batch_page_follows_reports() {
     assert_eq!(html.matches(r#"data-status="done""#).count(), 1);
 }
 
+/// The view in the URL is the view in the first HTML: a status tab, a search, a page.
+#[tokio::test]
+async fn batch_page_renders_the_view_its_url_asks_for() {
+    let app = TestApp::new().await;
+    let batch = app.create("b", 30).await;
+    for i in [3, 13, 17, 23] {
+        app.report(&batch, i, "processing").await;
+        app.report(&batch, i, "failed").await;
+    }
+    let id = batch["batch_id"].as_str().unwrap();
+    let html = app.get(&format!("/batches/{id}?status=failed&q=item-1")).await.text();
+    assert_eq!(html.matches(r#"data-testid="item""#).count(), 2, "failed, named item-1…");
+    assert!(html.contains("item-13.jpg") && html.contains("item-17.jpg"));
+    assert!(html.contains(r#"aria-selected="true" data-testid="tab-failed""#), "the Failed tab is selected");
+    assert!(html.contains(r#"value="item-1""#), "the search box holds the search");
+    // A hand-edited link still shows a page: what does not parse is left out.
+    let html = app.get(&format!("/batches/{id}?status=lost&after=x")).await.text();
+    assert_eq!(html.matches(r#"data-testid="item""#).count(), 30);
+}
+
+/// However big the batch, the page shows one page of items, and links to the next.
+#[tokio::test]
+async fn a_big_batch_page_holds_one_page_of_items() {
+    let app = TestApp::new().await;
+    let batch = app.create("big", 10_000).await;
+    let id = batch["batch_id"].as_str().unwrap();
+    let html = app.get(&format!("/batches/{id}")).await.text();
+    assert_eq!(html.matches(r#"data-testid="item""#).count(), 100);
+    assert!(html.contains(&format!(r#"href="/batches/{id}?after=99""#)), "the next page's link");
+    assert!(html.len() < 100_000, "first HTML of {} bytes", html.len());
+    let html = app.get(&format!("/batches/{id}?after=99")).await.text();
+    assert!(html.contains("item-100.jpg") && html.contains("item-199.jpg") && !html.contains("item-99.jpg"));
+    assert!(html.contains(&format!(r#"href="/batches/{id}?before=100""#)), "the previous page's link");
+}
+
 #[tokio::test]
 async fn unknown_batch_is_a_404_page() {
     let app = TestApp::new().await;

@@ -11,7 +11,7 @@ use common::{
     server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end},
 };
 use futures::StreamExt;
-use server::store::items::Changes;
+use server::{batches::Access, store::items::Changes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,11 +137,32 @@ async fn open_unread(server: &LiveServer, batch: &serde_json::Value) -> tokio::n
     conn
 }
 
-/// A batch whose first snapshot (about 1.2 MB) is more than the kernel's buffers and hyper's
-/// write buffer hold: a client that reads nothing stalls its connection at once, and hyper
-/// stops polling the stream's body.
+/// A batch whose items have long names: its changes make megabytes of events.
 async fn batch_too_big_for_the_buffers(server: &LiveServer) -> serde_json::Value {
-    server.create_named((0..1_900).map(|i| format!("{i:04}-{}", "x".repeat(480))).collect()).await
+    let names = |range: std::ops::Range<u32>| range.map(|i| format!("{i:04}-{}", "x".repeat(480))).collect();
+    let batch = server.create_named(names(0..1_900)).await;
+    // More than a request body may hold at once: the rest is appended.
+    let url = format!("{}/api/batches/{}/items", server.url, batch["batch_id"].as_str().unwrap());
+    let more: Vec<String> = names(1_900..4_000);
+    let appended = server.http.post(url).json(&serde_json::json!({ "items": more })).send().await.unwrap();
+    assert_eq!(appended.status(), 200);
+    batch
+}
+
+/// Moves every item of the batch to processing then done: over 2 MB of events (each item at
+/// least once, however the hub joins them), more than the kernel's buffers and hyper's write
+/// buffer hold. A client that reads nothing stalls its connection, and hyper stops polling
+/// the stream's body.
+async fn flood(server: &LiveServer, batch: &serde_json::Value) {
+    let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+    let items: Vec<_> = server.get(batch).await.items.iter().map(|item| item.id).collect();
+    for status in ["processing", "done"] {
+        for chunk in items.chunks(1_000) {
+            let report = StatusReport { status: status.parse().unwrap(), error: None };
+            let reports = chunk.iter().map(|item| (*item, report.clone())).collect();
+            server.state.batches.report_many(Access::Any, id, reports).await.unwrap();
+        }
+    }
 }
 
 async fn released(server: &LiveServer, what: &str) {
@@ -156,6 +177,7 @@ async fn a_stream_nobody_reads_still_ends_at_its_age_and_gives_its_place_back() 
         LiveServer::start(Options { max_streams_per_user: 1, max_age_secs: 2, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
     let _unread = open_unread(&server, &batch).await;
+    flood(&server, &batch).await;
     released(&server, "the unread stream to end at its maximum age").await;
     let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
     let next = eventually("its place to be free", || async {
@@ -170,6 +192,7 @@ async fn revoking_the_token_ends_a_stream_nobody_reads() {
     let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
     let _unread = open_unread(&server, &batch).await;
+    flood(&server, &batch).await;
     let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
     server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
     released(&server, "the unread stream to end once its token is revoked").await;
@@ -182,12 +205,13 @@ async fn a_connection_whose_writes_stall_is_dropped() {
     let server = LiveServer::start(Options { write_stall_secs: 1, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
     let mut unread = open_unread(&server, &batch).await;
+    flood(&server, &batch).await;
     released(&server, "the stalled connection's stream to end").await;
     // The client reads what reached it, then finds the connection gone.
     let mut raw = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), unread.read_to_end(&mut raw)).await;
     assert!(read.is_ok(), "the connection was closed");
-    assert!(raw.len() < 1_000_000, "the snapshot never got through: {} bytes", raw.len());
+    assert!(raw.len() < 2_000_000, "the events never got through: {} bytes", raw.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,11 +91,12 @@ async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     assert!(store.reclaim(2_400, 2_000, 3).await.unwrap().is_none(), "within its lease: left alone");
     let again =
         store.reclaim(3_000, 2_500, 3).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
-    assert_eq!(again[0].event.summary.seq, 3);
+    assert_eq!(again[0].summary.seq, 3);
     assert!(store.reclaim(4_000, 2_500, 3).await.unwrap().is_none(), "fresh again: left alone");
-    let owned = store.progress(id).await.unwrap().unwrap();
-    assert_eq!(owned.owner, owner);
-    assert_eq!(owned.progress.summary.counts.processing, 1, "a reclaim does not count the item twice");
+    let (owned_by, summary) = store.summary(id).await.unwrap().unwrap();
+    assert_eq!(owned_by, owner);
+    assert_eq!(summary.counts.processing, 1, "a reclaim does not count the item twice");
+    assert_eq!(again[0].items[0].attempts, 2, "a reclaim is an attempt");
 }
 
 /// Changes that arrive together share one transaction and one event, and each caller hears of
@@ -151,7 +152,7 @@ async fn claims_take_owners_in_turn(postgres: bool) {
     let other = server.create_as(&stranger, (0..10).map(|i| format!("other-{i}")).collect()).await;
     let id = other["batch_id"].as_str().unwrap().parse().unwrap();
     common::eventually("the other owner's batch to finish", || async {
-        let summary = server.state.batches.progress_from_database(Access::Any, id).await.unwrap().summary;
+        let summary = server.state.batches.summary_from_database(Access::Any, id).await.unwrap();
         summary.status.is_terminal().then_some(())
     })
     .await;
@@ -187,8 +188,7 @@ async fn a_stopping_worker_gives_an_unfinished_item_back_after_its_grace() {
         .await;
         let batch = server.create(1).await;
         let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
-        let read =
-            || async { server.state.batches.progress_from_database(Access::Any, id).await.unwrap().summary };
+        let read = || async { server.state.batches.summary_from_database(Access::Any, id).await.unwrap() };
         common::eventually("the item to be claimed", || async {
             (read().await.counts.processing == 1).then_some(())
         })

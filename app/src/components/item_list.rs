@@ -1,9 +1,13 @@
-//! The items of a batch, each with an icon for its status.
+//! The rows of the page of items on screen, each with an icon for its status, and for a
+//! failed item its error (folded when long) and attempts.
 
 use batchwatch_core::{ItemProgress, ItemStatus};
 use leptos::prelude::*;
 
 use crate::live_batch::ItemCell;
+
+/// Errors longer than this fold behind their first words.
+const FOLD_AFTER: usize = 120;
 
 fn icon(status: ItemStatus) -> impl IntoView {
     let (glyph, class, label) = match status {
@@ -20,39 +24,70 @@ fn icon(status: ItemStatus) -> impl IntoView {
 }
 
 #[component]
-pub fn ItemList(#[prop(into)] items: Signal<Vec<ItemCell>>) -> impl IntoView {
+pub fn ItemList(#[prop(into)] rows: Signal<Vec<ItemCell>>) -> impl IntoView {
     view! {
-        <section>
-            <h2 class="mb-2 text-lg font-semibold">"Items"</h2>
-            <ul class="divide-y divide-slate-200 rounded-lg border border-slate-200 bg-white dark:divide-slate-800 dark:border-slate-800 dark:bg-slate-900">
-                // Rows are keyed by id and follow their own item's signal: a change event
-                // touches the rows it names and nothing else.
-                <For each=move || items.get() key=|cell| cell.id let(cell)>
-                    <ItemRow item=cell.item />
-                </For>
-            </ul>
-        </section>
+        <ul
+            class="divide-y divide-slate-200 rounded-lg border border-slate-200 bg-white dark:divide-slate-800 dark:border-slate-800 dark:bg-slate-900"
+            data-testid="items"
+        >
+            // Rows are keyed by id and follow their own item's signal: a change event
+            // touches the rows it names and nothing else.
+            <For each=move || rows.get() key=|cell| cell.id let(cell)>
+                <ItemRow item=cell.item />
+            </For>
+        </ul>
     }
 }
 
 #[component]
 fn ItemRow(item: RwSignal<ItemProgress>) -> impl IntoView {
     let status = move || item.with(|i| i.status);
+    let error = move || item.with(|i| i.error.clone()).map(|error| view! { <ItemError error /> });
+    // A first attempt is the ordinary case: only a retried item says how many it took.
+    let attempts = move || {
+        let attempts = item.with(|i| i.attempts);
+        (attempts > 1).then(|| {
+            view! {
+                <span class="text-xs text-slate-500" data-testid="attempts">
+                    {format!("{attempts} attempts")}
+                </span>
+            }
+        })
+    };
     view! {
         <li
             class="flex items-start gap-3 px-3 py-2 text-sm"
             data-testid="item"
             data-status=move || status().as_str()
+            data-position=item.with_untracked(|i| i.position)
         >
             {move || icon(status())}
             <div class="min-w-0 flex-1">
-                <p class="break-words">{item.with_untracked(|i| i.name.clone())}</p>
-                {move || {
-                    item.with(|i| i.error.clone())
-                        .map(|e| view! { <p class="text-xs text-red-600 dark:text-red-400">{e}</p> })
-                }}
+                <p class="break-words" data-testid="name">
+                    {item.with_untracked(|i| i.name.clone())}
+                </p>
+                {error}
             </div>
-            <span class="text-xs text-slate-500">{move || status().as_str()}</span>
+            <div class="flex flex-col items-end gap-1">
+                <span class="text-xs text-slate-500">{move || status().as_str()}</span>
+                {attempts}
+            </div>
         </li>
     }
+}
+
+#[component]
+fn ItemError(error: String) -> impl IntoView {
+    const CLASS: &str = "break-words text-xs text-red-600 dark:text-red-400";
+    if error.chars().count() <= FOLD_AFTER {
+        return view! { <p class=CLASS data-testid="error">{error}</p> }.into_any();
+    }
+    let start: String = error.chars().take(FOLD_AFTER).collect();
+    view! {
+        <details class=CLASS data-testid="error">
+            <summary class="cursor-pointer">{format!("{start}…")}</summary>
+            <p class="mt-1 whitespace-pre-wrap">{error}</p>
+        </details>
+    }
+    .into_any()
 }

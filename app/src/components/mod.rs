@@ -1,6 +1,7 @@
 //! The pieces the pages are built from, one component a file.
 
 pub mod counters;
+pub mod item_finder;
 pub mod item_list;
 pub mod live_indicator;
 pub mod progress_bar;

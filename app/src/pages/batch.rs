@@ -1,6 +1,7 @@
-//! `/batches/{id}`: one batch, rendered on the server with its current progress.
+//! `/batches/{id}`: one batch, rendered on the server with its current progress and the view
+//! of its items the URL asks for.
 
-use batchwatch_core::BatchProgress;
+use batchwatch_core::{BatchSummary, ItemQuery};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -8,8 +9,12 @@ use leptos_router::hooks::use_params_map;
 use crate::{
     api::{Lookup, lookup},
     components::{
-        counters::Counters, item_list::ItemList, live_indicator::LiveIndicator, progress_bar::ProgressBar,
-        run_stats::RunStats, status_badge::StatusBadge,
+        counters::Counters,
+        item_finder::{ItemFinder, ItemsResource, use_items},
+        live_indicator::LiveIndicator,
+        progress_bar::ProgressBar,
+        run_stats::RunStats,
+        status_badge::StatusBadge,
     },
     live_batch::use_live_batch,
     now::use_now,
@@ -19,13 +24,18 @@ use crate::{
 #[component]
 pub fn BatchPage() -> impl IntoView {
     let params = use_params_map();
-    let lookup = Resource::new(move || params.read().get("id").unwrap_or_default(), lookup);
+    let id = move || params.read().get("id").unwrap_or_default();
+    let lookup = Resource::new(id, lookup);
+    let reread = RwSignal::new(0);
+    let (query, items) = use_items(id, reread);
 
     view! {
         <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match lookup.await {
-                    Ok(Lookup::Found(progress)) => view! { <BatchView progress=*progress /> }.into_any(),
+                    Ok(Lookup::Found(summary)) => {
+                        view! { <BatchView summary=*summary reread query items /> }.into_any()
+                    }
                     Ok(Lookup::NotFound) => view! { <NotFound /> }.into_any(),
                     Ok(Lookup::Malformed) => view! { <Malformed /> }.into_any(),
                     Err(e) => {
@@ -39,8 +49,13 @@ pub fn BatchPage() -> impl IntoView {
 }
 
 #[component]
-fn BatchView(progress: BatchProgress) -> impl IntoView {
-    let live = use_live_batch(progress);
+fn BatchView(
+    summary: BatchSummary,
+    reread: RwSignal<u32>,
+    query: Memo<ItemQuery>,
+    items: ItemsResource,
+) -> impl IntoView {
+    let live = use_live_batch(summary, reread);
     let now = use_now();
     let summary = live.state.summary;
     // A batch's name never changes. A plain value, too, because leptos_meta reads the title
@@ -59,7 +74,7 @@ fn BatchView(progress: BatchProgress) -> impl IntoView {
             <ProgressBar counts />
             <RunStats summary now />
             <Counters counts />
-            <ItemList items=live.state.items />
+            <ItemFinder state=live.state query page=items />
         </article>
     }
 }

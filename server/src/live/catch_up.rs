@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use batchwatch_core::BatchProgress;
+
 use crate::batches::{Access, Batches};
 
 /// How often the database is asked: the longest a lost event keeps a watcher behind.
@@ -46,8 +48,8 @@ pub async fn run(batches: Batches) {
         let behind = if now { &before } else { &earlier };
         for (id, offered) in watched {
             if behind.get(&id).is_some_and(|&seq| seq > offered) {
-                match batches.progress_from_database(Access::Any, id).await {
-                    Ok(snapshot) => hub.share_snapshot(&snapshot),
+                match batches.summary_from_database(Access::Any, id).await {
+                    Ok(summary) => hub.share_snapshot(&BatchProgress::new(summary, Vec::new())),
                     Err(error) => tracing::warn!(%error, batch = %id, "catch-up cannot read a batch"),
                 }
             }

@@ -1,6 +1,7 @@
 //! `GET /api/batches/{id}/stream`: a batch's progress as Server-Sent Events.
 //!
-//! First the current snapshot (`event: snapshot`, cache-first), unless the client says with
+//! First the current snapshot (`event: snapshot`: the summary, cache-first, and no items; a
+//! page reads the items it shows from `GET /api/batches/{id}/items`), unless the client says with
 //! `Last-Event-ID` (or `?last_event_id=`) that it already has that `seq`; then `event:
 //! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
 //! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
@@ -20,6 +21,7 @@ use axum::{
 };
 use batchwatch_core::{BatchId, BatchProgress};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::{
     sync::{broadcast::error::RecvError, mpsc},
@@ -56,7 +58,7 @@ pub struct Resume {
     last_event_id: Option<u64>,
 }
 
-/// Follow a batch live, as Server-Sent Events: `snapshot` (the whole batch, unless
+/// Follow a batch live, as Server-Sent Events: `snapshot` (the summary, no items, unless
 /// `Last-Event-ID` says the client has it), `progress` at each change (the summary and the
 /// changed items, `id` = `seq`), `complete` once finished, `timeout` after the stream's
 /// maximum age, `signed_out`, `reconnect` (the server is stopping: come back now) and
@@ -95,7 +97,8 @@ pub async fn stream(
     // Watch before reading the snapshot: an event committed in between is then in the ring.
     let watch = state.batches.hub().watch(id);
     let viewer = &principal.viewer;
-    let snapshot = state.batches.progress(Access::Owner(&viewer.user_id), id).await?;
+    let snapshot =
+        BatchProgress::new(state.batches.summary(Access::Owner(&viewer.user_id), id).await?, Vec::new());
     watch.seen(snapshot.summary.seq);
     // After the ownership check: another user's batch is a 404 whatever their count.
     let slot = state.limits.open_stream(&viewer.user_id).await?;
@@ -114,10 +117,14 @@ pub async fn stream(
     // socket takes data); the body only drains the small outbox it fills.
     let (tx, rx) = mpsc::channel(OUTBOX);
     tokio::spawn(watcher.run(tx));
-    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        let chunk = rx.recv().await?;
-        Some((Ok::<_, Infallible>(chunk), rx))
-    }));
+    // Fused: a layer may poll a body once more after its end.
+    let body = Body::from_stream(
+        futures::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, Infallible>(chunk), rx))
+        })
+        .fuse(),
+    );
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
@@ -266,8 +273,10 @@ impl Watcher {
     /// Sends a fresh snapshot (cache-first) when it is newer than what the client has.
     async fn resync(&mut self) {
         // The stream checked its viewer when it opened.
-        match self.batches.progress(Access::Any, self.watch.id()).await {
-            Ok(snapshot) if snapshot.summary.seq > self.last => self.send_snapshot(&snapshot),
+        match self.batches.summary(Access::Any, self.watch.id()).await {
+            Ok(summary) if summary.seq > self.last => {
+                self.send_snapshot(&BatchProgress::new(summary, Vec::new()))
+            }
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "cannot read a snapshot for a watcher");

@@ -1,5 +1,5 @@
-//! The SQL of batches: creating one with its items, listing a user's, reading a whole
-//! snapshot, a summary, or one page of items.
+//! The SQL of batches: creating one with its items, appending items, listing a user's, reading
+//! a summary or one page of items.
 
 use batchwatch_core::{
     BatchId, BatchProgress, BatchSummary, Counts, ItemId, ItemProgress, ItemQuery, ItemStatus, ItemsPage,
@@ -10,14 +10,30 @@ use std::collections::HashMap;
 use sqlx::{FromRow, Row};
 
 use super::{
-    Change, INSERT_CHUNK, ITEM_COLUMNS, Owned, SUMMARY_COLUMNS, Store, Tx, Uncommitted, bind_state,
-    items::EVENT_ITEMS, next_seq, save_counts,
+    INSERT_CHUNK, ITEM_COLUMNS, SUMMARY_COLUMNS, Store, Tx, Uncommitted, bind_state, items::EVENT_ITEMS,
+    next_seq, save_counts,
 };
 use crate::error::{Error, Result};
 
-/// Inserts pending items at positions `start`, `start + 1`, ..., a thousand rows a statement.
-async fn insert_items(tx: &mut Tx, batch_id: &str, start: u32, items: &[ItemProgress]) -> Result<()> {
-    for (chunk_index, chunk) in items.chunks(INSERT_CHUNK).enumerate() {
+/// New pending items named `names`, at positions `start`, `start + 1`, ...
+fn new_items(names: impl IntoIterator<Item = String>, start: u32, now: Millis) -> Vec<ItemProgress> {
+    (start..)
+        .zip(names)
+        .map(|(position, name)| ItemProgress {
+            id: ItemId::new(),
+            name,
+            status: ItemStatus::Pending,
+            error: None,
+            attempts: 0,
+            position,
+            updated_at: now,
+        })
+        .collect()
+}
+
+/// Inserts new items, a thousand rows a statement.
+async fn insert_items(tx: &mut Tx, batch_id: &str, items: &[ItemProgress]) -> Result<()> {
+    for chunk in items.chunks(INSERT_CHUNK) {
         let mut sql =
             String::from("INSERT INTO items (id, batch_id, position, name, status, updated_at) VALUES ");
         for i in 0..chunk.len() {
@@ -28,11 +44,11 @@ async fn insert_items(tx: &mut Tx, batch_id: &str, start: u32, items: &[ItemProg
             sql.push_str(&format!("(${}, ${}, ${}, ${}, 'pending', ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
         }
         let mut query = sqlx::query(&sql);
-        for (i, item) in chunk.iter().enumerate() {
+        for item in chunk {
             query = query
                 .bind(item.id.to_string())
                 .bind(batch_id)
-                .bind(i64::from(start) + (chunk_index * INSERT_CHUNK + i) as i64)
+                .bind(i64::from(item.position))
                 .bind(&item.name)
                 .bind(item.updated_at);
         }
@@ -41,35 +57,11 @@ async fn insert_items(tx: &mut Tx, batch_id: &str, start: u32, items: &[ItemProg
     Ok(())
 }
 
-/// An item as an export reads it.
-#[derive(Debug, FromRow)]
-pub struct ExportRow {
-    pub position: i64,
-    pub id: String,
-    pub name: String,
-    #[sqlx(try_from = "String")]
-    pub status: ItemStatus,
-    pub error: Option<String>,
-    #[sqlx(try_from = "i64")]
-    pub attempts: u32,
-    pub updated_at: Millis,
-}
-
 impl Store {
     pub async fn create_batch(&self, owner: &str, new: NewBatch, now: Millis) -> Result<BatchProgress> {
         let counts = Counts::queued(new.items.len() as u32);
         let summary = BatchSummary::new(BatchId::new(), new.name, counts, 1, now);
-        let items: Vec<ItemProgress> = new
-            .items
-            .into_iter()
-            .map(|name| ItemProgress {
-                id: ItemId::new(),
-                name,
-                status: ItemStatus::Pending,
-                error: None,
-                updated_at: now,
-            })
-            .collect();
+        let items = new_items(new.items, 0, now);
 
         let mut tx = self.pool.begin().await?;
         let sql = format!(
@@ -84,7 +76,7 @@ impl Store {
             .bind(owner)
             .execute(&mut *tx)
             .await?;
-        insert_items(&mut tx, &summary.batch_id.to_string(), 0, &items).await?;
+        insert_items(&mut tx, &summary.batch_id.to_string(), &items).await?;
         tx.commit().await?;
         Ok(BatchProgress::new(summary, items))
     }
@@ -104,38 +96,50 @@ impl Store {
         Ok(rows)
     }
 
-    /// A full snapshot: the summary and every item in order, read in one transaction so that
-    /// the items match the summary's `seq`.
-    pub async fn progress(&self, id: BatchId) -> Result<Option<Owned>> {
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(&format!(
-            "SELECT {SUMMARY_COLUMNS}, COALESCE(owner_id, '') AS owner FROM batches WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
+    /// One page of a batch's items in order (keyset on `position`, forwards from `after` or
+    /// backwards from `before`), filtered by status and by a name substring, and the batch's
+    /// `seq` read before them: the cost is the page's, whatever the batch's size (an index
+    /// serves each status). `None` when there is no such batch.
+    pub async fn items_page(&self, id: BatchId, query: &ItemQuery) -> Result<Option<ItemsPage>> {
+        let Some((_, summary)) = self.summary(id).await? else { return Ok(None) };
+        let limit = query.limit();
+        let backwards = query.before.is_some();
+        // One more than the page: whether there is another page that way.
+        let mut rows = self.matching(id, query, backwards, query.before.or(query.after), limit + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        if backwards {
+            rows.reverse();
+        }
+        // The other way, from where this page starts: anything there?
+        let (first, last) = (rows.first().map(|i| i.position), rows.last().map(|i| i.position));
+        let other_way = match (backwards, query.after, query.before) {
+            (false, Some(after), _) => Some(first.unwrap_or(after.saturating_add(1))),
+            (true, _, Some(before)) => Some(last.unwrap_or(before.saturating_sub(1))),
+            _ => None,
         };
-        let summary = BatchSummary::from_row(&row)?;
-        let owner: String = row.try_get("owner")?;
-        let items = sqlx::query_as::<_, ItemProgress>(&format!(
-            "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY position"
-        ))
-        .bind(id.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(Owned { owner, progress: BatchProgress::new(summary, items) }))
+        let beyond = match other_way {
+            Some(from) => !self.matching(id, query, !backwards, Some(from), 1).await?.is_empty(),
+            None => false,
+        };
+        let (more_after, more_before) = if backwards { (beyond, more) } else { (more, beyond) };
+        let next = if more_after { last.or(other_way) } else { None };
+        let prev = if more_before { first.or(other_way) } else { None };
+        Ok(Some(ItemsPage { items: rows, next, prev, seq: summary.seq }))
     }
 
-    /// One page of a batch's items in order (keyset on `position`), filtered by status and by
-    /// a name substring: the cost is the page's, whatever the batch's size (an index serves
-    /// each status).
-    pub async fn items_page(&self, id: BatchId, query: &ItemQuery) -> Result<ItemsPage> {
-        let limit = query.limit();
-        let mut sql =
-            format!("SELECT {ITEM_COLUMNS}, position FROM items WHERE batch_id = $1 AND position > $2");
+    /// Up to `limit` items that match `query`'s filter and search, from the cursor `from`
+    /// (exclusive) on, in position order or backwards.
+    async fn matching(
+        &self,
+        id: BatchId,
+        query: &ItemQuery,
+        backwards: bool,
+        from: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ItemProgress>> {
+        let (op, order) = if backwards { ("<", "DESC") } else { (">", "ASC") };
+        let mut sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 AND position {op} $2");
         let mut params = 2;
         if query.status.is_some() {
             params += 1;
@@ -147,8 +151,13 @@ impl Store {
             let like = if self.postgres { "ILIKE" } else { "LIKE" };
             sql.push_str(&format!(" AND name {like} ${params} ESCAPE '\\'"));
         }
-        sql.push_str(&format!(" ORDER BY position LIMIT ${}", params + 1));
-        let mut select = sqlx::query(&sql).bind(id.to_string()).bind(query.after.map_or(-1, i64::from));
+        sql.push_str(&format!(" ORDER BY position {order} LIMIT ${}", params + 1));
+        let start = match (from, backwards) {
+            (Some(from), _) => i64::from(from),
+            (None, false) => -1,
+            (None, true) => i64::from(u32::MAX) + 1,
+        };
+        let mut select = sqlx::query_as(&sql).bind(id.to_string()).bind(start);
         if let Some(status) = query.status {
             select = select.bind(status.as_str());
         }
@@ -156,30 +165,17 @@ impl Store {
             let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             select = select.bind(format!("%{escaped}%"));
         }
-        // One more than the page: whether there is a next one.
-        let rows = select.bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
-        let more = rows.len() > limit as usize;
-        let rows = &rows[..rows.len().min(limit as usize)];
-        let items = rows.iter().map(ItemProgress::from_row).collect::<Result<Vec<_>, _>>()?;
-        let next = match rows.last() {
-            Some(last) if more => Some(last.try_get::<i64, _>("position")? as u32),
-            _ => None,
-        };
-        Ok(ItemsPage { items, next })
+        Ok(select.bind(i64::from(limit)).fetch_all(&self.pool).await?)
     }
 
-    /// Up to `limit` items after `after` (a position), in order, as an export writes them.
-    pub async fn export_page(&self, id: BatchId, after: Option<i64>, limit: u32) -> Result<Vec<ExportRow>> {
-        let rows = sqlx::query_as(
-            "SELECT position, id, name, status, error, attempts, updated_at FROM items \
-             WHERE batch_id = $1 AND position > $2 ORDER BY position LIMIT $3",
-        )
-        .bind(id.to_string())
-        .bind(after.unwrap_or(-1))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+    /// Up to `limit` items after position `after`, in order, as an export writes them.
+    pub async fn export_page(
+        &self,
+        id: BatchId,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ItemProgress>> {
+        self.matching(id, &ItemQuery::default(), false, after, limit).await
     }
 
     /// Adds items at the end of a batch that is not finished, keeping it within `max` items:
@@ -205,26 +201,15 @@ impl Store {
                 }
             }
             // Items are never removed: positions run from 0 to total - 1.
-            let start = summary.counts.total;
-            let items: Vec<ItemProgress> = chunk
-                .iter()
-                .map(|name| ItemProgress {
-                    id: ItemId::new(),
-                    name: name.clone(),
-                    status: ItemStatus::Pending,
-                    error: None,
-                    updated_at: now,
-                })
-                .collect();
-            insert_items(&mut tx, &batch_id, start, &items).await?;
+            let items = new_items(chunk.iter().cloned(), summary.counts.total, now);
+            insert_items(&mut tx, &batch_id, &items).await?;
             let added = items.len() as u32;
             let mut counts = summary.counts;
             counts.queued += added;
             counts.total += added;
             summary.set_counts(counts);
             save_counts(&mut tx, &batch_id, &summary).await?;
-            let positions = (start..start + added).collect();
-            changes.push(Change { event: BatchProgress::new(summary, items), positions });
+            changes.push(BatchProgress::new(summary, items));
         }
         Ok(Uncommitted { tx, changes })
     }

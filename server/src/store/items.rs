@@ -7,7 +7,7 @@ use batchwatch_core::{
 };
 use sqlx::{FromRow, Row, any::AnyRow};
 
-use super::{Change, ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, save_counts};
+use super::{ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, save_counts};
 use crate::error::{Error, Result};
 
 /// What one transaction does to one batch: reports to judge in order, then up to `claim`
@@ -42,9 +42,9 @@ impl Store {
             let from = report.status.source();
             match update_item(&mut tx, batch, item, report, now).await? {
                 Ok(row) => {
-                    let (item, position) = changed_item(&row)?;
+                    let item = ItemProgress::from_row(&row)?;
                     judged.reports.push(Ok(item.clone()));
-                    changed.push((from, item, position));
+                    changed.push((from, item));
                 }
                 Err(refused) => judged.reports.push(Err(refused)),
             }
@@ -57,18 +57,18 @@ impl Store {
             let rows = sqlx::query(&format!(
                 "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = 'pending' \
-                 ORDER BY position LIMIT $3{skip_locked}) RETURNING {ITEM_COLUMNS}, position, batch_id"
+                 ORDER BY position LIMIT $3{skip_locked}) RETURNING {ITEM_COLUMNS}, batch_id"
             ))
             .bind(now)
             .bind(batch.to_string())
             .bind(i64::from(changes.claim))
             .fetch_all(&mut *tx)
             .await?;
-            let mut claimed = rows.iter().map(changed_item).collect::<Result<Vec<_>>>()?;
-            claimed.sort_by_key(|(_, position)| *position);
-            for (item, position) in claimed {
+            let mut claimed = rows.iter().map(ItemProgress::from_row).collect::<Result<Vec<_>, _>>()?;
+            claimed.sort_by_key(|item| item.position);
+            for item in claimed {
                 judged.claimed.push(item.clone());
-                changed.push((ItemStatus::Pending, item, position));
+                changed.push((ItemStatus::Pending, item));
             }
         }
         if changed.is_empty() {
@@ -90,7 +90,7 @@ impl Store {
         for item in items {
             let row = sqlx::query(&format!(
                 "UPDATE items SET status = 'pending', updated_at = $1, attempts = attempts - 1 \
-                 WHERE id = $2 AND batch_id = $3 AND status = 'processing' RETURNING {ITEM_COLUMNS}, position, batch_id"
+                 WHERE id = $2 AND batch_id = $3 AND status = 'processing' RETURNING {ITEM_COLUMNS}, batch_id"
             ))
             .bind(now)
             .bind(item.to_string())
@@ -98,8 +98,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {
-                let (item, position) = changed_item(&row)?;
-                changed.push((ItemStatus::Processing, item, position));
+                changed.push((ItemStatus::Processing, ItemProgress::from_row(&row)?));
             }
         }
         if changed.is_empty() {
@@ -170,7 +169,7 @@ impl Store {
         let sql = format!(
             "UPDATE items SET {set} \
              WHERE id = (SELECT id FROM items WHERE {filter} ORDER BY position LIMIT 1{skip_locked}) \
-             AND {filter} RETURNING {ITEM_COLUMNS}, position, batch_id"
+             AND {filter} RETURNING {ITEM_COLUMNS}, batch_id"
         );
         let row = sqlx::query(&sql)
             .bind(now)
@@ -180,8 +179,7 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let batch: BatchId = row.try_get::<String, _>("batch_id")?.parse()?;
-        let (item, position) = changed_item(&row)?;
-        finish_changes(tx, batch, vec![(from, item, position)], now).await.map(Some)
+        finish_changes(tx, batch, vec![(from, ItemProgress::from_row(&row)?)], now).await.map(Some)
     }
 }
 
@@ -205,7 +203,7 @@ async fn update_item(
     let from = to.source();
     let row = sqlx::query(&format!(
         "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
-         WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}, position, batch_id"
+         WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}, batch_id"
     ))
     .bind(to.as_str())
     .bind(report.error)
@@ -237,17 +235,12 @@ async fn update_item(
     Ok(Err(CoreError::IllegalTransition { from, to }.into()))
 }
 
-/// A changed row as an event shows it, and its position in the batch.
-fn changed_item(row: &AnyRow) -> Result<(ItemProgress, u32)> {
-    Ok((ItemProgress::from_row(row)?, row.try_get::<i64, _>("position")? as u32))
-}
-
 /// The rest of every item change: the batch's counts, status, percent and `seq`, one `seq`
 /// per event of at most [`EVENT_ITEMS`] items, in the order the items changed.
 async fn finish_changes(
     mut tx: Tx,
     batch: BatchId,
-    changed: Vec<(ItemStatus, ItemProgress, u32)>,
+    changed: Vec<(ItemStatus, ItemProgress)>,
     now: Millis,
 ) -> Result<Uncommitted> {
     let batch_id = batch.to_string();
@@ -256,16 +249,14 @@ async fn finish_changes(
         // The items' rows reference their batch: the batch is there.
         let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
         let mut counts = summary.counts;
-        for (from, item, _) in chunk {
+        for (from, item) in chunk {
             counts.apply(*from, item.status);
         }
         summary.set_counts(counts);
         // An item changed twice in one event appears once, as it ended.
-        let kept =
-            latest_each(chunk.iter().map(|(_, item, p)| (item.clone(), *p)).collect(), |(item, _)| item.id);
-        let (items, positions) = kept.into_iter().unzip();
+        let items = latest_each(chunk.iter().map(|(_, item)| item.clone()).collect(), |item| item.id);
         save_counts(&mut tx, &batch_id, &summary).await?;
-        changes.push(Change { event: BatchProgress::new(summary, items), positions });
+        changes.push(BatchProgress::new(summary, items));
     }
     Ok(Uncommitted { tx, changes })
 }

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 
 const SUMMARY_COLUMNS: &str =
     "id, name, status, percent, queued, processing, completed, failed, total, seq, created_at, updated_at";
-const ITEM_COLUMNS: &str = "id, name, status, error, updated_at";
+const ITEM_COLUMNS: &str = "id, name, status, error, attempts, position, updated_at";
 
 /// Rows per multi-row `INSERT`: 5 parameters each stays far below SQLite's and PostgreSQL's
 /// limits on bound parameters.
@@ -35,31 +35,16 @@ pub struct Store {
     postgres: bool,
 }
 
-/// A batch's progress and whom it belongs to (`""` for a batch made before accounts).
-#[derive(Debug, Clone)]
-pub struct Owned {
-    pub owner: String,
-    pub progress: BatchProgress,
-}
-
-/// One change: the event (the batch after it, with only the items that changed) and where
-/// those items sit in the batch, for the cache.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub event: BatchProgress,
-    pub positions: Vec<u32>,
-}
-
-/// A change written but not yet committed: the caller commits it when it is ready to announce
-/// it, so that commits and announcements happen in the same order.
-/// Changes of one batch, written in a transaction not yet committed: one change event each.
+/// Changes of one batch, written in a transaction not yet committed, one change event each
+/// (the batch after it, with the items that changed): the caller commits when it is ready to
+/// announce them, so that commits and announcements happen in the same order.
 pub struct Uncommitted {
     tx: Tx,
-    changes: Vec<Change>,
+    changes: Vec<BatchProgress>,
 }
 
 impl Uncommitted {
-    pub async fn commit(self) -> Result<Vec<Change>> {
+    pub async fn commit(self) -> Result<Vec<BatchProgress>> {
         self.tx.commit().await?;
         Ok(self.changes)
     }

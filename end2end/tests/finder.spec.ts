@@ -1,0 +1,86 @@
+import { expect, Page } from "@playwright/test";
+import { expectNoReload, hydrated, openLive, test as signedIn } from "./accounts";
+import { test } from "./server";
+
+test.describe.configure({ timeout: 60_000 });
+
+const rows = (page: Page) => page.getByTestId("item");
+const tabCount = (page: Page, tab: string) => page.getByTestId(`tab-${tab}`).getByTestId("tab-count");
+
+test("tabs, search and pages follow the URL, and rows come and go live", async ({ page, startServer }) => {
+  const server = await startServer({ WORKERS: "0" });
+  const batch = await server.createBatch(250, "Scans");
+  const id = batch.batch_id;
+  await openLive(page, server, `/batches/${id}`);
+
+  // One page of the batch, and the pages around it.
+  await expect(rows(page)).toHaveCount(100);
+  await expect(tabCount(page, "all")).toHaveText("250");
+  await page.getByTestId("next").click();
+  await expect(page).toHaveURL(`${server.url}/batches/${id}?after=99`);
+  await expect(rows(page).first()).toContainText("photo-101.jpg");
+  await expect(rows(page)).toHaveCount(100);
+  await page.getByTestId("prev").click();
+  await expect(page).toHaveURL(`${server.url}/batches/${id}?before=100`);
+  await expect(rows(page).first()).toContainText("photo-1.jpg");
+
+  // Live counts on the tabs.
+  for (const i of [4, 119, 129]) {
+    await server.report(batch, i, "processing");
+    await server.report(batch, i, "failed", `scanner jammed on page ${i + 1}`);
+  }
+  await expect(tabCount(page, "failed")).toHaveText("3");
+
+  await page.getByTestId("tab-failed").click();
+  await expect(page).toHaveURL(`${server.url}/batches/${id}?status=failed`);
+  await expect(page.getByTestId("tab-failed")).toHaveAttribute("aria-selected", "true");
+  await expect(rows(page)).toHaveCount(3);
+  await expect(page.getByText("scanner jammed on page 120")).toBeVisible();
+
+  // A retried item leaves the Failed view; a new failure enters it in its place.
+  await server.report(batch, 119, "pending");
+  await expect(rows(page)).toHaveCount(2);
+  await server.report(batch, 6, "processing");
+  await server.report(batch, 6, "failed", "lid open");
+  await expect(rows(page)).toHaveCount(3);
+  expect(await rows(page).getByTestId("name").allTextContents()).toEqual([
+    "photo-5.jpg",
+    "photo-7.jpg",
+    "photo-130.jpg",
+  ]);
+  await expect(tabCount(page, "failed")).toHaveText("3");
+
+  // Search within the tab.
+  await page.getByRole("searchbox", { name: "Find items by name" }).fill("photo-13");
+  await page.getByRole("button", { name: "Find" }).click();
+  await expect(page).toHaveURL(`${server.url}/batches/${id}?status=failed&q=photo-13`);
+  await expect(rows(page)).toHaveCount(1);
+  await expect(rows(page)).toContainText("photo-130.jpg");
+  await expectNoReload(page);
+});
+
+signedIn("a link reproduces the view, with JavaScript off too @no-js", async ({ page, api, javaScriptEnabled }) => {
+  const items = Array.from({ length: 30 }, (_, i) => `invoice-${i + 1}.pdf`);
+  const batch = await (await api.post("/api/batches", { data: { name: "Invoices", items } })).json();
+  for (const i of [2, 11, 12, 20]) {
+    const report = (status: string, error?: string) =>
+      api.post(`/api/batches/${batch.batch_id}/items/${batch.items[i].id}/status`, { data: { status, error } });
+    expect((await report("processing")).status()).toBe(200);
+    expect((await report("failed", "unreadable")).status()).toBe(200);
+  }
+  await page.goto(`/batches/${batch.batch_id}?status=failed&q=invoice-1`);
+  await hydrated(page, javaScriptEnabled);
+  await expect(rows(page)).toHaveCount(2);
+  await expect(page.getByRole("searchbox", { name: "Find items by name" })).toHaveValue("invoice-1");
+
+  // The tabs keep the search; the form keeps the tab.
+  await page.getByTestId("tab-all").click();
+  await expect(page).toHaveURL(/\/batches\/[^?]+\?q=invoice-1$/);
+  await expect(rows(page)).toHaveCount(11);
+  await page.getByTestId("tab-failed").click();
+  await page.getByRole("searchbox", { name: "Find items by name" }).fill("invoice-2");
+  await page.getByRole("button", { name: "Find" }).click();
+  await expect(page).toHaveURL(/\?status=failed&q=invoice-2$/);
+  await expect(rows(page)).toHaveCount(1);
+  await expect(rows(page)).toContainText("invoice-21.pdf");
+});
