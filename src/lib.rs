@@ -3,6 +3,7 @@
 //! into the wasm UI alike. No I/O lives here.
 
 pub mod account;
+pub mod control;
 pub mod error;
 pub mod id;
 pub mod keys;
@@ -18,6 +19,7 @@ pub mod text;
 pub mod window;
 
 pub use account::{Role, Viewer};
+pub use control::Control;
 pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::{NewBatch, NewItems};

@@ -18,6 +18,8 @@ pub struct Counts {
     #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
     pub failed: u32,
     #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
+    pub cancelled: u32,
+    #[cfg_attr(feature = "ssr", sqlx(try_from = "i64"))]
     pub total: u32,
 }
 
@@ -33,6 +35,7 @@ impl Counts {
             ItemStatus::Processing => &mut self.processing,
             ItemStatus::Done => &mut self.completed,
             ItemStatus::Failed => &mut self.failed,
+            ItemStatus::Cancelled => &mut self.cancelled,
         }
     }
 
@@ -43,9 +46,20 @@ impl Counts {
         *self.slot(to) += 1;
     }
 
-    /// Items that are done or failed.
+    /// Items that are done, failed or cancelled.
     pub fn finished(&self) -> u32 {
-        self.completed + self.failed
+        self.completed + self.failed + self.cancelled
+    }
+
+    /// How many items are in `status`.
+    pub fn of(&self, status: ItemStatus) -> u32 {
+        match status {
+            ItemStatus::Pending => self.queued,
+            ItemStatus::Processing => self.processing,
+            ItemStatus::Done => self.completed,
+            ItemStatus::Failed => self.failed,
+            ItemStatus::Cancelled => self.cancelled,
+        }
     }
 
     /// Whole percent of finished items, rounded down so that 100 means all finished.
@@ -112,10 +126,13 @@ impl BatchSummary {
         }
     }
 
-    /// Sets `counts` and the status and percent that follow from them.
+    /// Sets `counts` and the status and percent that follow from them. A paused batch stays
+    /// paused until it is resumed or over.
     pub fn set_counts(&mut self, counts: Counts) {
+        let status = BatchStatus::derive(&counts);
+        let paused = self.status == BatchStatus::Paused && !status.is_terminal();
         self.counts = counts;
-        self.status = BatchStatus::derive(&counts);
+        self.status = if paused { BatchStatus::Paused } else { status };
         self.percent = counts.percent();
     }
 }
@@ -134,6 +151,10 @@ pub struct BatchProgress {
     /// event is one change, after `seq - 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// In a change event: items changed that it does not list (a cancel, a retry of every
+    /// failed item), so a page reads the items it shows again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk: bool,
 }
 
 /// What applying an event did to the state a client holds.
@@ -163,7 +184,7 @@ impl Applied {
 impl BatchProgress {
     /// A snapshot, or a change event of one change.
     pub fn new(summary: BatchSummary, items: Vec<ItemProgress>) -> Self {
-        Self { summary, items, since: None }
+        Self { summary, items, since: None, bulk: false }
     }
 
     /// The `seq` a state needs at least for this event to apply to it.
@@ -217,8 +238,9 @@ pub fn merge_events(mut events: Vec<BatchProgress>, max_items: usize) -> Vec<Bat
             }
             let since = run[0].after();
             let summary = run.last().expect("a run is not empty").summary.clone();
+            let bulk = run.iter().any(|event| event.bulk);
             let items = latest_each(run.into_iter().flat_map(|event| event.items).collect(), |item| item.id);
-            BatchProgress { summary, items, since: Some(since) }
+            BatchProgress { summary, items, since: Some(since), bulk }
         })
         .collect()
 }
@@ -291,6 +313,7 @@ mod tests {
                 })
                 .collect(),
             since: None,
+            bulk: false,
         }
     }
 

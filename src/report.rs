@@ -21,6 +21,11 @@ impl StatusReport {
 
     /// Checks the report and keeps an error message only where it belongs: on a failure.
     pub fn validate(self) -> Result<Self, Error> {
+        if self.status == ItemStatus::Cancelled {
+            return Err(Error::Invalid(
+                "items are cancelled with their batch (POST /api/batches/{id}/cancel)".into(),
+            ));
+        }
         let error = match (self.status, self.error) {
             (ItemStatus::Failed, Some(e)) => {
                 if e.chars().count() > Self::MAX_ERROR_CHARS {

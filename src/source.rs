@@ -3,7 +3,9 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use crate::{BatchId, BatchProgress, BatchSummary, ItemQuery, ItemsPage, NewBatch, Page, Viewer};
+use crate::{
+    BatchId, BatchProgress, BatchSummary, Control, ItemId, ItemQuery, ItemsPage, NewBatch, Page, Viewer,
+};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -37,6 +39,20 @@ pub trait BatchSource: Send + Sync + 'static {
         viewer: &'a Viewer,
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>>;
+    /// Pauses, resumes, cancels a batch or retries its failed items; the summary after.
+    fn control<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+        control: Control,
+    ) -> BoxFuture<'a, Result<BatchSummary, SourceError>>;
+    /// Puts one failed item back in the queue.
+    fn retry_item<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+        item: ItemId,
+    ) -> BoxFuture<'a, Result<(), SourceError>>;
     fn create<'a>(
         &'a self,
         viewer: &'a Viewer,

@@ -13,6 +13,8 @@ pub enum ItemStatus {
     Processing,
     Done,
     Failed,
+    /// Its batch was cancelled before it finished. Set by a cancel, never reported.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,13 +23,18 @@ pub enum ItemStatus {
 pub enum BatchStatus {
     Queued,
     Processing,
+    /// Its owner paused it: workers take nothing more from it until it is resumed.
+    Paused,
     Partial,
     Completed,
     Failed,
+    /// Its owner cancelled it: what had not finished was cancelled.
+    Cancelled,
 }
 
 impl ItemStatus {
-    pub const ALL: [ItemStatus; 4] = [Self::Pending, Self::Processing, Self::Done, Self::Failed];
+    pub const ALL: [ItemStatus; 5] =
+        [Self::Pending, Self::Processing, Self::Done, Self::Failed, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +42,7 @@ impl ItemStatus {
             Self::Processing => "processing",
             Self::Done => "done",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -46,16 +54,22 @@ impl ItemStatus {
             Self::Done | Self::Failed => Self::Processing,
             // A retry: a failed item goes back to the queue.
             Self::Pending => Self::Failed,
+            // Never reported (a report of it is refused): nothing moves to it by a report.
+            Self::Cancelled => Self::Cancelled,
         }
     }
 
     /// Pending → Processing → Done | Failed, and Failed → Pending for a retry.
     pub fn check_transition(self, to: ItemStatus) -> Result<(), Error> {
-        if to.source() == self { Ok(()) } else { Err(Error::IllegalTransition { from: self, to }) }
+        if to != Self::Cancelled && to.source() == self {
+            Ok(())
+        } else {
+            Err(Error::IllegalTransition { from: self, to })
+        }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Done | Self::Failed)
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -64,24 +78,30 @@ impl BatchStatus {
         match self {
             Self::Queued => "queued",
             Self::Processing => "processing",
+            Self::Paused => "paused",
             Self::Partial => "partial",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
-    /// Terminal: every item is done or failed, and nothing more will happen.
+    /// Terminal: every item is done, failed or cancelled, and nothing more happens unless
+    /// its owner retries failed items.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Partial | Self::Completed | Self::Failed)
+        matches!(self, Self::Partial | Self::Completed | Self::Failed | Self::Cancelled)
     }
 
     /// The batch status that follows from its item counts: none started → Queued; anything
-    /// pending or processing after a start → Processing; all terminal → Completed when all are
-    /// done, Failed when all failed, Partial when mixed.
+    /// pending or processing after a start → Processing; all terminal → Cancelled when any was
+    /// cancelled, Completed when all are done, Failed when all failed, Partial when mixed.
+    /// (Paused is its owner's word, not the counts': see `BatchSummary::set_counts`.)
     pub fn derive(counts: &Counts) -> BatchStatus {
-        let terminal = counts.completed + counts.failed;
+        let terminal = counts.finished();
         if counts.total == 0 || terminal == counts.total {
-            if counts.failed == 0 {
+            if counts.cancelled > 0 {
+                BatchStatus::Cancelled
+            } else if counts.failed == 0 {
                 BatchStatus::Completed
             } else if counts.completed == 0 {
                 BatchStatus::Failed
@@ -128,8 +148,8 @@ macro_rules! text_enum {
 }
 pub(crate) use text_enum;
 
-text_enum!(ItemStatus, "status", [Pending, Processing, Done, Failed]);
-text_enum!(BatchStatus, "status", [Queued, Processing, Partial, Completed, Failed]);
+text_enum!(ItemStatus, "status", [Pending, Processing, Done, Failed, Cancelled]);
+text_enum!(BatchStatus, "status", [Queued, Processing, Paused, Partial, Completed, Failed, Cancelled]);
 
 #[cfg(test)]
 mod tests {
@@ -137,7 +157,14 @@ mod tests {
     use ItemStatus::*;
 
     fn counts(queued: u32, processing: u32, completed: u32, failed: u32) -> Counts {
-        Counts { queued, processing, completed, failed, total: queued + processing + completed + failed }
+        Counts {
+            queued,
+            processing,
+            completed,
+            failed,
+            cancelled: 0,
+            total: queued + processing + completed + failed,
+        }
     }
 
     #[test]
@@ -169,12 +196,22 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_with_cancelled_items_that_is_over_is_cancelled() {
+        let mut c = counts(0, 0, 3, 1);
+        c.cancelled = 2;
+        c.total += 2;
+        assert_eq!(BatchStatus::derive(&c), BatchStatus::Cancelled);
+    }
+
+    #[test]
     fn terminal_statuses() {
         assert!(!BatchStatus::Queued.is_terminal());
         assert!(!BatchStatus::Processing.is_terminal());
         assert!(BatchStatus::Partial.is_terminal());
         assert!(BatchStatus::Completed.is_terminal());
         assert!(BatchStatus::Failed.is_terminal());
+        assert!(BatchStatus::Cancelled.is_terminal());
+        assert!(!BatchStatus::Paused.is_terminal());
     }
 
     #[test]
@@ -201,7 +238,7 @@ mod tests {
             assert_eq!(s.as_str().parse::<ItemStatus>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
-        for s in ["queued", "processing", "partial", "completed", "failed"] {
+        for s in ["queued", "processing", "paused", "partial", "completed", "failed", "cancelled"] {
             assert_eq!(s.parse::<BatchStatus>().unwrap().as_str(), s);
         }
         assert!(matches!("DONE".parse::<ItemStatus>(), Err(Error::Unknown { what: "status", .. })));

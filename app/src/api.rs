@@ -2,12 +2,17 @@
 //! `BatchSource` that `server` provides as context, for the signed-in [`Viewer`] that the
 //! server's sign-in check put into the request.
 
-use batchwatch_core::{BatchId, BatchSummary, ItemQuery, ItemsPage, Page, Viewer};
+use batchwatch_core::{BatchId, BatchSummary, Control, ItemId, ItemQuery, ItemsPage, Page, Viewer};
 use leptos::{prelude::*, server_fn::codec::GetUrl};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
 use batchwatch_core::source::{SharedSource, SourceError};
+
+/// A server function's error as a person reads it.
+pub fn message(error: ServerFnError) -> String {
+    error.to_string().trim_start_matches("error running server function: ").to_owned()
+}
 
 /// What the batch page found for the id in its URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +96,19 @@ pub async fn get_items(
 #[server(prefix = "/leptos", input = GetUrl)]
 pub async fn list_batches(page: Page) -> Result<Vec<BatchSummary>, ServerFnError> {
     source()?.list(&viewer()?, page).await.map_err(to_server_error)
+}
+
+/// The batch page's controls: pause, resume, cancel, retry every failed item. Without
+/// JavaScript the form's POST comes back to the page it was sent from.
+#[server(prefix = "/leptos")]
+pub async fn control_batch(id: BatchId, control: Control) -> Result<BatchSummary, ServerFnError> {
+    source()?.control(&viewer()?, id, control).await.map_err(to_server_error)
+}
+
+/// A failed item's Retry button.
+#[server(prefix = "/leptos")]
+pub async fn retry_item(id: BatchId, item: ItemId) -> Result<(), ServerFnError> {
+    source()?.retry_item(&viewer()?, id, item).await.map_err(to_server_error)
 }
 
 /// The home page's form: a name and one item per line. Goes on to the new batch's page.

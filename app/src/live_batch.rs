@@ -159,7 +159,14 @@ impl LiveState {
                 }
             }
             self.summary.set(event.summary.clone());
-            self.recent.update_value(|recent| recent.push(event));
+            if event.bulk {
+                // Items changed that the event does not list: rows and pages read before it
+                // may be behind.
+                self.recent.set_value(Recent::starting_at(event.summary.seq));
+                self.ask_reread();
+            } else {
+                self.recent.update_value(|recent| recent.push(event));
+            }
         }
         order
     }
@@ -192,7 +199,7 @@ pub fn use_live_batch(initial: BatchSummary, reread: RwSignal<u32>) -> LiveBatch
 
     #[cfg(feature = "hydrate")]
     let retry = {
-        let client = crate::stream_client::Client::start(state, connection, finished);
+        let client = crate::stream_client::Client::start(state, connection);
         let handle = send_wrapper::SendWrapper::new(client.clone());
         on_cleanup(move || handle.take().stop());
         let client = send_wrapper::SendWrapper::new(client);

@@ -2,6 +2,9 @@
 //! (leptos-use's `use_event_source` retries at a fixed interval): exponential backoff with
 //! jitter, reset after a successful open, "offline" after too many failures, and an immediate
 //! retry when the tab becomes visible or the browser comes back online.
+//!
+//! The stream is followed past the batch's end (`follow=true`): a finished batch can be opened
+//! again by a retry, on this page or anywhere else, and the page goes live again.
 
 use std::{cell::RefCell, rc::Rc, time::Duration};
 
@@ -29,14 +32,13 @@ struct State {
     /// Failed tries since the last successful open.
     failures: u32,
     timer: Option<TimeoutHandle>,
-    finished: bool,
     stopped: bool,
     /// Tab-visible and back-online listeners, for the page's lifetime.
     page_listeners: Vec<(web_sys::EventTarget, &'static str, Listener)>,
 }
 
 impl Client {
-    pub fn start(live: LiveState, connection: RwSignal<Connection>, finished: bool) -> Self {
+    pub fn start(live: LiveState, connection: RwSignal<Connection>) -> Self {
         let client = Self(Rc::new(RefCell::new(State {
             live,
             connection,
@@ -44,17 +46,14 @@ impl Client {
             listeners: Vec::new(),
             failures: 0,
             timer: None,
-            finished,
             stopped: false,
             page_listeners: Vec::new(),
         })));
-        if !finished {
-            client.watch_page();
-            // After hydration: opening sets the connection state, which must not change
-            // the page while it is being hydrated.
-            let first = client.clone();
-            set_timeout(move || first.open(), Duration::ZERO);
-        }
+        client.watch_page();
+        // After hydration: opening sets the connection state, which must not change the page
+        // while it is being hydrated.
+        let first = client.clone();
+        set_timeout(move || first.open(), Duration::ZERO);
         client
     }
 
@@ -67,12 +66,12 @@ impl Client {
         }
     }
 
-    /// Reconnects at once unless finished or already live. `reset` starts the failure count
-    /// afresh (a person pressed Retry).
+    /// Reconnects at once unless connected. `reset` starts the failure count afresh (a person
+    /// pressed Retry).
     pub fn reconnect_now(&self, reset: bool) {
         {
             let mut s = self.0.borrow_mut();
-            if matches!(s.connection.get_untracked(), Connection::Live) {
+            if matches!(s.connection.get_untracked(), Connection::Live | Connection::Finished) {
                 return;
             }
             if reset {
@@ -85,7 +84,7 @@ impl Client {
     /// Closes the stream and opens a fresh one now, live or not: the server asked for it.
     fn reopen(&self) {
         let mut s = self.0.borrow_mut();
-        if s.finished || s.stopped {
+        if s.stopped {
             return;
         }
         close(&mut s);
@@ -96,7 +95,7 @@ impl Client {
     fn open(&self) {
         let url = {
             let mut s = self.0.borrow_mut();
-            if s.finished || s.stopped {
+            if s.stopped {
                 return;
             }
             if let Some(timer) = s.timer.take() {
@@ -106,11 +105,11 @@ impl Client {
             if s.failures > 0 {
                 let attempt = s.failures;
                 s.connection.set(Connection::Reconnecting { attempt, retry_at: js_sys::Date::now() });
-            } else if !matches!(s.connection.get_untracked(), Connection::Live) {
+            } else if !matches!(s.connection.get_untracked(), Connection::Live | Connection::Finished) {
                 s.connection.set(Connection::Connecting);
             }
             // Our own reconnects carry the seq we have, so no duplicate snapshot comes.
-            format!("/api/batches/{id}/stream?last_event_id={seq}")
+            format!("/api/batches/{id}/stream?last_event_id={seq}&follow=true")
         };
         let source = match EventSource::new(&url) {
             Ok(source) => source,
@@ -120,7 +119,7 @@ impl Client {
             self.listen(&source, "open", |c, _| c.on_open()),
             self.listen(&source, "snapshot", |c, e| c.on_snapshot(e)),
             self.listen(&source, "progress", |c, e| c.on_progress(e)),
-            self.listen(&source, "complete", |c, _| c.on_complete()),
+            self.listen(&source, "complete", |c, _| c.settle()),
             // The stream reached its maximum age, or its server is shutting down: a fresh one
             // at once (through the same address: another server, or this one restarted).
             self.listen(&source, "timeout", |c, _| c.reopen()),
@@ -144,9 +143,15 @@ impl Client {
     }
 
     fn on_open(&self) {
-        let s = &mut self.0.borrow_mut();
-        s.failures = 0;
-        s.connection.set(Connection::Live);
+        self.0.borrow_mut().failures = 0;
+        self.settle();
+    }
+
+    /// Connected: live, or finished while the batch is over (until a retry opens it again).
+    fn settle(&self) {
+        let s = self.0.borrow();
+        let over = s.live.summary.with_untracked(|summary| summary.status.is_terminal());
+        s.connection.set(if over { Connection::Finished } else { Connection::Live });
     }
 
     /// The sign-in behind the stream ended: reloading lets the server send the page to
@@ -160,30 +165,28 @@ impl Client {
         if let Some(snapshot) = parse(event) {
             let live = self.0.borrow().live;
             live.replace(snapshot);
+            self.settle();
         }
     }
 
     fn on_progress(&self, event: &web_sys::Event) {
         let Some(change) = parse(event) else { return };
         let live = self.0.borrow().live;
-        if live.apply(change) == Applied::Gap {
+        match live.apply(change) {
             // Missed events: reopening with our seq brings a fresh snapshot.
-            self.0.borrow_mut().connection.set(Connection::Connecting);
-            self.reconnect_now(false);
+            Applied::Gap => {
+                self.0.borrow_mut().connection.set(Connection::Connecting);
+                self.reconnect_now(false);
+            }
+            Applied::Applied => self.settle(),
+            Applied::Stale => {}
         }
-    }
-
-    fn on_complete(&self) {
-        let mut s = self.0.borrow_mut();
-        s.finished = true;
-        close(&mut s);
-        s.connection.set(Connection::Finished);
     }
 
     fn failed(&self) {
         let mut s = self.0.borrow_mut();
         close(&mut s);
-        if s.finished || s.stopped {
+        if s.stopped {
             return;
         }
         s.failures += 1;

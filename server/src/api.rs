@@ -10,8 +10,8 @@ use axum::{
     routing::{get, post},
 };
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, ItemQuery, ItemReport, ItemsPage, NewBatch, NewItems, Page,
-    Role, StatusReport,
+    BatchId, BatchProgress, BatchSummary, Control, ItemId, ItemQuery, ItemReport, ItemsPage, NewBatch,
+    NewItems, Page, Role, StatusReport,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -36,6 +36,9 @@ pub fn router() -> Router<AppState> {
         .route("/batches/{id}/export", get(crate::export::export))
         .route("/batches/{id}/items/status", post(report_many))
         .route("/batches/{id}/items/{item_id}/status", post(report_status))
+        .route("/batches/{id}/items/{item_id}/retry", post(retry_item))
+        // After the static routes of the same shape (`items`, `export`), which match first.
+        .route("/batches/{id}/{control}", post(control_batch))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -199,6 +202,62 @@ pub async fn report_status(
     Json(report): Json<StatusReport>,
 ) -> Result<impl IntoResponse> {
     Ok(axum::Json(batches.report(access(&caller), id, item_id, report).await?))
+}
+
+/// Pause, resume, cancel a batch, or retry every failed item: `pause` (workers take nothing
+/// more from it; items in progress finish), `resume`, `cancel` (every item not finished is
+/// cancelled and the batch is over), `retry` (every failed item back to pending; a finished
+/// batch opens again). Watchers see it as any change.
+#[utoipa::path(
+    post,
+    path = "/api/batches/{id}/{control}",
+    params(
+        ("id" = BatchId, Path, description = "The batch's id"),
+        ("control" = Control, Path, description = "`pause`, `resume`, `cancel` or `retry`"),
+    ),
+    responses(
+        (status = 200, description = "Done; the summary after", body = BatchSummary),
+        (status = 400, description = "Not a batch id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A cookie request from another site, or a worker token", body = ErrorBody),
+        (status = 404, description = "No such batch or control, or another user's batch", body = ErrorBody),
+        (status = 409, description = "The batch's state does not allow it (resume a running batch, cancel a finished one)", body = ErrorBody),
+        (status = 429, description = "Over the write limit; see `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub async fn control_batch(
+    State(batches): State<Batches>,
+    User(viewer): User,
+    Path((id, control)): Path<(BatchId, String)>,
+) -> Result<impl IntoResponse> {
+    let control = control.parse::<Control>().map_err(|_| Error::NotFound("route"))?;
+    Ok(axum::Json(batches.control(&viewer.user_id, id, control).await?))
+}
+
+/// Retry one failed item: back to pending (a finished batch opens again).
+#[utoipa::path(
+    post,
+    path = "/api/batches/{id}/items/{item_id}/retry",
+    params(
+        ("id" = BatchId, Path, description = "The batch's id"),
+        ("item_id" = ItemId, Path, description = "The item's id"),
+    ),
+    responses(
+        (status = 200, description = "Back in the queue; the summary and the item", body = BatchProgress),
+        (status = 400, description = "Not a batch or item id", body = ErrorBody),
+        (status = 401, description = "No valid token or session", body = ErrorBody),
+        (status = 403, description = "A cookie request from another site, or a worker token", body = ErrorBody),
+        (status = 404, description = "No such batch or item, or another user's", body = ErrorBody),
+        (status = 409, description = "The item has not failed", body = ErrorBody),
+        (status = 429, description = "Over the write limit; see `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub async fn retry_item(
+    State(batches): State<Batches>,
+    User(viewer): User,
+    Path((id, item_id)): Path<(BatchId, ItemId)>,
+) -> Result<impl IntoResponse> {
+    Ok(axum::Json(batches.retry_item(&viewer.user_id, id, item_id).await?))
 }
 
 /// What a call with many reports did: the summary after its last change, every item it

@@ -18,8 +18,8 @@ use std::{
 };
 
 use batchwatch_core::{
-    BatchId, BatchProgress, BatchSummary, ItemId, ItemProgress, ItemQuery, ItemsPage, Millis, NewBatch,
-    NewItems, Page, StatusReport, Viewer, latest_each, now,
+    BatchId, BatchProgress, BatchSummary, Control, ItemId, ItemProgress, ItemQuery, ItemStatus, ItemsPage,
+    Millis, NewBatch, NewItems, Page, StatusReport, Viewer, latest_each, now,
     source::{BatchSource, BoxFuture, SourceError},
 };
 use tokio::sync::oneshot;
@@ -164,6 +164,27 @@ impl Batches {
         let events = self.announce(self.store.append_items(batch, new.items, max, now()).await?).await?;
         self.work.notify_waiters();
         Ok(merged(events).expect("at least one item was added"))
+    }
+
+    /// Pauses, resumes, cancels `owner`'s batch or retries its failed items: one change,
+    /// announced like any other. Returns the summary after.
+    pub async fn control(&self, owner: &str, batch: BatchId, control: Control) -> Result<BatchSummary> {
+        self.check_owner(owner, batch).await?;
+        let mut events = self.announce(self.store.control(batch, control, now()).await?).await?;
+        if matches!(control, Control::Resume | Control::Retry) {
+            self.work.notify_waiters();
+        }
+        tracing::info!(%batch, control = control.as_str(), "batch controlled");
+        Ok(events.pop().expect("one event").summary)
+    }
+
+    /// Puts one failed item of `owner`'s batch back in the queue (a finished batch opens
+    /// again). Returns what changed.
+    pub async fn retry_item(&self, owner: &str, batch: BatchId, item: ItemId) -> Result<BatchProgress> {
+        let retry = StatusReport { status: ItemStatus::Pending, error: None };
+        let changed = self.report(Access::Owner(owner), batch, item, retry).await?;
+        self.work.notify_waiters();
+        Ok(changed)
     }
 
     /// One page of a batch's items, for its owner.
@@ -458,6 +479,26 @@ impl BatchSource for Batches {
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<BatchSummary>, SourceError>> {
         Box::pin(async move { Batches::list(self, &viewer.user_id, page).await.map_err(for_page) })
+    }
+
+    fn control<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+        control: Control,
+    ) -> BoxFuture<'a, Result<BatchSummary, SourceError>> {
+        Box::pin(async move { Batches::control(self, &viewer.user_id, id, control).await.map_err(for_page) })
+    }
+
+    fn retry_item<'a>(
+        &'a self,
+        viewer: &'a Viewer,
+        id: BatchId,
+        item: ItemId,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            Batches::retry_item(self, &viewer.user_id, id, item).await.map(drop).map_err(for_page)
+        })
     }
 
     fn create<'a>(

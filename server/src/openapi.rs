@@ -30,10 +30,12 @@ use crate::{api, error::ErrorBody, live::stream};
         api::append_items,
         api::report_status,
         api::report_many,
+        api::control_batch,
+        api::retry_item,
         crate::export::export,
         stream::stream
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, batchwatch_core::Control)),
     modifiers(&Credentials),
     security(("bearer" = []), ("session" = [])),
 )]
@@ -87,6 +89,8 @@ mod tests {
             ("/api/batches/{id}/items", "get"),
             ("/api/batches/{id}/export", "get"),
             ("/api/batches/{id}/stream", "get"),
+            ("/api/batches/{id}/{control}", "post"),
+            ("/api/batches/{id}/items/{item_id}/retry", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is described");
         }
@@ -94,7 +98,7 @@ mod tests {
         assert_eq!(schemas["NewBatch"]["properties"]["name"]["maxLength"], 200);
         assert_eq!(
             schemas["ItemStatus"]["enum"],
-            serde_json::json!(["pending", "processing", "done", "failed"])
+            serde_json::json!(["pending", "processing", "done", "failed", "cancelled"])
         );
     }
 }

@@ -30,7 +30,7 @@ async fn create_returns_201_location_and_the_progress() {
     assert_eq!(body["seq"], 1);
     assert_eq!(
         body["counts"],
-        json!({ "queued": 3, "processing": 0, "completed": 0, "failed": 0, "total": 3 })
+        json!({ "queued": 3, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 3 })
     );
     let names: Vec<&str> =
         body["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
@@ -248,7 +248,10 @@ async fn reports_move_items_and_the_batch() {
     assert_eq!(p["status"], "partial");
     assert_eq!(p["percent"], 100);
     assert_eq!(p["items"][0]["error"], "corrupt file");
-    assert_eq!(p["counts"], json!({ "queued": 0, "processing": 0, "completed": 1, "failed": 1, "total": 2 }));
+    assert_eq!(
+        p["counts"],
+        json!({ "queued": 0, "processing": 0, "completed": 1, "failed": 1, "cancelled": 0, "total": 2 })
+    );
 
     // A retry puts the failed item back in the queue and clears its error.
     let p = app.report(&batch, 1, "pending").await.json();

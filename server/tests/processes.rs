@@ -139,7 +139,7 @@ async fn two_servers_and_two_worker_processes_finish_every_item_exactly_once() {
     assert_eq!(last["status"], "completed");
     assert_eq!(
         last["counts"],
-        json!({ "queued": 0, "processing": 0, "completed": 20_000, "failed": 0, "total": 20_000 })
+        json!({ "queued": 0, "processing": 0, "completed": 20_000, "failed": 0, "cancelled": 0, "total": 20_000 })
     );
     assert_eq!(seen.last().map(|(e, _)| e.as_str()), Some("complete"));
     let summary: Value =

@@ -52,7 +52,7 @@ async fn judged_each_and_committed_together(postgres: bool) {
     assert_eq!(answer["items"][0]["status"], "done");
     assert_eq!(
         answer["counts"],
-        json!({ "queued": 2, "processing": 0, "completed": 1, "failed": 0, "total": 3 })
+        json!({ "queued": 2, "processing": 0, "completed": 1, "failed": 0, "cancelled": 0, "total": 3 })
     );
 
     let event = events.next().await.unwrap();

@@ -1,4 +1,4 @@
-//! The five counters of a batch.
+//! The counters of a batch.
 
 use batchwatch_core::Counts;
 use leptos::prelude::*;
@@ -16,11 +16,12 @@ pub fn Counters(#[prop(into)] counts: Signal<Counts>) -> impl IntoView {
         }
     };
     view! {
-        <dl class="grid grid-cols-2 gap-3 sm:grid-cols-5">
+        <dl class="grid grid-cols-2 gap-3 sm:grid-cols-6">
             {cell("Queued", "queued", |c| c.queued)}
             {cell("Processing", "processing", |c| c.processing)}
             {cell("Completed", "completed", |c| c.completed)}
             {cell("Failed", "failed", |c| c.failed)}
+            {cell("Cancelled", "cancelled", |c| c.cancelled)}
             {cell("Total", "total", |c| c.total)}
         </dl>
     }

@@ -4,7 +4,7 @@
 //! first HTML, and with JavaScript off the tabs, the search and the pager are plain links and
 //! a plain form.
 
-use batchwatch_core::{BatchId, Counts, ItemQuery, ItemStatus, ItemsPage, window::Window};
+use batchwatch_core::{BatchId, ItemQuery, ItemStatus, ItemsPage, window::Window};
 use leptos::prelude::*;
 use leptos_router::{
     NavigateOptions,
@@ -17,23 +17,14 @@ use crate::{
     live_batch::{ItemCell, LiveState},
 };
 
-const TABS: [(&str, Option<ItemStatus>); 5] = [
+const TABS: [(&str, Option<ItemStatus>); 6] = [
     ("All", None),
     ("Pending", Some(ItemStatus::Pending)),
     ("Processing", Some(ItemStatus::Processing)),
     ("Done", Some(ItemStatus::Done)),
     ("Failed", Some(ItemStatus::Failed)),
+    ("Cancelled", Some(ItemStatus::Cancelled)),
 ];
-
-fn count(counts: &Counts, status: Option<ItemStatus>) -> u32 {
-    match status {
-        None => counts.total,
-        Some(ItemStatus::Pending) => counts.queued,
-        Some(ItemStatus::Processing) => counts.processing,
-        Some(ItemStatus::Done) => counts.completed,
-        Some(ItemStatus::Failed) => counts.failed,
-    }
-}
 
 /// The page's address for a view of batch `id`.
 fn href(id: BatchId, query: &ItemQuery) -> String {
@@ -87,7 +78,7 @@ pub fn ItemFinder(state: LiveState, query: Memo<ItemQuery>, page: ItemsResource)
                                 state.show(query, items);
                                 // After `show`: the pager follows the page it shows.
                                 view! {
-                                    <ItemList rows />
+                                    <ItemList batch=id rows />
                                     <Empty rows />
                                     <Pager id state />
                                 }
@@ -110,7 +101,7 @@ fn Tabs(id: BatchId, state: LiveState, query: Memo<ItemQuery>) -> impl IntoView 
             href(id, &ItemQuery { status, ..query.with(ItemQuery::first_page) })
         };
         let selected = move || query.with(|q| q.status == status);
-        let count = move || state.summary.with(|s| count(&s.counts, status));
+        let count = move || state.summary.with(|s| status.map_or(s.counts.total, |status| s.counts.of(status)));
         let key = status.map_or("all", ItemStatus::as_str);
         view! {
             <a

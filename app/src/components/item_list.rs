@@ -1,10 +1,13 @@
 //! The rows of the page of items on screen, each with an icon for its status, and for a
 //! failed item its error (folded when long) and attempts.
 
-use batchwatch_core::{ItemProgress, ItemStatus};
-use leptos::prelude::*;
+use batchwatch_core::{BatchId, ItemId, ItemProgress, ItemStatus};
+use leptos::{form::ActionForm, prelude::*};
 
-use crate::live_batch::ItemCell;
+use crate::{
+    api::{RetryItem as RetryItemFn, message},
+    live_batch::ItemCell,
+};
 
 /// Errors longer than this fold behind their first words.
 const FOLD_AFTER: usize = 120;
@@ -15,6 +18,7 @@ fn icon(status: ItemStatus) -> impl IntoView {
         ItemStatus::Processing => ("◌", "inline-block animate-spin text-blue-500", "processing"),
         ItemStatus::Done => ("✓", "text-green-600 dark:text-green-400", "done"),
         ItemStatus::Failed => ("✕", "text-red-600 dark:text-red-400", "failed"),
+        ItemStatus::Cancelled => ("⊘", "text-slate-500", "cancelled"),
     };
     view! {
         <span class=format!("w-5 text-center font-bold {class}") role="img" aria-label=label>
@@ -24,7 +28,7 @@ fn icon(status: ItemStatus) -> impl IntoView {
 }
 
 #[component]
-pub fn ItemList(#[prop(into)] rows: Signal<Vec<ItemCell>>) -> impl IntoView {
+pub fn ItemList(batch: BatchId, #[prop(into)] rows: Signal<Vec<ItemCell>>) -> impl IntoView {
     view! {
         <ul
             class="divide-y divide-slate-200 rounded-lg border border-slate-200 bg-white dark:divide-slate-800 dark:border-slate-800 dark:bg-slate-900"
@@ -33,14 +37,14 @@ pub fn ItemList(#[prop(into)] rows: Signal<Vec<ItemCell>>) -> impl IntoView {
             // Rows are keyed by id and follow their own item's signal: a change event
             // touches the rows it names and nothing else.
             <For each=move || rows.get() key=|cell| cell.id let(cell)>
-                <ItemRow item=cell.item />
+                <ItemRow batch item=cell.item />
             </For>
         </ul>
     }
 }
 
 #[component]
-fn ItemRow(item: RwSignal<ItemProgress>) -> impl IntoView {
+fn ItemRow(batch: BatchId, item: RwSignal<ItemProgress>) -> impl IntoView {
     let status = move || item.with(|i| i.status);
     let error = move || item.with(|i| i.error.clone()).map(|error| view! { <ItemError error /> });
     // A first attempt is the ordinary case: only a retried item says how many it took.
@@ -71,8 +75,36 @@ fn ItemRow(item: RwSignal<ItemProgress>) -> impl IntoView {
             <div class="flex flex-col items-end gap-1">
                 <span class="text-xs text-slate-500">{move || status().as_str()}</span>
                 {attempts}
+                {move || (status() == ItemStatus::Failed).then(|| view! { <RetryItem batch item=item.with_untracked(|i| i.id) /> })}
             </div>
         </li>
+    }
+}
+
+/// A failed item's way back to the queue: a form, with JavaScript or without.
+#[component]
+fn RetryItem(batch: BatchId, item: ItemId) -> impl IntoView {
+    let action = ServerAction::<RetryItemFn>::new();
+    view! {
+        <ActionForm action>
+            <input type="hidden" name="id" value=batch.to_string() />
+            <input type="hidden" name="item" value=item.to_string() />
+            <button
+                type="submit"
+                class="rounded border border-slate-300 px-2 text-xs hover:bg-slate-100 disabled:opacity-50 dark:border-slate-700 dark:hover:bg-slate-800"
+                disabled=move || action.pending().get()
+                data-testid="retry-item"
+            >
+                "Retry"
+            </button>
+        </ActionForm>
+        {move || {
+            action
+                .value()
+                .get()
+                .and_then(Result::err)
+                .map(|e| view! { <p class="text-xs text-red-600" role="alert">{message(e)}</p> })
+        }}
     }
 }
 

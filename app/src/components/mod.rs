@@ -1,5 +1,6 @@
 //! The pieces the pages are built from, one component a file.
 
+pub mod controls;
 pub mod counters;
 pub mod item_finder;
 pub mod item_list;

@@ -9,6 +9,7 @@ use leptos_router::hooks::use_params_map;
 use crate::{
     api::{Lookup, lookup},
     components::{
+        controls::Controls,
         counters::Counters,
         item_finder::{ItemFinder, ItemsResource, use_items},
         live_indicator::LiveIndicator,
@@ -70,6 +71,7 @@ fn BatchView(
                 <h1 class="min-w-0 break-words text-2xl font-bold">{name}</h1>
                 <StatusBadge status=Signal::derive(move || summary.with(|s| s.status)) />
             </div>
+            <Controls summary />
             <LiveIndicator connection=live.connection now retry=live.retry />
             <ProgressBar counts />
             <RunStats summary now />

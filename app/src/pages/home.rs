@@ -24,7 +24,7 @@ pub fn HomePage() -> impl IntoView {
             .into_iter()
             .flatten()
             .find_map(Result::err)
-            .map(|e| e.to_string().trim_start_matches("error running server function: ").to_owned())
+            .map(crate::api::message)
     };
 
     view! {

@@ -4,7 +4,8 @@
 //! page reads the items it shows from `GET /api/batches/{id}/items`), unless the client says with
 //! `Last-Event-ID` (or `?last_event_id=`) that it already has that `seq`; then `event:
 //! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
-//! terminal, then the stream ends. A `: ping` comment keeps idle connections open, `event:
+//! terminal, then the stream ends (with `?follow=true` it goes on: a retry can open the batch
+//! again, and the page hears of it). A `: ping` comment keeps idle connections open, `event:
 //! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
 //! revoked or whose session ended (announced at once, and asked every few keep-alives),
 //! `event: reconnect` when the server shuts down (the page comes back at once), and `event:
@@ -56,6 +57,9 @@ const RECHECK_EVERY: u32 = 4;
 #[derive(Debug, Deserialize)]
 pub struct Resume {
     last_event_id: Option<u64>,
+    /// Stay after `complete`: a finished batch can be opened again (retried).
+    #[serde(default)]
+    follow: bool,
 }
 
 /// Follow a batch live, as Server-Sent Events: `snapshot` (the summary, no items, unless
@@ -69,6 +73,7 @@ pub struct Resume {
     params(
         ("id" = BatchId, Path, description = "The batch's id"),
         ("last_event_id" = Option<u64>, Query, description = "The `seq` the client has (as `Last-Event-ID`)"),
+        ("follow" = Option<bool>, Query, description = "Stay open after `complete`, to hear of a retry that opens the batch again"),
         ("Last-Event-ID" = Option<u64>, Header, description = "The `seq` the client has"),
     ),
     responses(
@@ -109,6 +114,7 @@ pub async fn stream(
         times: state.streams,
         snapshot,
         last_seen,
+        follow: resume.follow,
         slot,
         recheck,
     });
@@ -152,6 +158,8 @@ struct Watcher {
     slot: StreamSlot,
     /// Hears announced ends of sign-ins, and is asked every few keep-alives.
     recheck: Recheck,
+    /// Goes on after `complete` (see [`Resume`]).
+    follow: bool,
     _open: OpenStream,
 }
 
@@ -163,12 +171,13 @@ struct Opened {
     snapshot: BatchProgress,
     /// The `seq` the client says it has.
     last_seen: Option<u64>,
+    follow: bool,
     slot: StreamSlot,
     recheck: Recheck,
 }
 
 impl Watcher {
-    fn new(Opened { watch, batches, times, snapshot, last_seen, slot, recheck }: Opened) -> Self {
+    fn new(Opened { watch, batches, times, snapshot, last_seen, follow, slot, recheck }: Opened) -> Self {
         // The first keep-alive falls anywhere in the second half of a period: streams opened
         // together (a reconnect storm after a restart) would otherwise re-check their sign-in
         // and renew their slots together at every tick, a burst that shows in everyone's tail.
@@ -186,6 +195,7 @@ impl Watcher {
             deadline: Box::pin(tokio::time::sleep(times.max_age)),
             slot,
             recheck,
+            follow,
             _open: OpenStream::open(),
         };
         if last_seen == Some(snapshot.summary.seq) {
@@ -301,7 +311,7 @@ impl Watcher {
 
     fn complete(&mut self) {
         self.push(Sent::Complete, frame("complete", None, format!("{{\"seq\":{}}}", self.last).as_bytes()));
-        self.done = true;
+        self.done = !self.follow;
     }
 
     /// The page reloads, and the server sends it to /login. Nothing queued for the sign-in

@@ -65,7 +65,7 @@ impl Store {
 
         let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
         let insert = sqlx::query(&sql).bind(summary.batch_id.to_string()).bind(&summary.name);
         bind_state(insert, &summary)
@@ -230,7 +230,8 @@ impl Store {
     pub async fn owner_with_work(&self, after: &str) -> Result<Option<String>> {
         let sql = |op| {
             format!(
-                "SELECT owner_id FROM batches WHERE queued > 0 AND owner_id {op} $1 ORDER BY owner_id LIMIT 1"
+                "SELECT owner_id FROM batches WHERE queued > 0 AND status <> 'paused' AND owner_id {op} $1 \
+                 ORDER BY owner_id LIMIT 1"
             )
         };
         match self.first_text(&sql(">"), &[after]).await? {
@@ -245,7 +246,8 @@ impl Store {
         let after = after.map(|id| id.to_string()).unwrap_or_default();
         let sql = |op| {
             format!(
-                "SELECT id FROM batches WHERE queued > 0 AND owner_id = $1 AND id {op} $2 ORDER BY id LIMIT 1"
+                "SELECT id FROM batches WHERE queued > 0 AND status <> 'paused' AND owner_id = $1 AND id {op} $2 \
+                 ORDER BY id LIMIT 1"
             )
         };
         let found = match self.first_text(&sql(">"), &[owner, &after]).await? {

@@ -2,8 +2,8 @@
 //! transaction with the batch's counts, status and `seq`.
 
 use batchwatch_core::{
-    BatchId, BatchProgress, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis, StatusReport,
-    latest_each,
+    BatchId, BatchProgress, Control, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis,
+    StatusReport, latest_each,
 };
 use sqlx::{FromRow, Row, any::AnyRow};
 
@@ -54,9 +54,12 @@ impl Store {
             // row's status); SQLite has one writer. No `status` test outside the subquery:
             // SQLite would answer it by scanning every pending item of every batch.
             let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+            // Nothing from a paused batch: its row is locked by this transaction's `seq` +
+            // 1 (PostgreSQL) or SQLite's one writer, so a pause cannot slip in between.
             let rows = sqlx::query(&format!(
                 "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = 'pending' \
+                 AND EXISTS (SELECT 1 FROM batches WHERE id = $2 AND status <> 'paused') \
                  ORDER BY position LIMIT $3{skip_locked}) RETURNING {ITEM_COLUMNS}, batch_id"
             ))
             .bind(now)
@@ -75,6 +78,34 @@ impl Store {
             return Ok((None, judged));
         }
         Ok((Some(finish_changes(tx, batch, changed, now).await?), judged))
+    }
+
+    /// A control of its owner (pause, resume, cancel, retry every failed item), as one change:
+    /// 409 when the batch's state does not allow it. A cancel or a retry changes items in
+    /// bulk, without listing them in its event (`bulk`): pages read their items again.
+    pub async fn control(&self, batch: BatchId, control: Control, now: Millis) -> Result<Uncommitted> {
+        let mut tx = self.pool.begin().await?;
+        let batch_id = batch.to_string();
+        let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
+        control.check(&summary).map_err(Error::Conflict)?;
+        let bulk = match control {
+            Control::Pause | Control::Resume => None,
+            Control::Cancel => Some(
+                "UPDATE items SET status = 'cancelled', updated_at = $1 \
+                 WHERE batch_id = $2 AND status IN ('pending', 'processing')",
+            ),
+            Control::Retry => Some(
+                "UPDATE items SET status = 'pending', error = NULL, updated_at = $1 \
+                 WHERE batch_id = $2 AND status = 'failed'",
+            ),
+        };
+        if let Some(sql) = bulk {
+            sqlx::query(sql).bind(now).bind(&batch_id).execute(&mut *tx).await?;
+        }
+        control.apply(&mut summary);
+        save_counts(&mut tx, &batch_id, &summary).await?;
+        let event = BatchProgress { bulk: bulk.is_some(), ..BatchProgress::new(summary, Vec::new()) };
+        Ok(Uncommitted { tx, changes: vec![event] })
     }
 
     /// Processing → Pending for items their worker gives back unfinished (the process is

@@ -21,8 +21,8 @@ use sqlx::{
 
 use crate::error::{Error, Result};
 
-const SUMMARY_COLUMNS: &str =
-    "id, name, status, percent, queued, processing, completed, failed, total, seq, created_at, updated_at";
+const SUMMARY_COLUMNS: &str = "id, name, status, percent, queued, processing, completed, failed, cancelled, total, seq, \
+                               created_at, updated_at";
 const ITEM_COLUMNS: &str = "id, name, status, error, attempts, position, updated_at";
 
 /// Rows per multi-row `INSERT`: 5 parameters each stays far below SQLite's and PostgreSQL's
@@ -90,7 +90,7 @@ impl Store {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Binds what follows from a batch's counts, in the order every write of it lists the columns:
-/// `status, percent, queued, processing, completed, failed`.
+/// `status, percent, queued, processing, completed, failed, cancelled`.
 fn bind_state<'q>(query: AnyQuery<'q>, summary: &BatchSummary) -> AnyQuery<'q> {
     let counts = summary.counts;
     query
@@ -100,6 +100,7 @@ fn bind_state<'q>(query: AnyQuery<'q>, summary: &BatchSummary) -> AnyQuery<'q> {
         .bind(i64::from(counts.processing))
         .bind(i64::from(counts.completed))
         .bind(i64::from(counts.failed))
+        .bind(i64::from(counts.cancelled))
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -123,7 +124,7 @@ async fn next_seq(tx: &mut Tx, batch_id: &str, now: Millis) -> Result<Option<Bat
 async fn save_counts(tx: &mut Tx, batch_id: &str, summary: &BatchSummary) -> Result<()> {
     let update = sqlx::query(
         "UPDATE batches SET status = $1, percent = $2, queued = $3, processing = $4, completed = $5, \
-         failed = $6, total = $7 WHERE id = $8",
+         failed = $6, cancelled = $7, total = $8 WHERE id = $9",
     );
     bind_state(update, summary)
         .bind(i64::from(summary.counts.total))

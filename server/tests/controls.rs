@@ -1,0 +1,198 @@
+//! What a batch's owner does to it: pause, resume, cancel, retry every failed item, retry one;
+//! on SQLite and on PostgreSQL. Each is a change its watchers see; a state that does not allow
+//! it is a 409; another user's batch is not found.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{LiveServer, Options};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::Value;
+
+async fn control(server: &LiveServer, batch: &Value, what: &str) -> (u16, Value) {
+    let url = format!("{}/api/batches/{}/{what}", server.url, batch["batch_id"].as_str().unwrap());
+    let reply = server.http.post(url).send().await.unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
+async fn next(
+    events: &mut (impl futures::Stream<Item = eventsource_stream::Event> + Unpin),
+) -> eventsource_stream::Event {
+    tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap()
+}
+
+async fn claim(server: &LiveServer, batch: &Value, max: u32) -> usize {
+    let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+    server.state.batches.claim(id, max).await.unwrap().len()
+}
+
+async fn pause_and_resume(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(5).await;
+    assert_eq!(control(&server, &batch, "resume").await.0, 409, "resume a running batch");
+    server.report(&batch, 0, "processing").await;
+
+    let (status, paused) = control(&server, &batch, "pause").await;
+    assert_eq!((status, paused["status"].as_str(), paused["seq"].as_u64()), (200, Some("paused"), Some(3)));
+    assert_eq!(claim(&server, &batch, 10).await, 0, "workers take nothing from a paused batch");
+    server.report(&batch, 0, "done").await;
+    let summary = server.get(&batch).await.summary;
+    assert_eq!((summary.status.as_str(), summary.counts.completed), ("paused", 1), "in progress finishes");
+    assert_eq!(control(&server, &batch, "pause").await.0, 409);
+
+    let (status, resumed) = control(&server, &batch, "resume").await;
+    assert_eq!((status, resumed["status"].as_str()), (200, Some("processing")));
+    assert_eq!(claim(&server, &batch, 10).await, 4, "resumed: the rest is taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_on_sqlite() {
+    pause_and_resume(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_on_postgresql() {
+    pause_and_resume(true).await;
+}
+
+async fn cancel(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(6).await;
+    let mut events = server.stream(&batch, None).await;
+    assert_eq!(events.next().await.unwrap().event, "snapshot");
+    server.report(&batch, 0, "processing").await;
+    server.report(&batch, 0, "done").await;
+    server.report(&batch, 1, "processing").await;
+
+    let (status, cancelled) = control(&server, &batch, "cancel").await;
+    assert_eq!(
+        (status, cancelled["status"].as_str(), cancelled["percent"].as_u64()),
+        (200, Some("cancelled"), Some(100))
+    );
+    let counts = &cancelled["counts"];
+    assert_eq!(
+        (counts["cancelled"].as_u64(), counts["queued"].as_u64(), counts["processing"].as_u64()),
+        (Some(5), Some(0), Some(0))
+    );
+    let stored = server.get(&batch).await;
+    let statuses: Vec<&str> = stored.items.iter().map(|item| item.status.as_str()).collect();
+    assert_eq!(statuses, ["done", "cancelled", "cancelled", "cancelled", "cancelled", "cancelled"]);
+
+    // Its watchers see it as one change that lists no items and says so, then the end.
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap() {
+        seen.push((event.event.clone(), serde_json::from_str::<Value>(&event.data).ok()));
+        if event.event == "complete" {
+            break;
+        }
+    }
+    let (_, last) = seen.iter().rev().find(|(kind, _)| kind == "progress").unwrap();
+    let last = last.as_ref().unwrap();
+    assert_eq!(
+        (last["status"].as_str(), last["bulk"].as_bool(), last["seq"].as_u64()),
+        (Some("cancelled"), Some(true), Some(5))
+    );
+
+    // The item that was in progress cannot be reported; nothing more is allowed.
+    let url = format!(
+        "{}/api/batches/{}/items/{}/status",
+        server.url,
+        batch["batch_id"].as_str().unwrap(),
+        batch["items"][1]["id"].as_str().unwrap()
+    );
+    let late = server.http.post(url).json(&serde_json::json!({ "status": "done" })).send().await.unwrap();
+    assert_eq!(late.status(), 409);
+    for what in ["cancel", "pause", "retry"] {
+        assert_eq!(control(&server, &batch, what).await.0, 409, "{what} a cancelled batch");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_sqlite() {
+    cancel(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_postgresql() {
+    cancel(true).await;
+}
+
+/// A finished batch opens again when its failed items are retried, and a page that follows
+/// its stream past the end hears of it.
+async fn retry_reopens(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(3).await;
+    for (i, outcome) in [(0, "done"), (1, "failed"), (2, "failed")] {
+        server.report(&batch, i, "processing").await;
+        server.report(&batch, i, outcome).await;
+    }
+    let url =
+        format!("{}/api/batches/{}/stream?follow=true", server.url, batch["batch_id"].as_str().unwrap());
+    let response = server.http.get(url).send().await.unwrap();
+    let mut events = Box::pin(response.bytes_stream().eventsource().map(|e| e.unwrap()));
+    assert_eq!(next(&mut events).await.event, "snapshot");
+    assert_eq!(next(&mut events).await.event, "complete", "finished: partial");
+
+    let (status, retried) = control(&server, &batch, "retry").await;
+    assert_eq!(
+        (status, retried["status"].as_str(), retried["counts"]["queued"].as_u64()),
+        (200, Some("processing"), Some(2))
+    );
+    let reopened = next(&mut events).await;
+    assert_eq!(reopened.event, "progress", "the stream stayed and hears of the reopening");
+    let reopened: Value = serde_json::from_str(&reopened.data).unwrap();
+    assert_eq!((reopened["status"].as_str(), reopened["bulk"].as_bool()), (Some("processing"), Some(true)));
+    let failed =
+        server.get(&batch).await.items.iter().filter(|item| item.status.as_str() == "failed").count();
+    assert_eq!(failed, 0);
+    assert_eq!(control(&server, &batch, "retry").await.0, 409, "nothing failed any more");
+
+    // One item: failed back to pending, and only a failed one.
+    server.report(&batch, 1, "processing").await;
+    server.report(&batch, 1, "failed").await;
+    let retry_one = |item: usize| {
+        let url = format!(
+            "{}/api/batches/{}/items/{}/retry",
+            server.url,
+            batch["batch_id"].as_str().unwrap(),
+            batch["items"][item]["id"].as_str().unwrap()
+        );
+        server.http.post(url).send()
+    };
+    let reply = retry_one(1).await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let changed: Value = reply.json().await.unwrap();
+    assert_eq!(changed["items"][0]["status"], "pending");
+    assert_eq!(retry_one(0).await.unwrap().status(), 409, "a done item is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reopens_a_finished_batch_on_sqlite() {
+    retry_reopens(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reopens_a_finished_batch_on_postgresql() {
+    retry_reopens(true).await;
+}
+
+#[tokio::test]
+async fn controls_reach_only_their_owners_batches_and_known_words() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(2).await;
+    let other = server.stranger().await;
+    let id = batch["batch_id"].as_str().unwrap();
+    for what in ["pause", "cancel", "retry", "resume"] {
+        let reply = other.post(format!("{}/api/batches/{id}/{what}", server.url)).send().await.unwrap();
+        assert_eq!(reply.status(), 404, "{what} on another's batch");
+    }
+    let (status, body) = control(&server, &batch, "explode").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let item = batch["items"][0]["id"].as_str().unwrap();
+    let reply =
+        other.post(format!("{}/api/batches/{id}/items/{item}/retry", server.url)).send().await.unwrap();
+    assert_eq!(reply.status(), 404);
+    assert_eq!(server.get(&batch).await.summary.seq, 1, "nothing changed");
+}
