@@ -1,4 +1,5 @@
 import { expect, Page } from "@playwright/test";
+import { readFileSync } from "node:fs";
 import { expectNoReload, hydrated, openLive, test as signedIn } from "./accounts";
 import { test } from "./server";
 
@@ -83,4 +84,29 @@ signedIn("a link reproduces the view, with JavaScript off too @no-js", async ({ 
   await expect(page).toHaveURL(/\?status=failed&q=invoice-2$/);
   await expect(rows(page)).toHaveCount(1);
   await expect(rows(page)).toContainText("invoice-21.pdf");
+});
+
+signedIn("the export buttons download every item, as the API lists them", async ({ page, api }) => {
+  const items = Array.from({ length: 250 }, (_, i) => `record-${i + 1}.json`);
+  const batch = await (await api.post("/api/batches", { data: { name: "Records", items } })).json();
+  const report = (i: number, status: string, error?: string) =>
+    api.post(`/api/batches/${batch.batch_id}/items/${batch.items[i].id}/status`, { data: { status, error } });
+  await report(7, "processing");
+  await report(7, "failed", "bad, \"quoted\" JSON");
+  await page.goto(`/batches/${batch.batch_id}`);
+  await hydrated(page);
+
+  const [csv] = await Promise.all([page.waitForEvent("download"), page.getByTestId("export-csv").click()]);
+  expect(csv.suggestedFilename()).toBe(`batch-${batch.batch_id}.csv`);
+  const lines = readFileSync(await csv.path(), "utf8").trim().split("\r\n");
+  expect(lines).toHaveLength(251);
+  expect(lines[0]).toBe("id,name,status,error,attempts,updated_at");
+  expect(lines[8]).toContain(`${batch.items[7].id},record-8.json,failed,"bad, ""quoted"" JSON",1,`);
+
+  const [ndjson] = await Promise.all([page.waitForEvent("download"), page.getByTestId("export-ndjson").click()]);
+  const rows = readFileSync(await ndjson.path(), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  const listed = (await (await api.get(`/api/batches/${batch.batch_id}/items?limit=500`)).json()).items;
+  expect(rows.map((r: any) => [r.id, r.name, r.status, r.error ?? null, r.attempts])).toEqual(
+    listed.map((i: any) => [i.id, i.name, i.status, i.error, i.attempts]),
+  );
 });

@@ -67,7 +67,16 @@ pub fn ItemFinder(state: LiveState, query: Memo<ItemQuery>, page: ItemsResource)
 
     view! {
         <section class="space-y-3" aria-labelledby="items-heading">
-            <h2 id="items-heading" class="text-lg font-semibold">"Items"</h2>
+            <div class="flex flex-wrap items-baseline justify-between gap-2">
+                <h2 id="items-heading" class="text-lg font-semibold">"Items"</h2>
+                // The whole batch, streamed by the server whatever its size.
+                <p class="text-sm text-slate-600 dark:text-slate-400">
+                    "Download every item: "
+                    <a class="underline" href=format!("/api/batches/{id}/export?format=csv") download data-testid="export-csv">"CSV"</a>
+                    " · "
+                    <a class="underline" href=format!("/api/batches/{id}/export?format=ndjson") download data-testid="export-ndjson">"NDJSON"</a>
+                </p>
+            </div>
             <Tabs id state query />
             <Search id query />
             <div role="tabpanel" aria-labelledby="items-heading">
