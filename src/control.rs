@@ -72,14 +72,7 @@ mod tests {
     use crate::{BatchId, Counts};
 
     fn batch(queued: u32, processing: u32, completed: u32, failed: u32) -> BatchSummary {
-        let counts = Counts {
-            queued,
-            processing,
-            completed,
-            failed,
-            cancelled: 0,
-            total: queued + processing + completed + failed,
-        };
+        let counts = Counts::of_each(queued, processing, completed, failed);
         let mut summary = BatchSummary::new(BatchId::new(), "b".into(), Counts::queued(counts.total), 1, 0);
         summary.set_counts(counts);
         summary

@@ -39,6 +39,13 @@ impl Counts {
         }
     }
 
+    /// Counts of a batch with nothing cancelled (tests).
+    #[cfg(test)]
+    pub(crate) fn of_each(queued: u32, processing: u32, completed: u32, failed: u32) -> Self {
+        let total = queued + processing + completed + failed;
+        Self { queued, processing, completed, failed, cancelled: 0, total }
+    }
+
     /// One item moved from `from` to `to`.
     pub fn apply(&mut self, from: ItemStatus, to: ItemStatus) {
         let source = self.slot(from);

@@ -157,14 +157,7 @@ mod tests {
     use ItemStatus::*;
 
     fn counts(queued: u32, processing: u32, completed: u32, failed: u32) -> Counts {
-        Counts {
-            queued,
-            processing,
-            completed,
-            failed,
-            cancelled: 0,
-            total: queued + processing + completed + failed,
-        }
+        Counts::of_each(queued, processing, completed, failed)
     }
 
     #[test]

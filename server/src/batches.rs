@@ -267,7 +267,12 @@ impl Batches {
     /// Claims up to `max` pending items of `batch` (the first by position) for a worker,
     /// announced like any other change.
     pub async fn claim(&self, batch: BatchId, max: u32) -> Result<Vec<ItemProgress>> {
-        Ok(self.change(batch, Changes { reports: Vec::new(), claim: max }).await?.1.claimed)
+        match self.change(batch, Changes { reports: Vec::new(), claim: max }).await {
+            Ok((_, judged)) => Ok(judged.claimed),
+            // Paused between the worker's choice and its claim: nothing to take.
+            Err(Error::Conflict(_)) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Claims again an item left `processing` for longer than `lease` (its worker died), up to

@@ -2,8 +2,8 @@
 //! transaction with the batch's counts, status and `seq`.
 
 use batchwatch_core::{
-    BatchId, BatchProgress, Control, Error as CoreError, ItemId, ItemProgress, ItemStatus, Millis,
-    StatusReport, latest_each,
+    BatchId, BatchProgress, BatchStatus, Control, Error as CoreError, ItemId, ItemProgress, ItemStatus,
+    Millis, StatusReport, latest_each,
 };
 use sqlx::{FromRow, Row, any::AnyRow};
 
@@ -54,12 +54,9 @@ impl Store {
             // row's status); SQLite has one writer. No `status` test outside the subquery:
             // SQLite would answer it by scanning every pending item of every batch.
             let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-            // Nothing from a paused batch: its row is locked by this transaction's `seq` +
-            // 1 (PostgreSQL) or SQLite's one writer, so a pause cannot slip in between.
             let rows = sqlx::query(&format!(
                 "UPDATE items SET status = 'processing', error = NULL, updated_at = $1, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = 'pending' \
-                 AND EXISTS (SELECT 1 FROM batches WHERE id = $2 AND status <> 'paused') \
                  ORDER BY position LIMIT $3{skip_locked}) RETURNING {ITEM_COLUMNS}, batch_id"
             ))
             .bind(now)
@@ -77,7 +74,17 @@ impl Store {
         if changed.is_empty() {
             return Ok((None, judged));
         }
-        Ok((Some(finish_changes(tx, batch, changed, now).await?), judged))
+        let uncommitted = finish_changes(tx, batch, changed, now).await?;
+        // Nothing is claimed from a paused batch. Asked here, after `seq` + 1 has locked the
+        // batch's row (PostgreSQL; SQLite has one writer), a pause cannot slip in between; and
+        // the claim itself need not look at the batch (that cost PostgreSQL's claims ~14 %).
+        // Workers pick batches that are not paused, so this is a rare race: the change is
+        // dropped (rolled back), and the group commit tries each of its units alone.
+        let paused = uncommitted.changes.first().is_some_and(|e| e.summary.status == BatchStatus::Paused);
+        if paused && !judged.claimed.is_empty() {
+            return Err(Error::Conflict("the batch is paused"));
+        }
+        Ok((Some(uncommitted), judged))
     }
 
     /// A control of its owner (pause, resume, cancel, retry every failed item), as one change:
