@@ -76,10 +76,10 @@ impl Store {
         }
         let uncommitted = finish_changes(tx, batch, changed, now).await?;
         // Nothing is claimed from a paused batch. Asked here, after `seq` + 1 has locked the
-        // batch's row (PostgreSQL; SQLite has one writer), a pause cannot slip in between; and
-        // the claim itself need not look at the batch (that cost PostgreSQL's claims ~14 %).
-        // Workers pick batches that are not paused, so this is a rare race: the change is
-        // dropped (rolled back), and the group commit tries each of its units alone.
+        // batch's row (PostgreSQL; SQLite has one writer), a pause cannot slip in between, and
+        // the claim's own query need not read the batch. Workers pick batches that are not
+        // paused, so this is a rare race: the change is dropped (rolled back), and the group
+        // commit tries each of its units alone.
         let paused = uncommitted.changes.first().is_some_and(|e| e.summary.status == BatchStatus::Paused);
         if paused && !judged.claimed.is_empty() {
             return Err(Error::Conflict("the batch is paused"));
