@@ -190,8 +190,10 @@ impl Batches {
     /// One page of a batch's items, for its owner.
     pub async fn items_page(&self, owner: &str, batch: BatchId, query: ItemQuery) -> Result<ItemsPage> {
         let query = query.validate()?;
-        self.check_owner(owner, batch).await?;
-        self.store.items_page(batch, &query).await?.ok_or(Error::NotFound("batch"))
+        // The summary checks the owner (cache-first) and gives the `seq` the page is at least
+        // as new as: read before the items.
+        let summary = self.summary(Access::Owner(owner), batch).await?;
+        self.store.items_page(batch, &query, summary.seq).await
     }
 
     /// `Ok` when `batch` is `owner`'s; not found otherwise, as a missing one.

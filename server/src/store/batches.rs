@@ -97,11 +97,10 @@ impl Store {
     }
 
     /// One page of a batch's items in order (keyset on `position`, forwards from `after` or
-    /// backwards from `before`), filtered by status and by a name substring, and the batch's
-    /// `seq` read before them: the cost is the page's, whatever the batch's size (an index
-    /// serves each status). `None` when there is no such batch.
-    pub async fn items_page(&self, id: BatchId, query: &ItemQuery) -> Result<Option<ItemsPage>> {
-        let Some((_, summary)) = self.summary(id).await? else { return Ok(None) };
+    /// backwards from `before`), filtered by status and by a name substring; `seq` is the
+    /// batch's, read by the caller before them. The cost is the page's, whatever the batch's
+    /// size (an index serves each status).
+    pub async fn items_page(&self, id: BatchId, query: &ItemQuery, seq: u64) -> Result<ItemsPage> {
         let limit = query.limit();
         let backwards = query.before.is_some();
         // One more than the page: whether there is another page that way.
@@ -125,7 +124,7 @@ impl Store {
         let (more_after, more_before) = if backwards { (beyond, more) } else { (more, beyond) };
         let next = if more_after { last.or(other_way) } else { None };
         let prev = if more_before { first.or(other_way) } else { None };
-        Ok(Some(ItemsPage { items: rows, next, prev, seq: summary.seq }))
+        Ok(ItemsPage { items: rows, next, prev, seq })
     }
 
     /// Up to `limit` items that match `query`'s filter and search, from the cursor `from`
