@@ -7,6 +7,12 @@ pub fn channel(prefix: &str, id: BatchId) -> String {
     format!("{prefix}batch:{id}")
 }
 
+/// The pub/sub channel on which each change of a user's batches is published, as the batch's
+/// summary alone: what the user's other pages (the home's list, the toasts) follow.
+pub fn user_channel(prefix: &str, user_id: &str) -> String {
+    format!("{prefix}user:{user_id}")
+}
+
 /// The channel every server hears for what is not a batch's: revoked tokens, ended sessions.
 pub fn control_channel(prefix: &str) -> String {
     format!("{prefix}control")
@@ -43,6 +49,11 @@ pub fn batch_of_channel(prefix: &str, channel: &str) -> Option<BatchId> {
     channel.strip_prefix(prefix)?.strip_prefix("batch:")?.parse().ok()
 }
 
+/// The user id inside a user channel's name.
+pub fn user_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
+    channel.strip_prefix(prefix)?.strip_prefix("user:").filter(|user| !user.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +73,8 @@ mod tests {
         assert_eq!(batch_of_channel("q:", &channel("p:", id)), None);
         assert_eq!(batch_of_channel("", "batch:nope"), None);
         assert_eq!(batch_of_channel("", &progress_key("", id)), None);
+        assert_eq!(user_of_channel("p:", &user_channel("p:", "u1")), Some("u1"));
+        assert_eq!(user_of_channel("p:", &channel("p:", id)), None);
+        assert_eq!(user_of_channel("", "user:"), None);
     }
 }

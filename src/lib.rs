@@ -5,6 +5,7 @@
 pub mod account;
 pub mod control;
 pub mod error;
+pub mod feed;
 pub mod id;
 pub mod keys;
 pub mod new_batch;

@@ -8,6 +8,7 @@ mod now;
 mod pages;
 #[cfg(feature = "hydrate")]
 mod stream_client;
+mod user_feed;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -16,7 +17,11 @@ use leptos_router::{
     components::{Route, Router, Routes},
 };
 
-use crate::pages::{batch::BatchPage, home::HomePage, login::LoginPage, not_found::NotFound};
+use crate::{
+    components::toasts::{NotifyButton, Toasts},
+    pages::{batch::BatchPage, home::HomePage, login::LoginPage, not_found::NotFound},
+    user_feed::UserFeed,
+};
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -44,6 +49,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    UserFeed::provide();
     // Tells tests (and curious people) that the wasm has taken over the page.
     Effect::new(|| {
         if let Some(body) = document().body() {
@@ -74,14 +80,22 @@ pub fn App() -> impl IntoView {
                     />
                 </Routes>
             </main>
+            <Toasts />
         </Router>
     }
 }
 
-/// Who is signed in, and the way out; nothing for a signed-out visitor.
+/// Who is signed in, and the way out; nothing for a signed-out visitor. Someone signed in
+/// follows their batches on every page (the user's stream).
 #[component]
 fn SignedIn() -> impl IntoView {
     let user = Resource::new(|| (), |_| api::current_user());
+    let feed = expect_context::<UserFeed>();
+    Effect::new(move || {
+        if user.get().is_some_and(|viewer| viewer.is_ok()) {
+            feed.start();
+        }
+    });
     view! {
         <Suspense>
             {move || Suspend::new(async move {
@@ -90,6 +104,7 @@ fn SignedIn() -> impl IntoView {
                     .map(|viewer| {
                         view! {
                             <div class="ml-auto flex items-center gap-3 text-sm">
+                                <NotifyButton />
                                 <span class="text-slate-600 dark:text-slate-400" data-testid="viewer">
                                     {viewer.name}
                                 </span>

@@ -174,11 +174,41 @@ impl LiveState {
     fn ask_reread(&self) {
         self.reread.update(|n| *n += 1);
     }
+}
 
-    /// The batch and the `seq` a reconnect resumes from.
-    #[cfg(feature = "hydrate")]
-    pub(crate) fn resume_point(&self) -> (batchwatch_core::BatchId, u64) {
-        self.summary.with_untracked(|s| (s.batch_id, s.seq))
+/// The batch's stream: followed past the batch's end (`follow=true`), since a finished batch
+/// can be opened again by a retry, on this page or anywhere else, and the page goes live again.
+#[cfg(feature = "hydrate")]
+impl crate::stream_client::Feed for LiveState {
+    fn url(&self) -> String {
+        // Our own reconnects carry the seq we have, so no duplicate snapshot comes.
+        let (id, seq) = self.summary.with_untracked(|s| (s.batch_id, s.seq));
+        format!("/api/batches/{id}/stream?last_event_id={seq}&follow=true")
+    }
+
+    fn events(&self) -> &'static [&'static str] {
+        &["snapshot", "progress", "complete"]
+    }
+
+    fn take(&self, event: &str, data: &str) -> crate::stream_client::Next {
+        use crate::stream_client::Next;
+        if event == "complete" {
+            return Next::Settle;
+        }
+        let Ok(progress) = serde_json::from_str::<BatchProgress>(data) else { return Next::Nothing };
+        if event == "snapshot" {
+            self.replace(progress);
+            return Next::Settle;
+        }
+        match self.apply(progress) {
+            Applied::Applied => Next::Settle,
+            Applied::Gap => Next::Reopen,
+            Applied::Stale => Next::Nothing,
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.summary.with_untracked(|s| s.status.is_terminal())
     }
 }
 
@@ -199,7 +229,7 @@ pub fn use_live_batch(initial: BatchSummary, reread: RwSignal<u32>) -> LiveBatch
 
     #[cfg(feature = "hydrate")]
     let retry = {
-        let client = crate::stream_client::Client::start(state, connection);
+        let client = crate::stream_client::Client::start(std::rc::Rc::new(state), connection);
         let handle = send_wrapper::SendWrapper::new(client.clone());
         on_cleanup(move || handle.take().stop());
         let client = send_wrapper::SendWrapper::new(client);

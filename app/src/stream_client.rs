@@ -1,22 +1,40 @@
-//! The browser's `EventSource` client of a batch's stream, with our own reconnect schedule
-//! (leptos-use's `use_event_source` retries at a fixed interval): exponential backoff with
-//! jitter, reset after a successful open, "offline" after too many failures, and an immediate
-//! retry when the tab becomes visible or the browser comes back online.
-//!
-//! The stream is followed past the batch's end (`follow=true`): a finished batch can be opened
-//! again by a retry, on this page or anywhere else, and the page goes live again.
+//! The browser's `EventSource` client of a stream (a batch's, or the user's), with our own
+//! reconnect schedule (leptos-use's `use_event_source` retries at a fixed interval): exponential
+//! backoff with jitter, reset after a successful open, "offline" after too many failures, and
+//! an immediate retry when the tab becomes visible or the browser comes back online. What each
+//! stream's events mean is its [`Feed`]'s.
 
-use std::{cell::RefCell, rc::Rc, time::Duration};
-
-use batchwatch_core::{
-    Applied, BatchProgress,
-    reconnect::{Connection, OFFLINE_AFTER, backoff_ms},
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    time::Duration,
 };
+
+use batchwatch_core::reconnect::{Connection, OFFLINE_AFTER, backoff_ms};
 use leptos::prelude::*;
 use wasm_bindgen::{JsCast, closure::Closure};
 use web_sys::{EventSource, MessageEvent};
 
-use crate::live_batch::LiveState;
+/// What a stream's own events do to the page.
+pub trait Feed {
+    /// Where to connect now: it carries what the page has, so that a reconnect resumes.
+    fn url(&self) -> String;
+    /// The events this stream sends besides those every stream sends.
+    fn events(&self) -> &'static [&'static str];
+    /// Takes one of them.
+    fn take(&self, event: &str, data: &str) -> Next;
+    /// Whether what it follows is over (the page shows "finished" rather than "live").
+    fn over(&self) -> bool;
+}
+
+/// What the client does after an event.
+pub enum Next {
+    /// Connected and up to date.
+    Settle,
+    /// Events were missed: reopening brings a fresh snapshot.
+    Reopen,
+    Nothing,
+}
 
 #[derive(Clone)]
 pub struct Client(Rc<RefCell<State>>);
@@ -24,7 +42,7 @@ pub struct Client(Rc<RefCell<State>>);
 type Listener = Closure<dyn FnMut(web_sys::Event)>;
 
 struct State {
-    live: LiveState,
+    feed: Rc<dyn Feed>,
     connection: RwSignal<Connection>,
     source: Option<EventSource>,
     /// Listeners of the open source: dropped with it.
@@ -38,9 +56,9 @@ struct State {
 }
 
 impl Client {
-    pub fn start(live: LiveState, connection: RwSignal<Connection>) -> Self {
+    pub fn start(feed: Rc<dyn Feed>, connection: RwSignal<Connection>) -> Self {
         let client = Self(Rc::new(RefCell::new(State {
-            live,
+            feed,
             connection,
             source: None,
             listeners: Vec::new(),
@@ -101,25 +119,23 @@ impl Client {
             if let Some(timer) = s.timer.take() {
                 timer.clear();
             }
-            let (id, seq) = s.live.resume_point();
             if s.failures > 0 {
                 let attempt = s.failures;
                 s.connection.set(Connection::Reconnecting { attempt, retry_at: js_sys::Date::now() });
             } else if !matches!(s.connection.get_untracked(), Connection::Live | Connection::Finished) {
                 s.connection.set(Connection::Connecting);
             }
-            // Our own reconnects carry the seq we have, so no duplicate snapshot comes.
-            format!("/api/batches/{id}/stream?last_event_id={seq}&follow=true")
+            s.feed.url()
         };
         let source = match EventSource::new(&url) {
             Ok(source) => source,
             Err(_) => return self.failed(),
         };
-        let listeners = vec![
+        let feed = self.0.borrow().feed.clone();
+        let mut listeners: Vec<_> =
+            feed.events().iter().map(|name| self.listen_feed(&source, name)).collect();
+        listeners.extend([
             self.listen(&source, "open", |c, _| c.on_open()),
-            self.listen(&source, "snapshot", |c, e| c.on_snapshot(e)),
-            self.listen(&source, "progress", |c, e| c.on_progress(e)),
-            self.listen(&source, "complete", |c, _| c.settle()),
             // The stream reached its maximum age, or its server is shutting down: a fresh one
             // at once (through the same address: another server, or this one restarted).
             self.listen(&source, "timeout", |c, _| c.reopen()),
@@ -127,7 +143,7 @@ impl Client {
             self.listen(&source, "signed_out", |c, _| c.on_signed_out()),
             // A dropped connection, or the server's own `event: error`.
             self.listen(&source, "error", |c, _| c.failed()),
-        ];
+        ]);
         let mut s = self.0.borrow_mut();
         s.source = Some(source);
         s.listeners = listeners;
@@ -142,44 +158,43 @@ impl Client {
         closure
     }
 
+    /// Hands each `name` event of `source` to the feed.
+    fn listen_feed(&self, source: &EventSource, name: &'static str) -> Listener {
+        let this = self.clone();
+        let closure = Closure::wrap(Box::new(move |e: web_sys::Event| {
+            let Some(data) = e.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string()) else { return };
+            let feed = this.0.borrow().feed.clone();
+            match feed.take(name, &data) {
+                Next::Settle => this.settle(),
+                Next::Reopen => {
+                    this.0.borrow().connection.set(Connection::Connecting);
+                    this.reconnect_now(false);
+                }
+                Next::Nothing => {}
+            }
+        }) as Box<dyn FnMut(_)>);
+        let _ = source.add_event_listener_with_callback(name, closure.as_ref().unchecked_ref());
+        closure
+    }
+
     fn on_open(&self) {
         self.0.borrow_mut().failures = 0;
         self.settle();
     }
 
-    /// Connected: live, or finished while the batch is over (until a retry opens it again).
+    /// Connected: live, or finished while what it follows is over (until it opens again).
     fn settle(&self) {
         let s = self.0.borrow();
-        let over = s.live.summary.with_untracked(|summary| summary.status.is_terminal());
-        s.connection.set(if over { Connection::Finished } else { Connection::Live });
+        s.connection.set(if s.feed.over() { Connection::Finished } else { Connection::Live });
     }
 
     /// The sign-in behind the stream ended: reloading lets the server send the page to
-    /// /login, and back here after signing in again.
+    /// /login, and back here after signing in again. Not while the page is leaving: its own
+    /// sign-out form ended the sign-in, and a reload would undo that navigation.
     fn on_signed_out(&self) {
         self.stop();
-        let _ = window().location().reload();
-    }
-
-    fn on_snapshot(&self, event: &web_sys::Event) {
-        if let Some(snapshot) = parse(event) {
-            let live = self.0.borrow().live;
-            live.replace(snapshot);
-            self.settle();
-        }
-    }
-
-    fn on_progress(&self, event: &web_sys::Event) {
-        let Some(change) = parse(event) else { return };
-        let live = self.0.borrow().live;
-        match live.apply(change) {
-            // Missed events: reopening with our seq brings a fresh snapshot.
-            Applied::Gap => {
-                self.0.borrow_mut().connection.set(Connection::Connecting);
-                self.reconnect_now(false);
-            }
-            Applied::Applied => self.settle(),
-            Applied::Stale => {}
+        if js_sys::Date::now() - LEAVING_AT.get() > LEAVING_MS {
+            let _ = window().location().reload();
         }
     }
 
@@ -204,6 +219,7 @@ impl Client {
 
     /// Back to the tab or back online: do not make the person wait for the next try.
     fn watch_page(&self) {
+        watch_leaving();
         let document = document();
         let targets: [(web_sys::EventTarget, &'static str); 2] =
             [(document.clone().into(), "visibilitychange"), (window().into(), "online")];
@@ -221,6 +237,28 @@ impl Client {
     }
 }
 
+/// How long after the page starts to leave (a link, a form) a navigation may still be under
+/// way; a download leaves the page where it is.
+const LEAVING_MS: f64 = 5_000.0;
+
+thread_local! {
+    static LEAVING_AT: Cell<f64> = const { Cell::new(f64::NEG_INFINITY) };
+    static LEAVING_WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Remembers when the page last started to leave, once for all the page's streams.
+fn watch_leaving() {
+    if LEAVING_WATCHED.replace(true) {
+        return;
+    }
+    let leaving =
+        Closure::wrap(Box::new(|_: web_sys::Event| LEAVING_AT.set(js_sys::Date::now()))
+            as Box<dyn FnMut(web_sys::Event)>);
+    let _ = window().add_event_listener_with_callback("beforeunload", leaving.as_ref().unchecked_ref());
+    // For the page's lifetime.
+    leaving.forget();
+}
+
 fn close(s: &mut State) {
     if let Some(source) = s.source.take() {
         source.close();
@@ -233,9 +271,4 @@ fn close(s: &mut State) {
     if let Some(timer) = s.timer.take() {
         timer.clear();
     }
-}
-
-fn parse(event: &web_sys::Event) -> Option<BatchProgress> {
-    let data = event.dyn_ref::<MessageEvent>()?.data().as_string()?;
-    serde_json::from_str(&data).ok()
 }

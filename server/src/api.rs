@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
         // After the layers: tracing wraps a response body and reads the clock at every chunk,
         // which on a stream is every event for every watcher. Streams log their own start.
         .route("/batches/{id}/stream", get(stream::stream))
+        .route("/stream", get(stream::user_stream))
 }
 
 /// Create a batch: every item starts `pending`, and the server's workers take them.

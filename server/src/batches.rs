@@ -120,6 +120,7 @@ impl Batches {
         let new = new.validate()?;
         let progress = self.store.create_batch(owner, new, now()).await?;
         self.cache.fill(owner, &progress.summary).await;
+        self.hub.publish_new(owner, &progress.summary).await;
         self.work.notify_waiters();
         tracing::info!(batch = %progress.summary.batch_id, items = progress.items.len(), "batch created");
         Ok(progress)
@@ -405,11 +406,11 @@ impl Batches {
     /// commit, or two processes): the cache keeps the newest summary, and the hub puts events
     /// back in `seq` order, so no lock is held from commit to publish.
     async fn announce(&self, uncommitted: Uncommitted) -> Result<Vec<BatchProgress>> {
-        let events = uncommitted.commit().await?;
+        let (owner, events) = uncommitted.commit().await?;
         for event in &events {
             metrics::committed(event);
             self.cache.apply(&event.summary).await;
-            self.hub.publish(event).await;
+            self.hub.publish(&owner, event).await;
         }
         Ok(events)
     }

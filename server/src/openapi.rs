@@ -33,7 +33,8 @@ use crate::{api, error::ErrorBody, live::stream};
         api::control_batch,
         api::retry_item,
         crate::export::export,
-        stream::stream
+        stream::stream,
+        stream::user_stream
     ),
     components(schemas(ErrorBody, batchwatch_core::Control)),
     modifiers(&Credentials),
@@ -91,9 +92,19 @@ mod tests {
             ("/api/batches/{id}/stream", "get"),
             ("/api/batches/{id}/{control}", "post"),
             ("/api/batches/{id}/items/{item_id}/retry", "post"),
+            ("/api/stream", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is described");
         }
+        // Each event of a stream, as schemathesis and generated clients parse it.
+        for path in ["/api/batches/{id}/stream", "/api/stream"] {
+            let ok = &paths[path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"];
+            assert_eq!(ok["$ref"], "#/components/schemas/SseEvent", "{path}");
+        }
+        assert_eq!(
+            doc["components"]["schemas"]["SseEvent"]["required"],
+            serde_json::json!(["event", "data"])
+        );
         let schemas = &doc["components"]["schemas"];
         assert_eq!(schemas["NewBatch"]["properties"]["name"]["maxLength"], 200);
         assert_eq!(

@@ -89,7 +89,7 @@ async fn an_item_whose_worker_died_is_claimed_again_after_the_lease() {
     assert_eq!(judged.claimed.len(), 1, "the one item");
     assert_eq!(judged.claimed[0].status, ItemStatus::Processing);
     assert!(store.reclaim(2_400, 2_000, 3).await.unwrap().is_none(), "within its lease: left alone");
-    let again =
+    let (_, again) =
         store.reclaim(3_000, 2_500, 3).await.unwrap().expect("stale: reclaimed").commit().await.unwrap();
     assert_eq!(again[0].summary.seq, 3);
     assert!(store.reclaim(4_000, 2_500, 3).await.unwrap().is_none(), "fresh again: left alone");

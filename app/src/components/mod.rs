@@ -8,3 +8,4 @@ pub mod live_indicator;
 pub mod progress_bar;
 pub mod run_stats;
 pub mod status_badge;
+pub mod toasts;

@@ -1,12 +1,13 @@
-//! `/`: the batches, newest first, and the forms that create one.
+//! `/`: the batches, newest first, live, and the forms that create one.
 
-use batchwatch_core::{BatchSummary, NewBatch, Page};
+use batchwatch_core::{BatchSummary, NewBatch, Page, feed::merge_into};
 use leptos::{form::ActionForm, prelude::*};
 use leptos_meta::Title;
 
 use crate::{
     api::{CreateBatch, CreateDemoBatch, list_batches},
     components::status_badge::StatusBadge,
+    user_feed::UserFeed,
 };
 
 const INPUT: &str =
@@ -35,14 +36,6 @@ pub fn HomePage() -> impl IntoView {
                 <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
                     {move || Suspend::new(async move {
                         match batches.await {
-                            Ok(list) if list.is_empty() => {
-                                view! {
-                                    <p class="text-slate-500" data-testid="empty">
-                                        "No batches yet: create one."
-                                    </p>
-                                }
-                                    .into_any()
-                            }
                             Ok(list) => view! { <BatchList list /> }.into_any(),
                             Err(e) => view! { <p class="text-red-600" role="alert">{e.to_string()}</p> }.into_any(),
                         }
@@ -81,30 +74,61 @@ pub fn HomePage() -> impl IntoView {
     }
 }
 
+/// The batches as the page was rendered with them, kept live by the user's stream: a batch
+/// that changes takes its new summary (its row alone is drawn again), one created elsewhere
+/// appears in its place.
 #[component]
 fn BatchList(list: Vec<BatchSummary>) -> impl IntoView {
+    let rows = RwSignal::new(list);
+    let feed = expect_context::<UserFeed>();
+    Effect::new(move || {
+        feed.latest.with(|latest| {
+            rows.maybe_update(|rows| merge_into(rows, latest));
+        });
+    });
     view! {
-        <ul class="divide-y divide-slate-200 rounded-lg border border-slate-200 bg-white dark:divide-slate-800 dark:border-slate-800 dark:bg-slate-900">
-            {list
-                .into_iter()
-                .map(|b| {
-                    let status = b.status;
-                    view! {
-                        <li data-testid="batch-row">
-                            <a
-                                href=format!("/batches/{}", b.batch_id)
-                                class="flex items-center gap-3 px-4 py-3 hover:bg-slate-50 dark:hover:bg-slate-800"
-                            >
-                                <span class="min-w-0 flex-1 truncate font-medium">{b.name}</span>
-                                <span class="font-mono text-sm text-slate-500">
-                                    {format!("{}/{}", b.counts.finished(), b.counts.total)}
-                                </span>
-                                <StatusBadge status=Signal::stored(status) />
-                            </a>
-                        </li>
-                    }
-                })
-                .collect_view()}
-        </ul>
+        <Show
+            when=move || rows.with(|rows| !rows.is_empty())
+            fallback=|| view! { <p class="text-slate-500" data-testid="empty">"No batches yet: create one."</p> }
+        >
+            <ul class="divide-y divide-slate-200 rounded-lg border border-slate-200 bg-white dark:divide-slate-800 dark:border-slate-800 dark:bg-slate-900">
+                <For each=move || rows.get() key=|b| (b.batch_id, b.seq) let:b>
+                    <BatchRow b />
+                </For>
+            </ul>
+        </Show>
+    }
+}
+
+#[component]
+fn BatchRow(b: BatchSummary) -> impl IntoView {
+    let status = b.status;
+    let label = format!("{}: {} % finished", b.name, b.percent);
+    view! {
+        <li data-testid="batch-row" data-status=status.as_str()>
+            <a
+                href=format!("/batches/{}", b.batch_id)
+                class="flex items-center gap-3 px-4 py-3 hover:bg-slate-50 dark:hover:bg-slate-800"
+            >
+                <span class="min-w-0 flex-1 truncate font-medium">{b.name}</span>
+                <span
+                    class="hidden h-2 w-24 overflow-hidden rounded-full bg-slate-200 sm:block dark:bg-slate-700"
+                    role="progressbar"
+                    aria-label=label
+                    aria-valuemin="0"
+                    aria-valuemax="100"
+                    aria-valuenow=b.percent
+                >
+                    <span class="block h-full bg-green-500" style=format!("width: {}%", b.percent)></span>
+                </span>
+                <span class="w-20 text-right font-mono text-sm text-slate-500" data-testid="row-counts">
+                    {format!("{}/{}", b.counts.finished(), b.counts.total)}
+                </span>
+                // A fixed width keeps the bars and counts in one column whatever the status.
+                <span class="flex w-24 justify-end">
+                    <StatusBadge status=Signal::stored(status) />
+                </span>
+            </a>
+        </li>
     }
 }

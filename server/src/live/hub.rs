@@ -26,6 +26,12 @@
 //! event that does not follow what the watchers were offered waits (up to [`HOLD`]) for the
 //! missing one. Only a missing event that never comes (its process died) leaves a gap, which
 //! the page fills with a fresh snapshot.
+//!
+//! Each change is also published, as the batch's summary alone, on its owner's channel
+//! (`user:<id>`, one more pattern on the same connection): the user's stream (the home's live
+//! list, the toasts on every page) follows all of their batches through it. A user's streams
+//! are offered at most one frame per [`USER_INTERVAL`], holding the newest summary of each
+//! batch that changed since the last one.
 
 use std::{
     collections::HashMap,
@@ -36,7 +42,7 @@ use std::{
     time::Duration,
 };
 
-use batchwatch_core::{BatchId, BatchProgress, account::Ended, keys, merge_events};
+use batchwatch_core::{BatchId, BatchProgress, BatchSummary, account::Ended, keys, merge_events};
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -57,6 +63,9 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const ENDED_RING: usize = 256;
 /// The longest an event waits for one it follows (see above).
 const HOLD: Duration = Duration::from_millis(500);
+/// The least time between two frames offered to a user's streams: the home's percentages move
+/// a few times a second, and a batch that finished is told within it.
+const USER_INTERVAL: Duration = Duration::from_millis(250);
 /// The waits before each new try of a failed publish.
 const PUBLISH_RETRIES: [Duration; 3] =
     [Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1_000)];
@@ -92,10 +101,24 @@ struct Topic {
     gap_since: Option<tokio::time::Instant>,
 }
 
+/// A user with a stream here: the newest summary of each of their batches that changed since
+/// the last frame.
+struct UserTopic {
+    tx: broadcast::Sender<Arc<Framed>>,
+    /// The `seq` last offered of each batch: a summary that arrives after a newer one is dropped.
+    offered: HashMap<BatchId, u64>,
+    pending: HashMap<BatchId, BatchSummary>,
+    offered_at: tokio::time::Instant,
+    flush_at: Option<tokio::time::Instant>,
+    /// Frames offered so far: the `seq` of the next one.
+    frames: u64,
+}
+
 struct Inner {
     /// The least time between two events offered to a batch's watchers.
     interval: Duration,
     topics: Mutex<HashMap<BatchId, Topic>>,
+    users: Mutex<HashMap<String, UserTopic>>,
     prefix: String,
     publisher: Option<ConnectionManager>,
     /// Times the subscription was (re)established.
@@ -138,6 +161,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 interval,
                 topics: Mutex::default(),
+                users: Mutex::default(),
                 prefix,
                 publisher,
                 subscriptions: AtomicU64::new(0),
@@ -160,7 +184,7 @@ impl Hub {
             // Stopping: a stream that opens now (the listener is not closed yet) is told at
             // once to go elsewhere, rather than holding the shutdown up.
             let rx = broadcast::channel(1).1;
-            return Watch { rx: Some(rx), id, hub: self.inner.clone() };
+            return Watch { rx: Some(rx), of: Watched::Batch(id), hub: self.inner.clone() };
         }
         let mut topics = self.topics();
         let topic = topics.entry(id).or_insert_with(|| Topic {
@@ -172,7 +196,30 @@ impl Hub {
             flush_at: None,
             gap_since: None,
         });
-        Watch { rx: Some(topic.tx.subscribe()), id, hub: self.inner.clone() }
+        Watch { rx: Some(topic.tx.subscribe()), of: Watched::Batch(id), hub: self.inner.clone() }
+    }
+
+    /// Starts receiving the summaries of every batch of `user` that changes. Call it before
+    /// reading the list the stream starts from.
+    pub fn watch_user(&self, user: &str) -> Watch {
+        let of = Watched::User(user.to_owned());
+        if self.inner.closing.load(Ordering::Relaxed) {
+            return Watch { rx: Some(broadcast::channel(1).1), of, hub: self.inner.clone() };
+        }
+        let rx = self
+            .users()
+            .entry(user.to_owned())
+            .or_insert_with(|| UserTopic {
+                tx: broadcast::channel(RING).0,
+                offered: HashMap::new(),
+                pending: HashMap::new(),
+                offered_at: tokio::time::Instant::now() - USER_INTERVAL,
+                flush_at: None,
+                frames: 0,
+            })
+            .tx
+            .subscribe();
+        Watch { rx: Some(rx), of, hub: self.inner.clone() }
     }
 
     /// Number of batches with at least one watcher here.
@@ -190,21 +237,45 @@ impl Hub {
         self.inner.stale.notified().await;
     }
 
-    /// Publishes a committed change to every server's watchers. A failed publish is tried
-    /// again a few times in the background; what is still lost, every server's catch-up
-    /// finds in the database within seconds.
-    pub async fn publish(&self, event: &BatchProgress) {
-        let payload = serde_json::to_vec(event).expect("progress types always serialize");
-        let id = event.summary.batch_id;
-        let Some(conn) = &self.inner.publisher else { return self.deliver(id, &payload) };
-        let channel = keys::channel(&self.inner.prefix, id);
-        if let Err(error) = conn.clone().publish::<_, _, ()>(&channel, &payload).await {
+    /// Publishes a committed change of `owner`'s batch to every server's watchers, and its
+    /// summary to the owner's streams, in one round trip. A failed publish is tried again a
+    /// few times in the background; what is still lost, every server's catch-up finds in the
+    /// database within seconds (a user's stream hears of the batch at its next change).
+    pub async fn publish(&self, owner: &str, event: &BatchProgress) {
+        self.send(owner, &event.summary, Some(event)).await;
+    }
+
+    /// Tells the owner's streams of a batch just created.
+    pub async fn publish_new(&self, owner: &str, summary: &BatchSummary) {
+        self.send(owner, summary, None).await;
+    }
+
+    async fn send(&self, owner: &str, summary: &BatchSummary, event: Option<&BatchProgress>) {
+        let id = summary.batch_id;
+        let payload = event.map(|event| serde_json::to_vec(event).expect("progress types always serialize"));
+        let Some(conn) = &self.inner.publisher else {
+            if let Some(payload) = payload {
+                self.deliver(id, &payload);
+            }
+            return self.deliver_user(owner, summary.clone());
+        };
+        let prefix = &self.inner.prefix;
+        let mut pipe = redis::pipe();
+        if let Some(payload) = payload {
+            pipe.publish(keys::channel(prefix, id), payload).ignore();
+        }
+        // Batches made before accounts have no owner to tell.
+        if !owner.is_empty() {
+            let summary = serde_json::to_vec(summary).expect("progress types always serialize");
+            pipe.publish(keys::user_channel(prefix, owner), summary).ignore();
+        }
+        if let Err(error) = pipe.exec_async(&mut conn.clone()).await {
             tracing::warn!(%error, batch = %id, "publish failed; trying again");
             let conn = conn.clone();
             tokio::spawn(async move {
                 for wait in PUBLISH_RETRIES {
                     tokio::time::sleep(wait).await;
-                    if conn.clone().publish::<_, _, ()>(&channel, &payload).await.is_ok() {
+                    if pipe.exec_async(&mut conn.clone()).await.is_ok() {
                         return;
                     }
                 }
@@ -300,6 +371,71 @@ impl Hub {
         }
     }
 
+    /// Takes a summary published on a user's channel, if they have a stream here.
+    fn deliver_user_payload(&self, user: &str, payload: &[u8]) {
+        if !self.users().contains_key(user) {
+            return;
+        }
+        match serde_json::from_slice(payload) {
+            Ok(summary) => self.deliver_user(user, summary),
+            Err(error) => tracing::warn!(%error, "dropping a malformed summary"),
+        }
+    }
+
+    fn deliver_user(&self, user: &str, summary: BatchSummary) {
+        let mut users = self.users();
+        let Some(topic) = users.get_mut(user) else { return };
+        let id = summary.batch_id;
+        let newest = |seq: u64| seq >= summary.seq;
+        if topic.offered.get(&id).copied().is_some_and(newest)
+            || topic.pending.get(&id).is_some_and(|pending| newest(pending.seq))
+        {
+            return;
+        }
+        topic.pending.insert(id, summary);
+        if topic.flush_at.is_none() {
+            self.flush_user(user, topic);
+        }
+    }
+
+    /// Offers a user's pending summaries as one frame if the interval is over (at once when
+    /// the user's batches were quiet), or makes sure they are offered when it is.
+    fn flush_user(&self, user: &str, topic: &mut UserTopic) {
+        let now = tokio::time::Instant::now();
+        let at = topic.offered_at + USER_INTERVAL;
+        if now < at {
+            topic.flush_at = Some(at);
+            let (hub, user) = (self.clone(), user.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let mut users = hub.users();
+                if let Some(topic) = users.get_mut(&user).filter(|topic| topic.flush_at == Some(at)) {
+                    topic.flush_at = None;
+                    hub.flush_user(&user, topic);
+                }
+            });
+            return;
+        }
+        if topic.pending.is_empty() {
+            return;
+        }
+        let summaries: Vec<BatchSummary> = topic.pending.drain().map(|(_, summary)| summary).collect();
+        for summary in &summaries {
+            topic.offered.insert(summary.batch_id, summary.seq);
+        }
+        let json = serde_json::to_vec(&summaries).expect("progress types always serialize");
+        topic.frames += 1;
+        topic.offered_at = now;
+        let bytes = frame("batches", None, &json);
+        // No receiver left is fine: the last stream is just leaving.
+        let _ = topic.tx.send(Arc::new(Framed {
+            kind: Sent::Progress,
+            seq: topic.frames,
+            terminal: false,
+            bytes,
+        }));
+    }
+
     fn flush_at(&self, id: BatchId, topic: &mut Topic, at: tokio::time::Instant) {
         if topic.flush_at.is_some_and(|sooner| sooner <= at) {
             return;
@@ -341,6 +477,7 @@ impl Hub {
     pub fn close_all(&self) {
         self.inner.closing.store(true, Ordering::Relaxed);
         self.topics().clear();
+        self.users().clear();
     }
 
     /// Events published while no subscription stood are lost: forget what every batch was
@@ -349,11 +486,17 @@ impl Hub {
         for topic in self.topics().values_mut() {
             topic.seq = 0;
         }
+        // A user's stream starts again from a fresh list: closing its ring tells it to.
+        self.users().clear();
         self.inner.stale.notify_one();
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<BatchId, Topic>> {
         self.inner.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserTopic>> {
+        self.inner.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -363,16 +506,23 @@ fn offer(topic: &mut Topic, framed: Framed) {
     let _ = topic.tx.send(Arc::new(framed));
 }
 
-/// One watcher's subscription to a batch; leaving drops the batch's ring with the last one.
+/// What a stream follows: one batch, or every batch of one user.
+#[derive(Clone, Debug)]
+pub enum Watched {
+    Batch(BatchId),
+    User(String),
+}
+
+/// One stream's subscription to a batch or a user; leaving drops the ring with the last one.
 pub struct Watch {
     rx: Option<broadcast::Receiver<Arc<Framed>>>,
-    id: BatchId,
+    of: Watched,
     hub: Arc<Inner>,
 }
 
 impl Watch {
-    pub fn id(&self) -> BatchId {
-        self.id
+    pub fn of(&self) -> &Watched {
+        &self.of
     }
 
     /// Whether the server is shutting down (the ring was closed for that).
@@ -393,8 +543,9 @@ impl Watch {
     /// The snapshot this watcher started from: the `seq` a batch nobody watched before has
     /// been offered, so that the catch-up task need not read it again.
     pub fn seen(&self, seq: u64) {
+        let Watched::Batch(id) = &self.of else { return };
         let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(topic) = topics.get_mut(&self.id).filter(|t| t.seq == 0) {
+        if let Some(topic) = topics.get_mut(id).filter(|t| t.seq == 0) {
             topic.seq = seq;
         }
     }
@@ -403,9 +554,19 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         drop(self.rx.take());
-        let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
-        if topics.get(&self.id).is_some_and(|topic| topic.tx.receiver_count() == 0) {
-            topics.remove(&self.id);
+        match &self.of {
+            Watched::Batch(id) => {
+                let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
+                if topics.get(id).is_some_and(|topic| topic.tx.receiver_count() == 0) {
+                    topics.remove(id);
+                }
+            }
+            Watched::User(user) => {
+                let mut users = self.hub.users.lock().unwrap_or_else(|e| e.into_inner());
+                if users.get(user).is_some_and(|topic| topic.tx.receiver_count() == 0) {
+                    users.remove(user);
+                }
+            }
         }
     }
 }
@@ -429,10 +590,10 @@ fn framed_snapshot(hub: &Inner, snapshot: &BatchProgress) -> Bytes {
 }
 
 async fn subscribe_forever(client: redis::Client, hub: Hub) {
-    let pattern = format!("{}batch:*", hub.inner.prefix);
+    let patterns = [format!("{}batch:*", hub.inner.prefix), format!("{}user:*", hub.inner.prefix)];
     let mut failures = 0u32;
     loop {
-        match subscribe_once(&client, &hub, &pattern).await {
+        match subscribe_once(&client, &hub, &patterns).await {
             Ok(()) => {
                 failures = 0;
                 tracing::warn!("Redis subscription lost; reconnecting");
@@ -450,14 +611,14 @@ async fn subscribe_forever(client: redis::Client, hub: Hub) {
 
 /// Subscribes, then delivers until the connection ends. Returns `Ok` when an established
 /// subscription was lost.
-async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> redis::RedisResult<()> {
+async fn subscribe_once(client: &redis::Client, hub: &Hub, patterns: &[String]) -> redis::RedisResult<()> {
     let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
-    sink.psubscribe(pattern).await?;
+    sink.psubscribe(patterns).await?;
     let control = keys::control_channel(&hub.inner.prefix);
     sink.subscribe(&control).await?;
     let count = hub.inner.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
     metrics::redis_subscribed();
-    tracing::info!(pattern, count, "subscribed to Redis");
+    tracing::info!(?patterns, count, "subscribed to Redis");
     // Whatever was published while no subscription stood is only in the database now.
     hub.stale_all();
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -473,9 +634,13 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, pattern: &str) -> red
                     }
                     continue;
                 }
-                match keys::batch_of_channel(&hub.inner.prefix, msg.get_channel_name()) {
-                    Some(id) => hub.deliver(id, msg.get_payload_bytes()),
-                    None => tracing::debug!(channel = msg.get_channel_name(), "ignoring a message"),
+                let (prefix, channel) = (&hub.inner.prefix, msg.get_channel_name());
+                if let Some(id) = keys::batch_of_channel(prefix, channel) {
+                    hub.deliver(id, msg.get_payload_bytes());
+                } else if let Some(user) = keys::user_of_channel(prefix, channel) {
+                    hub.deliver_user_payload(user, msg.get_payload_bytes());
+                } else {
+                    tracing::debug!(channel, "ignoring a message");
                 }
             }
             _ = ping.tick() => {
@@ -514,9 +679,9 @@ mod tests {
         let id = BatchId::new();
         let mut watch = hub.watch(id);
         for seq in 2..2_000 {
-            hub.publish(&event(id, seq, false)).await;
+            hub.publish("u", &event(id, seq, false)).await;
         }
-        hub.publish(&event(id, 2_000, true)).await;
+        hub.publish("u", &event(id, 2_000, true)).await;
         assert!(matches!(watch.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
         let mut kept = Vec::new();
         while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(10), watch.recv()).await {
@@ -531,7 +696,7 @@ mod tests {
         let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
         let (mut a, mut b) = (hub.watch(id), hub.watch(id));
-        hub.publish(&event(id, 7, false)).await;
+        hub.publish("u", &event(id, 7, false)).await;
         let (Ok(x), Ok(y)) = (a.recv().await, b.recv().await) else { panic!() };
         assert!(Arc::ptr_eq(&x, &y), "one framed event shared by both watchers");
         let text = std::str::from_utf8(&x.bytes).unwrap();
@@ -564,7 +729,45 @@ mod tests {
         drop(b);
         assert_eq!(hub.watched(), 0);
         // Events for nobody are dropped without work.
-        hub.publish(&event(id, 2, false)).await;
+        hub.publish("u", &event(id, 2, false)).await;
         assert_eq!(hub.watched(), 0);
+    }
+
+    async fn next_frame(watch: &mut Watch) -> (u64, Vec<BatchSummary>) {
+        let framed = tokio::time::timeout(Duration::from_secs(2), watch.recv()).await.unwrap().unwrap();
+        let text = std::str::from_utf8(&framed.bytes).unwrap();
+        let json = text.strip_prefix("event: batches\ndata: ").unwrap().trim_end();
+        (framed.seq, serde_json::from_str(json).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_users_streams_get_the_newest_summary_of_each_batch_at_a_bounded_pace() {
+        let hub = Hub::memory(Duration::ZERO);
+        let (a, b) = (BatchId::new(), BatchId::new());
+        let mut watch = hub.watch_user("u");
+        let mut other = hub.watch_user("someone else");
+        // A quiet user's change goes out at once.
+        hub.publish("u", &event(a, 2, false)).await;
+        let (first, summaries) = next_frame(&mut watch).await;
+        assert_eq!(summaries.iter().map(|s| (s.batch_id, s.seq)).collect::<Vec<_>>(), [(a, 2)]);
+        // What follows within the interval waits for its end, the newest of each batch only;
+        // one that arrives after a newer one of its batch is dropped.
+        let started = tokio::time::Instant::now();
+        hub.publish("u", &event(a, 4, false)).await;
+        hub.publish("u", &event(a, 3, false)).await;
+        hub.publish("u", &event(b, 2, false)).await;
+        hub.publish_new("u", &event(b, 1, false).summary).await;
+        let (second, mut summaries) = next_frame(&mut watch).await;
+        assert!(started.elapsed() >= USER_INTERVAL / 2, "{:?}", started.elapsed());
+        assert_eq!(second, first + 1);
+        summaries.sort_by_key(|s| s.seq);
+        assert_eq!(summaries.iter().map(|s| (s.batch_id, s.seq)).collect::<Vec<_>>(), [(b, 2), (a, 4)]);
+        // Older than what was offered: nothing.
+        hub.publish("u", &event(a, 3, false)).await;
+        assert!(tokio::time::timeout(USER_INTERVAL * 2, watch.recv()).await.is_err());
+        // Nobody else hears of it.
+        assert!(other.rx.as_mut().unwrap().try_recv().is_err());
+        drop((watch, other));
+        assert!(hub.users().is_empty(), "the last stream of a user releases their ring");
     }
 }

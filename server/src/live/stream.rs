@@ -11,6 +11,10 @@
 //! `event: reconnect` when the server shuts down (the page comes back at once), and `event:
 //! error` one that cannot go on. Change events come framed from the hub and are shared by all
 //! watchers.
+//!
+//! `GET /api/stream` follows every batch of the signed-in user the same way (and counts as one
+//! stream in their limit): `snapshot` is the newest page of their batches, then `batches` holds
+//! the summaries of those that changed (a few times a second at most); it never completes.
 
 use std::{collections::VecDeque, convert::Infallible, pin::Pin, sync::Arc};
 
@@ -20,7 +24,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use batchwatch_core::{BatchId, BatchProgress};
+use batchwatch_core::{BatchId, BatchProgress, BatchSummary, Page};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -40,7 +44,7 @@ use crate::{
     extract::{Path, Query},
     live::{
         frame::{PING, RETRY, frame},
-        hub::{Framed, Watch},
+        hub::{Framed, Watch, Watched},
     },
     metrics::{OpenStream, Sent},
     state::AppState,
@@ -53,6 +57,19 @@ const OUTBOX: usize = 4;
 /// announced and end streams within a second; asking is the fallback for an announcement
 /// lost while Redis was away, and a minute late is fine for that.
 const RECHECK_EVERY: u32 = 4;
+
+/// One event of a stream, as a client parses it (the OpenAPI description's per-event schema):
+/// `data` is JSON (`{}` for the events that carry nothing).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "it describes the wire format; events are framed as bytes")]
+pub struct SseEvent {
+    /// `snapshot`, `progress`, `batches`, `complete`, `timeout`, `signed_out`, `reconnect` or
+    /// `error`.
+    event: String,
+    data: String,
+    /// The batch's `seq`, on a batch's `snapshot` and `progress`.
+    id: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 pub struct Resume {
@@ -77,7 +94,7 @@ pub struct Resume {
         ("Last-Event-ID" = Option<u64>, Header, description = "The `seq` the client has"),
     ),
     responses(
-        (status = 200, description = "An event stream that lasts until the batch finishes", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream that lasts until the batch finishes", content_type = "text/event-stream", body = SseEvent),
         (status = 400, description = "Not a batch id", body = crate::error::ErrorBody),
         (status = 401, description = "No valid token or session", body = crate::error::ErrorBody),
         (status = 403, description = "A worker token", body = crate::error::ErrorBody),
@@ -112,12 +129,55 @@ pub async fn stream(
         watch,
         batches: state.batches.clone(),
         times: state.streams,
-        snapshot,
+        snapshot: Snapshot::Batch(snapshot),
         last_seen,
         follow: resume.follow,
         slot,
         recheck,
     });
+    Ok(respond(watcher))
+}
+
+/// Follow every batch of the signed-in user, as Server-Sent Events: `snapshot` (the newest 50
+/// of their batches, newest first), then `batches` (the summaries of those that changed since
+/// the last, at most four times a second), `timeout`, `signed_out`, `reconnect` (come back now:
+/// the server is stopping, or it lost events and the list must be read again) and `error`. It
+/// never completes; it counts as one stream in the user's limit.
+#[utoipa::path(
+    get,
+    path = "/api/stream",
+    responses(
+        (status = 200, description = "An event stream of the user's batches", content_type = "text/event-stream", body = SseEvent),
+        (status = 401, description = "No valid token or session", body = crate::error::ErrorBody),
+        (status = 403, description = "A worker token", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many open streams; see `Retry-After`", body = crate::error::ErrorBody),
+    ),
+)]
+pub async fn user_stream(
+    State(state): State<AppState>,
+    SignedUser(principal, credential): SignedUser,
+) -> Result<Response> {
+    let user = &principal.viewer.user_id;
+    // Watch before reading the list: a change committed in between is then in the ring.
+    let watch = state.batches.hub().watch_user(user);
+    let list = state.batches.list(user, Page::default()).await?;
+    let slot = state.limits.open_stream(user).await?;
+    let recheck = Recheck::new(&state, &principal, credential);
+    let watcher = Watcher::new(Opened {
+        watch,
+        batches: state.batches.clone(),
+        times: state.streams,
+        snapshot: Snapshot::Batches(list),
+        last_seen: None,
+        follow: true,
+        slot,
+        recheck,
+    });
+    Ok(respond(watcher))
+}
+
+/// The response of an opened stream, its watcher running as a task.
+fn respond(watcher: Watcher) -> Response {
     // The watcher runs as a task of its own, so that its timers, its slot and its sign-in
     // check keep going when the client stops reading (hyper polls a body only while the
     // socket takes data); the body only drains the small outbox it fills.
@@ -131,7 +191,7 @@ pub async fn stream(
         })
         .fuse(),
     );
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform")),
@@ -139,7 +199,7 @@ pub async fn stream(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 struct Watcher {
@@ -163,12 +223,18 @@ struct Watcher {
     _open: OpenStream,
 }
 
+/// The first state a stream sends: a batch's, or a user's list of batches.
+enum Snapshot {
+    Batch(BatchProgress),
+    Batches(Vec<BatchSummary>),
+}
+
 /// What a stream starts from, once its request has been checked.
 struct Opened {
     watch: Watch,
     batches: Batches,
     times: StreamTimes,
-    snapshot: BatchProgress,
+    snapshot: Snapshot,
     /// The `seq` the client says it has.
     last_seen: Option<u64>,
     follow: bool,
@@ -198,11 +264,13 @@ impl Watcher {
             follow,
             _open: OpenStream::open(),
         };
-        if last_seen == Some(snapshot.summary.seq) {
-            w.last = snapshot.summary.seq;
-            w.finish_if_terminal(&snapshot);
-        } else {
-            w.send_snapshot(&snapshot);
+        match snapshot {
+            Snapshot::Batch(snapshot) if last_seen == Some(snapshot.summary.seq) => {
+                w.last = snapshot.summary.seq;
+                w.finish_if_terminal(&snapshot);
+            }
+            Snapshot::Batch(snapshot) => w.send_snapshot(&snapshot),
+            Snapshot::Batches(list) => w.send_list(&list),
         }
         w
     }
@@ -266,7 +334,9 @@ impl Watcher {
                 tracing::debug!(skipped, "watcher lagged; sending a fresh snapshot");
                 Box::pin(self.resync()).await;
             }
-            Err(RecvError::Closed) if self.watch.closing() => {
+            // The server is stopping, or a user's stream must start again from a fresh list (see
+            // `Hub::stale_all`).
+            Err(RecvError::Closed) if self.watch.closing() || matches!(self.watch.of(), Watched::User(_)) => {
                 // The page reconnects at once rather than after its backoff.
                 self.push(Sent::Reconnect, frame("reconnect", None, b"{}"));
                 self.done = true;
@@ -280,19 +350,30 @@ impl Watcher {
         self.out.push_back(chunk);
     }
 
-    /// Sends a fresh snapshot (cache-first) when it is newer than what the client has.
+    /// Sends a fresh snapshot (a batch's cache-first) when it is newer than what the client
+    /// has.
     async fn resync(&mut self) {
         // The stream checked its viewer when it opened.
-        match self.batches.summary(Access::Any, self.watch.id()).await {
-            Ok(summary) if summary.seq > self.last => {
-                self.send_snapshot(&BatchProgress::new(summary, Vec::new()))
+        let read = match self.watch.of().clone() {
+            Watched::Batch(id) => self.batches.summary(Access::Any, id).await.map(|summary| {
+                if summary.seq > self.last {
+                    self.send_snapshot(&BatchProgress::new(summary, Vec::new()));
+                }
+            }),
+            Watched::User(user) => {
+                self.batches.list(&user, Page::default()).await.map(|list| self.send_list(&list))
             }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "cannot read a snapshot for a watcher");
-                self.fail();
-            }
+        };
+        if let Err(error) = read {
+            tracing::warn!(%error, "cannot read a snapshot for a watcher");
+            self.fail();
         }
+    }
+
+    /// Sends a user's list of batches (read for this stream alone: users have few streams).
+    fn send_list(&mut self, list: &[BatchSummary]) {
+        let json = serde_json::to_vec(list).expect("progress types always serialize");
+        self.push(Sent::Snapshot, frame("snapshot", None, &json));
     }
 
     /// Sends a snapshot, framed once for all the watchers that start from it.

@@ -189,8 +189,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let batch_id = id.to_string();
         let mut changes = Vec::with_capacity(names.len().div_ceil(EVENT_ITEMS));
+        let mut owner = String::new();
         for (chunk_index, chunk) in names.chunks(EVENT_ITEMS).enumerate() {
-            let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
+            let mut summary;
+            (owner, summary) = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
             if chunk_index == 0 {
                 if summary.status.is_terminal() {
                     return Err(Error::Conflict("a finished batch takes no more items"));
@@ -210,7 +212,7 @@ impl Store {
             save_counts(&mut tx, &batch_id, &summary).await?;
             changes.push(BatchProgress::new(summary, items));
         }
-        Ok(Uncommitted { tx, changes })
+        Ok(Uncommitted { tx, owner, changes })
     }
 
     /// A batch's summary alone, and whom it belongs to (`""` for a batch made before

@@ -93,7 +93,8 @@ impl Store {
     pub async fn control(&self, batch: BatchId, control: Control, now: Millis) -> Result<Uncommitted> {
         let mut tx = self.pool.begin().await?;
         let batch_id = batch.to_string();
-        let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
+        let (owner, mut summary) =
+            next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
         control.check(&summary).map_err(Error::Conflict)?;
         let bulk = match control {
             Control::Pause | Control::Resume => None,
@@ -112,7 +113,7 @@ impl Store {
         control.apply(&mut summary);
         save_counts(&mut tx, &batch_id, &summary).await?;
         let event = BatchProgress { bulk: bulk.is_some(), ..BatchProgress::new(summary, Vec::new()) };
-        Ok(Uncommitted { tx, changes: vec![event] })
+        Ok(Uncommitted { tx, owner, changes: vec![event] })
     }
 
     /// Processing → Pending for items their worker gives back unfinished (the process is
@@ -283,9 +284,11 @@ async fn finish_changes(
 ) -> Result<Uncommitted> {
     let batch_id = batch.to_string();
     let mut changes = Vec::with_capacity(changed.len().div_ceil(EVENT_ITEMS));
+    let mut owner = String::new();
     for chunk in changed.chunks(EVENT_ITEMS) {
         // The items' rows reference their batch: the batch is there.
-        let mut summary = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
+        let mut summary;
+        (owner, summary) = next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
         let mut counts = summary.counts;
         for (from, item) in chunk {
             counts.apply(*from, item.status);
@@ -296,5 +299,5 @@ async fn finish_changes(
         save_counts(&mut tx, &batch_id, &summary).await?;
         changes.push(BatchProgress::new(summary, items));
     }
-    Ok(Uncommitted { tx, changes })
+    Ok(Uncommitted { tx, owner, changes })
 }

@@ -15,7 +15,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use batchwatch_core::{BatchProgress, BatchSummary, Millis};
 use sqlx::{
-    AnyPool, Executor,
+    AnyPool, Executor, FromRow, Row,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
@@ -40,13 +40,16 @@ pub struct Store {
 /// announce them, so that commits and announcements happen in the same order.
 pub struct Uncommitted {
     tx: Tx,
+    /// The batch's owner (`""` for a batch made before accounts), whose pages hear of it.
+    owner: String,
     changes: Vec<BatchProgress>,
 }
 
 impl Uncommitted {
-    pub async fn commit(self) -> Result<Vec<BatchProgress>> {
+    /// Commits; returns the batch's owner and its change events.
+    pub async fn commit(self) -> Result<(String, Vec<BatchProgress>)> {
         self.tx.commit().await?;
-        Ok(self.changes)
+        Ok((self.owner, self.changes))
     }
 }
 
@@ -105,19 +108,21 @@ fn bind_state<'q>(query: AnyQuery<'q>, summary: &BatchSummary) -> AnyQuery<'q> {
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-/// Opens a change of a batch: `seq` + 1 and its time, returning the summary before the change
-/// (`None` when there is no such batch). An UPDATE comes first: on PostgreSQL it locks the
+/// Opens a change of a batch: `seq` + 1 and its time, returning its owner and the summary
+/// before the change (`None` when there is no such batch). An UPDATE comes first: on PostgreSQL it locks the
 /// batch's row until commit, so two changes of one batch cannot both read the same counts and
 /// lose one of the updates (a plain SELECT would; SQLite serializes writers anyway).
-async fn next_seq(tx: &mut Tx, batch_id: &str, now: Millis) -> Result<Option<BatchSummary>> {
-    let summary = sqlx::query_as(&format!(
-        "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 RETURNING {SUMMARY_COLUMNS}"
+async fn next_seq(tx: &mut Tx, batch_id: &str, now: Millis) -> Result<Option<(String, BatchSummary)>> {
+    let row = sqlx::query(&format!(
+        "UPDATE batches SET seq = seq + 1, updated_at = $1 WHERE id = $2 \
+         RETURNING COALESCE(owner_id, '') AS owner, {SUMMARY_COLUMNS}"
     ))
     .bind(now)
     .bind(batch_id)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(summary)
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((row.try_get("owner")?, BatchSummary::from_row(&row)?)))
 }
 
 /// Writes what a change did to a batch's counts (and the status and percent that follow).

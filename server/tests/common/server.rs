@@ -336,6 +336,14 @@ impl LiveServer {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Box::pin(response.bytes_stream().eventsource().map(|e| e.expect("a well-formed event")))
     }
+
+    /// Opens the stream of `client`'s user (`GET /api/stream`).
+    pub async fn user_stream(&self, client: &reqwest::Client) -> impl Stream<Item = Event> + Unpin + use<> {
+        let response = client.get(format!("{}/api/stream", self.url)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Box::pin(response.bytes_stream().eventsource().map(|e| e.expect("a well-formed event")))
+    }
 }
 
 impl Drop for LiveServer {
