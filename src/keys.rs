@@ -18,6 +18,22 @@ pub fn control_channel(prefix: &str) -> String {
     format!("{prefix}control")
 }
 
+/// Partition channels on a Redis Cluster. Its pub/sub is sharded (a channel lives on the node of
+/// its slot) and has no patterns, so changes go out on a fixed set of channels, each with a
+/// hash tag of its own (`{07}`) that spreads them over the slots, and every server subscribes to
+/// all of them (Centrifugo's approach).
+pub const PARTITIONS: u16 = 16;
+
+/// The partition channel number `partition` (see [`PARTITIONS`]).
+pub fn partition_channel(prefix: &str, partition: u16) -> String {
+    format!("{prefix}events:{{{partition:02}}}")
+}
+
+/// The partition a batch's changes go out on: always the same one, so they keep their order.
+pub fn partition_of(id: BatchId) -> u16 {
+    (id.0.as_u128() % u128::from(PARTITIONS)) as u16
+}
+
 /// The key caching a batch's progress.
 pub fn progress_key(prefix: &str, id: BatchId) -> String {
     format!("{prefix}progress:{id}")
@@ -64,6 +80,16 @@ mod tests {
         assert_eq!(channel("", id), "batch:67e55044-10b1-426f-9247-bb680e5fe0c8");
         assert_eq!(progress_key("", id), "progress:67e55044-10b1-426f-9247-bb680e5fe0c8");
         assert_eq!(channel("t1:", id), "t1:batch:67e55044-10b1-426f-9247-bb680e5fe0c8");
+    }
+
+    #[test]
+    fn partitions() {
+        assert_eq!(partition_channel("p:", 7), "p:events:{07}");
+        let channels: std::collections::HashSet<_> =
+            (0..1_000).map(|_| partition_of(BatchId::new())).collect();
+        assert_eq!(channels.len(), PARTITIONS as usize, "batches spread over every partition");
+        let id = BatchId::new();
+        assert_eq!(partition_of(id), partition_of(id));
     }
 
     #[test]

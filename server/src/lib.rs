@@ -13,6 +13,7 @@ pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod redis_conn;
 pub mod state;
 pub mod store;
 pub mod worker;
@@ -32,7 +33,6 @@ use axum::{
 use batchwatch_core::source::{SharedSignIn, SharedSource};
 use leptos::{config::LeptosOptions, prelude::provide_context};
 use leptos_axum::{LeptosRoutes, generate_route_list};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tower_http::{
     classify::{ServerErrorsAsFailures, SharedClassifier},
@@ -47,6 +47,7 @@ use crate::{
     batches::Batches,
     config::Config,
     live::hub::Hub,
+    redis_conn::{RedisConn, RedisTarget},
     state::AppState,
     store::{Store, cache::Cache},
 };
@@ -135,7 +136,7 @@ pub fn leptos_options(config: &Config) -> anyhow::Result<LeptosOptions> {
 /// The shared parts: the database, and Redis (or the in-process twins for `memory://`).
 pub struct Backends {
     pub store: Store,
-    redis: Option<(redis::Client, ConnectionManager)>,
+    redis: Option<(RedisTarget, RedisConn)>,
 }
 
 impl Backends {
@@ -149,22 +150,17 @@ impl Backends {
             );
             return Ok(Self { store, redis: None });
         }
-        let client = redis::Client::open(config.redis_url.as_str()).context("parsing REDIS_URL")?;
-        // Short timeouts: while Redis is away, requests fall back to the database quickly.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
-        Ok(Self { store, redis: Some((client, conn)) })
+        let target = RedisTarget::parse(&config.redis_url)?;
+        let conn = target.connect()?;
+        Ok(Self { store, redis: Some((target, conn)) })
     }
 
     pub fn batches(&self, config: &Config) -> Batches {
         let (cache, hub) = match &self.redis {
             None => (Cache::memory(config.cache_ttl()), Hub::memory(config.event_interval())),
-            Some((client, conn)) => (
+            Some((target, conn)) => (
                 Cache::redis(conn.clone(), &config.redis_prefix, config.cache_ttl()),
-                Hub::redis(client.clone(), conn.clone(), &config.redis_prefix, config.event_interval()),
+                Hub::redis(target.clone(), conn.clone(), &config.redis_prefix, config.event_interval()),
             ),
         };
         Batches::new(self.store.clone(), cache, hub)

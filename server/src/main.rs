@@ -8,6 +8,7 @@ use clap::Parser;
 use server::{
     access::accounts::{Accounts, Secret, TokenInfo},
     config::{Cli, Command, Config, UserAction},
+    redis_conn::RedisTarget,
     store::Store,
     worker::{self, Demo, Processor},
 };
@@ -117,16 +118,17 @@ async fn announce_revoked(config: &Config, token_id: &str) {
     if config.redis_url.starts_with("memory://") {
         return;
     }
-    let ended = serde_json::to_vec(&Ended::Token(token_id.to_owned())).expect("control messages serialize");
-    let channel = batchwatch_core::keys::control_channel(&config.redis_prefix);
+    let ended = Ended::Token(token_id.to_owned());
     let published = async {
-        let client = redis::Client::open(config.redis_url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PUBLISH").arg(channel).arg(ended).query_async::<i64>(&mut conn).await
+        let conn = RedisTarget::parse(&config.redis_url)
+            .map_err(|e| e.to_string())?
+            .connect()
+            .map_err(|e| e.to_string())?;
+        server::live::hub::announce(&conn, &config.redis_prefix, &ended).await.map_err(|e| e.to_string())
     };
     let failure = match tokio::time::timeout(Duration::from_secs(2), published).await {
-        Ok(Ok(_)) => return,
-        Ok(Err(error)) => error.to_string(),
+        Ok(Ok(())) => return,
+        Ok(Err(error)) => error,
         Err(_) => "no answer in 2 s".to_owned(),
     };
     eprintln!("Open streams of this token end at their next keep-alive (Redis: {failure}).");

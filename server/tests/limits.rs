@@ -25,8 +25,7 @@ const SETTINGS: Settings = Settings {
 async fn backends() -> Vec<(&'static str, Limits, Option<Cleanup>)> {
     let prefix = format!("test-{}:", uuid::Uuid::new_v4());
     let redis_url = common::server::shared_redis_url();
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
-    let conn = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+    let conn = server::redis_conn::RedisTarget::parse(&redis_url).unwrap().connect().unwrap();
     vec![
         ("memory", Limits::memory(SETTINGS), None),
         ("redis", Limits::redis(conn, &prefix, SETTINGS), Some(Cleanup { redis_url, prefix })),

@@ -28,7 +28,7 @@ async fn fifty_watchers_share_one_subscription_and_end_on_the_terminal_state() {
     }
     let numpat: i64 = redis.query(redis::cmd("PUBSUB").arg("NUMPAT")).await;
     let clients: String = redis.query(redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub")).await;
-    assert_eq!(numpat, 1, "one pattern subscription");
+    assert_eq!(numpat, 2, "two pattern subscriptions: batches' changes and users'");
     assert_eq!(clients.lines().count(), 1, "one pub/sub connection: {clients}");
 
     let streams = futures::future::join_all(watchers.into_iter().map(read_to_end)).await;

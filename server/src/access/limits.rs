@@ -22,7 +22,7 @@ use std::{
 };
 
 use batchwatch_core::{Millis, account::window, keys};
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{AsyncCommands, Script};
 
 use batchwatch_core::{Role, now};
 
@@ -30,6 +30,7 @@ use crate::{
     access::accounts::Principal,
     config::Config,
     error::{Error, Result},
+    redis_conn::RedisConn,
 };
 
 /// Takes a slot unless the user has `max` live ones. ARGV: now, expiry, max, slot, ttl (ms).
@@ -85,7 +86,7 @@ pub struct Limits {
 
 #[derive(Clone)]
 enum Backend {
-    Redis { conn: ConnectionManager, prefix: String, open: Arc<Script>, counter: Arc<Script> },
+    Redis { conn: RedisConn, prefix: String, open: Arc<Script>, counter: Arc<Script> },
     Memory(Arc<Mutex<Memory>>),
 }
 
@@ -105,7 +106,7 @@ impl std::fmt::Debug for Limits {
 }
 
 impl Limits {
-    pub fn redis(conn: ConnectionManager, prefix: &str, settings: Settings) -> Self {
+    pub fn redis(conn: RedisConn, prefix: &str, settings: Settings) -> Self {
         let backend = Backend::Redis {
             conn,
             prefix: prefix.to_owned(),

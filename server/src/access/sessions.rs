@@ -10,11 +10,12 @@ use std::{
 };
 
 use batchwatch_core::keys;
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
 
 use crate::{
     access::accounts::{hash, new_secret},
     error::Result,
+    redis_conn::RedisConn,
 };
 
 #[derive(Clone)]
@@ -26,7 +27,7 @@ pub struct Sessions {
 #[derive(Clone)]
 enum Backend {
     Redis {
-        conn: ConnectionManager,
+        conn: RedisConn,
         prefix: String,
     },
     /// `memory://`: one process's sessions, gone when it stops.
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub fn redis(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+    pub fn redis(conn: RedisConn, prefix: &str, ttl: Duration) -> Self {
         Self { backend: Backend::Redis { conn, prefix: prefix.to_owned() }, ttl }
     }
 

@@ -32,6 +32,17 @@
 //! list, the toasts on every page) follows all of their batches through it. A user's streams
 //! are offered at most one frame per [`USER_INTERVAL`], holding the newest summary of each
 //! batch that changed since the last one.
+//!
+//! On a Redis Cluster pub/sub is sharded (a channel lives on its slot's node) and has no
+//! patterns, so the same changes go out on [`keys::PARTITIONS`] partition channels instead,
+//! each with a hash tag of its own, and every server holds one `SSUBSCRIBE` per partition
+//! (Centrifugo's approach) rather than one per watched batch: no subscribe round trip before a
+//! stream's snapshot, no race between a batch's last watcher leaving and a new one arriving,
+//! and a fixed set to subscribe again after trouble. Each message carries the event and the
+//! batch's owner ([`Routed`]): one `SPUBLISH` serves the batch's watchers and the owner's
+//! streams. A slot that moves or a node that restarts drops the subscription (the client
+//! library does not move it): the hub then subscribes afresh to the cluster as it is now,
+//! and catches up as after any lost subscription.
 
 use std::{
     collections::HashMap,
@@ -45,12 +56,14 @@ use std::{
 use batchwatch_core::{BatchId, BatchProgress, BatchSummary, account::Ended, keys, merge_events};
 use bytes::Bytes;
 use futures::StreamExt;
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::{ProtocolVersion, PushKind, Value, cluster::ClusterClientBuilder};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
     live::frame::frame,
     metrics::{self, Sent},
+    redis_conn::{RedisConn, RedisTarget},
     store::items::EVENT_ITEMS,
 };
 
@@ -120,7 +133,7 @@ struct Inner {
     topics: Mutex<HashMap<BatchId, Topic>>,
     users: Mutex<HashMap<String, UserTopic>>,
     prefix: String,
-    publisher: Option<ConnectionManager>,
+    publisher: Option<RedisConn>,
     /// Times the subscription was (re)established.
     subscriptions: AtomicU64,
     /// Wakes the catch-up task at once: events may have been lost.
@@ -143,20 +156,15 @@ impl Hub {
         Self::with(String::new(), None, interval)
     }
 
-    /// A hub on Redis: publishes through `publisher` and keeps one subscription on `client`,
+    /// A hub on Redis: publishes through `publisher` and keeps one subscription on `target`,
     /// reconnecting with backoff for as long as the process runs.
-    pub fn redis(
-        client: redis::Client,
-        publisher: ConnectionManager,
-        prefix: &str,
-        interval: Duration,
-    ) -> Self {
+    pub fn redis(target: RedisTarget, publisher: RedisConn, prefix: &str, interval: Duration) -> Self {
         let hub = Self::with(prefix.to_owned(), Some(publisher), interval);
-        tokio::spawn(subscribe_forever(client, hub.clone()));
+        tokio::spawn(subscribe_forever(target, hub.clone()));
         hub
     }
 
-    fn with(prefix: String, publisher: Option<ConnectionManager>, interval: Duration) -> Self {
+    fn with(prefix: String, publisher: Option<RedisConn>, interval: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 interval,
@@ -261,11 +269,19 @@ impl Hub {
         };
         let prefix = &self.inner.prefix;
         let mut pipe = redis::pipe();
-        if let Some(payload) = payload {
+        if let RedisConn::Cluster(_) = conn {
+            let event = event.cloned().unwrap_or_else(|| BatchProgress::new(summary.clone(), Vec::new()));
+            let routed = serde_json::to_vec(&Routed { owner, event: &event })
+                .expect("progress types always serialize");
+            pipe.cmd("SPUBLISH")
+                .arg(keys::partition_channel(prefix, keys::partition_of(id)))
+                .arg(routed)
+                .ignore();
+        } else if let Some(payload) = payload {
             pipe.publish(keys::channel(prefix, id), payload).ignore();
         }
         // Batches made before accounts have no owner to tell.
-        if !owner.is_empty() {
+        if !owner.is_empty() && matches!(conn, RedisConn::Single(_)) {
             let summary = serde_json::to_vec(summary).expect("progress types always serialize");
             pipe.publish(keys::user_channel(prefix, owner), summary).ignore();
         }
@@ -291,10 +307,27 @@ impl Hub {
             let _ = self.inner.ended.send(Arc::new(ended.clone()));
             return;
         };
-        let payload = serde_json::to_vec(ended).expect("control messages always serialize");
-        let channel = keys::control_channel(&self.inner.prefix);
-        if let Err(error) = conn.clone().publish::<_, _, ()>(channel, payload).await {
+        if let Err(error) = announce(conn, &self.inner.prefix, ended).await {
             tracing::warn!(%error, "announcing an ended sign-in failed; streams notice at their keep-alive");
+        }
+    }
+
+    /// Takes a message of the control channel.
+    fn hear_control(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Ended>(payload) {
+            Ok(ended) => drop(self.inner.ended.send(Arc::new(ended))),
+            Err(error) => tracing::warn!(%error, "dropping a malformed control message"),
+        }
+    }
+
+    /// Takes a message of a cluster's partition channel.
+    fn deliver_routed(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Routed<String, BatchProgress>>(payload) {
+            Ok(Routed { owner, event }) => {
+                self.deliver_user(&owner, event.summary.clone());
+                self.deliver_event(event);
+            }
+            Err(error) => tracing::warn!(%error, "dropping a malformed message"),
         }
     }
 
@@ -308,16 +341,18 @@ impl Hub {
         if !self.topics().contains_key(&id) {
             return;
         }
-        let event: BatchProgress = match serde_json::from_slice(payload) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, batch = %id, "dropping a malformed event");
-                return;
-            }
-        };
-        metrics::event_delay(event.summary.updated_at);
+        match serde_json::from_slice(payload) {
+            Ok(event) => self.deliver_event(event),
+            Err(error) => tracing::warn!(%error, batch = %id, "dropping a malformed event"),
+        }
+    }
+
+    /// Hands an event to its batch's watchers, if any.
+    fn deliver_event(&self, event: BatchProgress) {
+        let id = event.summary.batch_id;
         let mut topics = self.topics();
         let Some(topic) = topics.get_mut(&id) else { return };
+        metrics::event_delay(event.summary.updated_at);
         if event.summary.seq <= topic.seq {
             return;
         }
@@ -589,11 +624,32 @@ fn framed_snapshot(hub: &Inner, snapshot: &BatchProgress) -> Bytes {
     bytes
 }
 
-async fn subscribe_forever(client: redis::Client, hub: Hub) {
-    let patterns = [format!("{}batch:*", hub.inner.prefix), format!("{}user:*", hub.inner.prefix)];
+/// A change as it goes out on a cluster's partition channel: the event, for the batch's
+/// watchers, and the batch's owner, for their streams.
+#[derive(Serialize, Deserialize)]
+struct Routed<O, E> {
+    owner: O,
+    event: E,
+}
+
+/// Publishes an ended sign-in on the control channel, which every server hears.
+pub async fn announce(conn: &RedisConn, prefix: &str, ended: &Ended) -> redis::RedisResult<()> {
+    let payload = serde_json::to_vec(ended).expect("control messages always serialize");
+    redis::cmd(conn.publish_command())
+        .arg(keys::control_channel(prefix))
+        .arg(payload)
+        .exec_async(&mut conn.clone())
+        .await
+}
+
+async fn subscribe_forever(target: RedisTarget, hub: Hub) {
     let mut failures = 0u32;
     loop {
-        match subscribe_once(&client, &hub, &patterns).await {
+        let subscribed = match &target {
+            RedisTarget::Single(client) => subscribe_once(client, &hub).await,
+            RedisTarget::Cluster(seeds) => subscribe_cluster_once(seeds, &hub).await,
+        };
+        match subscribed {
             Ok(()) => {
                 failures = 0;
                 tracing::warn!("Redis subscription lost; reconnecting");
@@ -609,33 +665,34 @@ async fn subscribe_forever(client: redis::Client, hub: Hub) {
     }
 }
 
-/// Subscribes, then delivers until the connection ends. Returns `Ok` when an established
-/// subscription was lost.
-async fn subscribe_once(client: &redis::Client, hub: &Hub, patterns: &[String]) -> redis::RedisResult<()> {
-    let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
-    sink.psubscribe(patterns).await?;
-    let control = keys::control_channel(&hub.inner.prefix);
-    sink.subscribe(&control).await?;
+/// A subscription stands: whatever was published while none stood is only in the database now.
+fn subscribed(hub: &Hub, what: &str) {
     let count = hub.inner.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
     metrics::redis_subscribed();
-    tracing::info!(?patterns, count, "subscribed to Redis");
-    // Whatever was published while no subscription stood is only in the database now.
+    tracing::info!(what, count, "subscribed to Redis");
     hub.stale_all();
+}
+
+/// Subscribes, then delivers until the connection ends. Returns `Ok` when an established
+/// subscription was lost.
+async fn subscribe_once(client: &redis::Client, hub: &Hub) -> redis::RedisResult<()> {
+    let prefix = &hub.inner.prefix;
+    let patterns = [format!("{prefix}batch:*"), format!("{prefix}user:*")];
+    let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
+    sink.psubscribe(&patterns).await?;
+    let control = keys::control_channel(prefix);
+    sink.subscribe(&control).await?;
+    subscribed(hub, "batch:* and user:*");
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else { return Ok(()) };
-                if msg.get_channel_name() == control {
-                    match serde_json::from_slice::<Ended>(msg.get_payload_bytes()) {
-                        Ok(ended) => drop(hub.inner.ended.send(Arc::new(ended))),
-                        Err(error) => tracing::warn!(%error, "dropping a malformed control message"),
-                    }
-                    continue;
-                }
-                let (prefix, channel) = (&hub.inner.prefix, msg.get_channel_name());
-                if let Some(id) = keys::batch_of_channel(prefix, channel) {
+                let channel = msg.get_channel_name();
+                if channel == control {
+                    hub.hear_control(msg.get_payload_bytes());
+                } else if let Some(id) = keys::batch_of_channel(prefix, channel) {
                     hub.deliver(id, msg.get_payload_bytes());
                 } else if let Some(user) = keys::user_of_channel(prefix, channel) {
                     hub.deliver_user_payload(user, msg.get_payload_bytes());
@@ -645,18 +702,77 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub, patterns: &[String]) 
             }
             _ = ping.tick() => {
                 // In subscriber mode Redis answers a PING with an array: any answer will do.
-                match tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "Redis did not answer a PING");
-                        return Ok(());
-                    }
-                    Err(_) => {
-                        tracing::warn!("Redis did not answer a PING in time");
-                        return Ok(());
-                    }
+                if !answers(sink.ping::<redis::Value>()).await {
+                    return Ok(());
                 }
             }
+        }
+    }
+}
+
+/// On a cluster: one `SSUBSCRIBE` per partition channel and the control channel, on a
+/// connection of their own, then delivers until one of them is dropped.
+async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResult<()> {
+    let (tx, mut pushed) = tokio::sync::mpsc::unbounded_channel();
+    let client = ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(ProtocolVersion::RESP3)
+        .push_sender(tx)
+        .connection_timeout(PING_EVERY)
+        .response_timeout(PING_EVERY)
+        .build()?;
+    let mut conn = client.get_async_connection().await?;
+    let prefix = &hub.inner.prefix;
+    let control = keys::control_channel(prefix);
+    // One channel per command: channels of several slots in one command fail (CROSSSLOT).
+    for partition in 0..keys::PARTITIONS {
+        conn.ssubscribe(keys::partition_channel(prefix, partition)).await?;
+    }
+    conn.ssubscribe(&control).await?;
+    subscribed(hub, "partition channels");
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            push = pushed.recv() => {
+                let Some(push) = push else { return Ok(()) };
+                match (&push.kind, push.data.as_slice()) {
+                    (PushKind::SMessage, [Value::BulkString(channel), Value::BulkString(payload)]) => {
+                        if channel.as_slice() == control.as_bytes() {
+                            hub.hear_control(payload);
+                        } else {
+                            hub.deliver_routed(payload);
+                        }
+                    }
+                    // Nothing here unsubscribes: a slot moved (`CLUSTER SETSLOT … NODE`) or its
+                    // node went away, and the library drops such a subscription rather than
+                    // moving it. Start again from the cluster as it is now.
+                    (PushKind::SUnsubscribe | PushKind::Disconnection, _) => {
+                        tracing::warn!(kind = ?push.kind, "a sharded subscription was dropped");
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+            _ = ping.tick() => {
+                if !answers(redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Whether Redis answers `ping` within [`PING_EVERY`].
+async fn answers(ping: impl Future<Output = redis::RedisResult<redis::Value>>) -> bool {
+    match tokio::time::timeout(PING_EVERY, ping).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Redis did not answer a PING");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("Redis did not answer a PING in time");
+            false
         }
     }
 }

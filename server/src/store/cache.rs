@@ -18,7 +18,9 @@ use std::{
 };
 
 use batchwatch_core::{BatchId, BatchSummary, keys};
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+
+use crate::redis_conn::RedisConn;
 
 /// Batches the in-process cache (`memory://`) holds at most.
 const MEMORY_ENTRIES: usize = 10_000;
@@ -56,7 +58,7 @@ struct Inner {
 
 enum Backend {
     Redis {
-        conn: ConnectionManager,
+        conn: RedisConn,
         prefix: String,
         set: Script,
     },
@@ -89,7 +91,7 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    pub fn redis(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+    pub fn redis(conn: RedisConn, prefix: &str, ttl: Duration) -> Self {
         Self::with(Backend::Redis { conn, prefix: prefix.to_owned(), set: Script::new(SET) }, ttl)
     }
 

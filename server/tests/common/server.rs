@@ -139,6 +139,16 @@ pub struct Options {
     pub lease_secs: u64,
     /// A busy batch's changes gather this long before they commit together.
     pub event_interval_ms: u64,
+    /// Another server's database, Redis prefix and user: a second server of its deployment.
+    pub shared: Option<Shared>,
+}
+
+/// What two servers of one deployment share.
+#[derive(Clone)]
+pub struct Shared {
+    pub database_url: String,
+    pub prefix: String,
+    pub token: String,
 }
 
 impl Default for Options {
@@ -157,6 +167,7 @@ impl Default for Options {
             max_items_per_batch: 1_000_000,
             lease_secs: 60,
             event_interval_ms: 20,
+            shared: None,
         }
     }
 }
@@ -178,15 +189,19 @@ pub fn psql(sql: &str) {
 impl LiveServer {
     pub async fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = format!("test-{}:", uuid::Uuid::new_v4());
-        let postgres_database =
-            options.postgres.then(|| format!("bw_test_{}", uuid::Uuid::new_v4().simple()));
-        let database_url = match &postgres_database {
-            Some(name) => {
+        let prefix = match &options.shared {
+            Some(shared) => shared.prefix.clone(),
+            None => format!("test-{}:", uuid::Uuid::new_v4()),
+        };
+        let postgres_database = (options.postgres && options.shared.is_none())
+            .then(|| format!("bw_test_{}", uuid::Uuid::new_v4().simple()));
+        let database_url = match (&options.shared, &postgres_database) {
+            (Some(shared), _) => shared.database_url.clone(),
+            (None, Some(name)) => {
                 psql(&format!("CREATE DATABASE {name}"));
                 format!("{}/{name}", postgres_server_url())
             }
-            None => format!("sqlite://{}/live.db", dir.path().display()),
+            (None, None) => format!("sqlite://{}/live.db", dir.path().display()),
         };
         let config = Config {
             database_url: database_url.clone(),
@@ -218,7 +233,10 @@ impl LiveServer {
         }));
         let demo = Arc::new(Demo { delay: options.item_delay, failure_rate: options.failure_rate });
         tokio::spawn(worker::run(state.batches.clone(), demo, settings, stopped));
-        let token = user(&state, "live").await;
+        let token = match &options.shared {
+            Some(shared) => shared.token.clone(),
+            None => user(&state, "live").await,
+        };
         Self {
             url,
             state,
@@ -230,6 +248,15 @@ impl LiveServer {
             stop,
             postgres_database,
             _dir: dir,
+        }
+    }
+
+    /// What a second server of this deployment needs (`Options::shared`).
+    pub fn shared(&self) -> Shared {
+        Shared {
+            database_url: self.database_url.clone(),
+            prefix: self.prefix.clone(),
+            token: self.token.clone(),
         }
     }
 
