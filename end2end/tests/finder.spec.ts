@@ -110,3 +110,32 @@ signedIn("the export buttons download every item, as the API lists them", async 
     listed.map((i: any) => [i.id, i.name, i.status, i.error, i.attempts]),
   );
 });
+
+test("the status tabs are one Tab stop: the arrow keys move along them, Enter opens one", async ({
+  page,
+  startServer,
+}) => {
+  const server = await startServer({ WORKERS: "0" });
+  const batch = await server.createBatch(3, "Keys");
+  await openLive(page, server, `/batches/${batch.batch_id}`);
+  const tab = (key: string) => page.getByTestId(`tab-${key}`);
+  await expect(tab("all")).toHaveAttribute("tabindex", "0");
+  await expect(tab("pending")).toHaveAttribute("tabindex", "-1");
+  await tab("all").focus();
+  await page.keyboard.press("ArrowRight");
+  await expect(tab("pending")).toBeFocused();
+  await page.keyboard.press("End");
+  await expect(tab("cancelled")).toBeFocused();
+  await page.keyboard.press("ArrowRight");
+  await expect(tab("all")).toBeFocused();
+  await page.keyboard.press("ArrowLeft");
+  await expect(tab("cancelled")).toBeFocused();
+  await page.keyboard.press("Home");
+  await page.keyboard.press("ArrowRight");
+  await page.keyboard.press("Enter");
+  await expect(page).toHaveURL(/\?status=pending$/);
+  await expect(tab("pending")).toHaveAttribute("aria-selected", "true");
+  await expect(tab("pending")).toHaveAttribute("tabindex", "0");
+  await expect(page.getByRole("tabpanel")).toHaveAttribute("aria-labelledby", "tab-pending");
+  await expect(rows(page)).toHaveCount(3);
+});

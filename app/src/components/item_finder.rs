@@ -79,7 +79,7 @@ pub fn ItemFinder(state: LiveState, query: Memo<ItemQuery>, page: ItemsResource)
             </div>
             <Tabs id state query />
             <Search id query />
-            <div role="tabpanel" aria-labelledby="items-heading">
+            <div role="tabpanel" id="item-panel" aria-labelledby=move || format!("tab-{}", query.with(|q| q.status.map_or("all", ItemStatus::as_str)))>
                 <Transition fallback=|| view! { <p class="text-slate-500">"Loading items…"</p> }>
                     {move || Suspend::new(async move {
                         match page.await {
@@ -116,7 +116,11 @@ fn Tabs(id: BatchId, state: LiveState, query: Memo<ItemQuery>) -> impl IntoView 
             <a
                 href=to
                 role="tab"
+                id=format!("tab-{key}")
+                aria-controls="item-panel"
                 aria-selected=move || selected().to_string()
+                // One stop in the Tab order: the arrow keys move along the tabs.
+                tabindex=move || if selected() { "0" } else { "-1" }
                 data-testid=format!("tab-{key}")
                 class=move || {
                     let look = if selected() {
@@ -136,10 +140,51 @@ fn Tabs(id: BatchId, state: LiveState, query: Memo<ItemQuery>) -> impl IntoView 
         }
     });
     view! {
-        <nav role="tablist" aria-label="Items by status" class="flex gap-1 overflow-x-auto border-b border-slate-200 dark:border-slate-800">
+        <nav
+            role="tablist"
+            aria-label="Items by status"
+            class="flex gap-1 overflow-x-auto border-b border-slate-200 dark:border-slate-800"
+            on:keydown=move_along
+        >
             {tabs}
         </nav>
     }
+}
+
+/// The WAI-ARIA tabs pattern with manual activation: the arrow keys, Home and End move the
+/// focus along the tabs, Enter follows the focused tab's link.
+fn move_along(event: leptos::ev::KeyboardEvent) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let step = match event.key().as_str() {
+            "ArrowRight" => 1,
+            "ArrowLeft" => -1,
+            "Home" => i32::MIN,
+            "End" => i32::MAX,
+            _ => return,
+        };
+        let Some(list) = event.current_target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else {
+            return;
+        };
+        let Ok(tabs) = list.query_selector_all("[role=tab]") else { return };
+        let tabs: Vec<web_sys::HtmlElement> =
+            (0..tabs.length()).filter_map(|i| tabs.item(i)?.dyn_into().ok()).collect();
+        let focused = document().active_element();
+        let at = tabs.iter().position(|tab| focused.as_ref() == Some(tab.as_ref())).unwrap_or(0) as i32;
+        let last = tabs.len() as i32 - 1;
+        let next = match step {
+            i32::MIN => 0,
+            i32::MAX => last,
+            step => (at + step).rem_euclid(last + 1),
+        };
+        if let Some(tab) = tabs.get(next as usize) {
+            event.prevent_default();
+            let _ = tab.focus();
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = event;
 }
 
 /// A GET form: without JavaScript the browser asks the server for the page of that view; with
