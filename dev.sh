@@ -149,7 +149,7 @@ cmd_test() {
     build_release
     log "wasm size: $(wc -c <target/site/pkg/batchwatch.wasm) bytes raw, $(gzip -9c target/site/pkg/batchwatch.wasm | wc -c) bytes gzipped"
     log "Playwright (Debian's Chromium)"
-    (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/release/batchwatch" npx playwright test)
+    (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/release/batchwatch" npx playwright test --project=js --project=no-js)
 }
 
 case "${1:-}" in

@@ -41,9 +41,11 @@ export default defineConfig({
     screenshot: "only-on-failure",
   },
   projects: [
-    { name: "js", use: { javaScriptEnabled: true } },
+    { name: "js", use: { javaScriptEnabled: true }, grepInvert: /@bench/ },
     // The same pages with JavaScript off: the server's HTML alone must work.
     { name: "no-js", use: { javaScriptEnabled: false }, grep: /@no-js/ },
+    // Measurements that print figures and take minutes: `npx playwright test --project=bench`.
+    { name: "bench", use: { javaScriptEnabled: true }, grep: /@bench/ },
   ],
   webServer: {
     command: bin,
