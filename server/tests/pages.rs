@@ -53,7 +53,11 @@ async fn batch_page_renders_the_view_its_url_asks_for() {
     let html = app.get(&format!("/batches/{id}?status=failed&q=item-1")).await.text();
     assert_eq!(html.matches(r#"data-testid="item""#).count(), 2, "failed, named item-1…");
     assert!(html.contains("item-13.jpg") && html.contains("item-17.jpg"));
-    assert!(html.contains(r#"aria-selected="true" data-testid="tab-failed""#), "the Failed tab is selected");
+    let at = html.find(r#"data-testid="tab-failed""#).expect("a Failed tab");
+    let start = html[..at].rfind('<').unwrap();
+    let tab = &html[start..start + html[start..].find('>').unwrap()];
+    assert!(tab.contains(r#"aria-selected="true""#), "the Failed tab is selected: {tab}");
+    assert!(tab.contains(r#"tabindex="0""#), "and it is the tabs' one Tab stop: {tab}");
     assert!(html.contains(r#"value="item-1""#), "the search box holds the search");
     // A hand-edited link still shows a page: what does not parse is left out.
     let html = app.get(&format!("/batches/{id}?status=lost&after=x")).await.text();
