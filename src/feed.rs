@@ -39,7 +39,10 @@ impl Known {
 
 /// Puts summaries into a list kept newest first: a batch in the list takes its newer summary,
 /// a new one goes where its creation time puts it. Returns whether the list changed.
-pub fn merge_into(list: &mut Vec<BatchSummary>, summaries: &[BatchSummary]) -> bool {
+pub fn merge_into<'a>(
+    list: &mut Vec<BatchSummary>,
+    summaries: impl IntoIterator<Item = &'a BatchSummary>,
+) -> bool {
     let mut changed = false;
     for summary in summaries {
         match list.iter_mut().find(|b| b.batch_id == summary.batch_id) {

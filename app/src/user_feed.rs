@@ -2,6 +2,8 @@
 //! when one of their batches finishes it shows a toast on every open page (and, if the person
 //! turned them on, a browser notification).
 
+use std::collections::HashMap;
+
 use batchwatch_core::{BatchId, BatchStatus, BatchSummary, feed::Known};
 use leptos::prelude::*;
 
@@ -33,26 +35,34 @@ pub enum Notify {
 /// What the user's stream holds, shared by every page through the context.
 #[derive(Clone, Copy)]
 pub struct UserFeed {
-    /// The summaries of the stream's last message (a fresh list, or the batches that changed):
-    /// pages that list batches merge them in.
-    pub latest: RwSignal<Vec<BatchSummary>>,
+    /// The newest summary of every batch the stream told of, and a signal of each message:
+    /// a page that lists batches merges them all in when it mounts (it may have been read
+    /// before some of them), then at each message.
+    pub newest: StoredValue<HashMap<BatchId, BatchSummary>>,
+    pub heard: RwSignal<u64>,
     pub toasts: RwSignal<Vec<Toast>>,
     pub notify: RwSignal<Notify>,
     known: StoredValue<Known>,
     toasts_made: StoredValue<u32>,
     started: StoredValue<bool>,
+    /// The stream's state. Made with the feed, under the app's owner: the stream outlives
+    /// whatever starts it.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    connection: RwSignal<batchwatch_core::reconnect::Connection>,
 }
 
 impl UserFeed {
     /// Puts a feed in the context of every page; it starts once someone is signed in.
     pub fn provide() -> Self {
         let feed = Self {
-            latest: RwSignal::new(Vec::new()),
+            newest: StoredValue::new(HashMap::new()),
+            heard: RwSignal::new(0),
             toasts: RwSignal::new(Vec::new()),
             notify: RwSignal::new(Notify::Unavailable),
             known: StoredValue::new(Known::default()),
             toasts_made: StoredValue::new(0),
             started: StoredValue::new(false),
+            connection: RwSignal::new(batchwatch_core::reconnect::Connection::Connecting),
         };
         provide_context(feed);
         feed
@@ -67,9 +77,8 @@ impl UserFeed {
         #[cfg(feature = "hydrate")]
         {
             self.notify.set(notifications::state());
-            let connection = RwSignal::new(batchwatch_core::reconnect::Connection::Connecting);
             // It lives as long as the page: the feed is the app's, never unmounted.
-            std::mem::forget(crate::stream_client::Client::start(std::rc::Rc::new(*self), connection));
+            std::mem::forget(crate::stream_client::Client::start(std::rc::Rc::new(*self), self.connection));
         }
     }
 
@@ -119,7 +128,14 @@ impl UserFeed {
             }
             self.toasts.update(|toasts| toasts.push(toast));
         }
-        self.latest.set(summaries);
+        self.newest.update_value(|newest| {
+            for summary in summaries {
+                if newest.get(&summary.batch_id).is_none_or(|known| known.seq < summary.seq) {
+                    newest.insert(summary.batch_id, summary);
+                }
+            }
+        });
+        self.heard.update(|n| *n += 1);
     }
 }
 

@@ -151,6 +151,10 @@ impl Backends {
             return Ok(Self { store, redis: None });
         }
         let target = RedisTarget::parse(&config.redis_url)?;
+        if matches!(target, RedisTarget::Cluster(_)) && config.redis_prefix.contains(['{', '}']) {
+            // The prefix's braces would be the partition channels' hash tag: one slot for all.
+            anyhow::bail!("REDIS_PREFIX may not hold braces on a Redis Cluster");
+        }
         let conn = target.connect()?;
         Ok(Self { store, redis: Some((target, conn)) })
     }

@@ -1,9 +1,9 @@
 //! Which Redis the server speaks to: one server (`redis://host:6379`) or a Redis Cluster
-//! (`redis+cluster://host1:7001,host2:7002`, `rediss+cluster://` with TLS; any node that answers
-//! tells the layout of the rest). The cache, the limits, the sessions and the hub's publisher
-//! hold a [`RedisConn`] and never ask which: every script and command they send touches one
-//! key, so on a cluster each goes to the one node that holds its slot. Only the hub's
-//! subscription differs (`live/hub.rs`).
+//! (`redis+cluster://host1:7001,host2:7002`; any node that answers tells the layout of the
+//! rest). The redis crate is built without TLS here, so neither takes `rediss://`. The cache,
+//! the limits, the sessions and the hub's publisher hold a [`RedisConn`] and never ask which:
+//! every script and command they send touches one key, so on a cluster each goes to the one
+//! node that holds its slot. Only the hub's subscription differs (`live/hub.rs`).
 
 use std::time::Duration;
 
@@ -63,11 +63,7 @@ impl RedisTarget {
 /// `redis+cluster://[auth@]h1:p1,h2:p2[/…][?…]` as one `redis://` URL per node (the same auth,
 /// path and query on each); `None` for any other URL.
 fn cluster_seeds(url: &str) -> Option<Vec<String>> {
-    let (scheme, rest) = match url.split_once("+cluster://")? {
-        ("redis", rest) => ("redis", rest),
-        ("rediss", rest) => ("rediss", rest),
-        _ => return None,
-    };
+    let rest = url.strip_prefix("redis+cluster://")?;
     let (auth, rest) = rest.rsplit_once('@').map_or(("", rest), |(auth, rest)| (auth, rest));
     let at = if auth.is_empty() { "" } else { "@" };
     let (hosts, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
@@ -75,7 +71,7 @@ fn cluster_seeds(url: &str) -> Option<Vec<String>> {
         hosts
             .split(',')
             .filter(|host| !host.is_empty())
-            .map(|host| format!("{scheme}://{auth}{at}{host}{tail}"))
+            .map(|host| format!("redis://{auth}{at}{host}{tail}"))
             .collect(),
     )
 }
@@ -138,10 +134,10 @@ mod tests {
             Some(vec!["redis://a:7001".into(), "redis://b:7002".into()])
         );
         assert_eq!(
-            cluster_seeds("rediss+cluster://u:p@a:7001,b:7002/?protocol=resp3"),
+            cluster_seeds("redis+cluster://u:p@a:7001,b:7002/?protocol=resp3"),
             Some(vec![
-                "rediss://u:p@a:7001/?protocol=resp3".into(),
-                "rediss://u:p@b:7002/?protocol=resp3".into()
+                "redis://u:p@a:7001/?protocol=resp3".into(),
+                "redis://u:p@b:7002/?protocol=resp3".into()
             ])
         );
         assert_eq!(cluster_seeds("redis://a:6379"), None);

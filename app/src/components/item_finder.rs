@@ -105,6 +105,10 @@ pub fn ItemFinder(state: LiveState, query: Memo<ItemQuery>, page: ItemsResource)
 
 #[component]
 fn Tabs(id: BatchId, state: LiveState, query: Memo<ItemQuery>) -> impl IntoView {
+    // The arrow keys work once the page is hydrated; until then (and without JavaScript) each
+    // tab is a Tab stop of its own.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move || hydrated.set(true));
     let tabs = TABS.map(|(label, status)| {
         let to = move || {
             href(id, &ItemQuery { status, ..query.with(ItemQuery::first_page) })
@@ -120,7 +124,7 @@ fn Tabs(id: BatchId, state: LiveState, query: Memo<ItemQuery>) -> impl IntoView 
                 aria-controls="item-panel"
                 aria-selected=move || selected().to_string()
                 // One stop in the Tab order: the arrow keys move along the tabs.
-                tabindex=move || if selected() { "0" } else { "-1" }
+                tabindex=move || if selected() || !hydrated.get() { "0" } else { "-1" }
                 data-testid=format!("tab-{key}")
                 class=move || {
                     let look = if selected() {

@@ -75,16 +75,15 @@ pub fn HomePage() -> impl IntoView {
 }
 
 /// The batches as the page was rendered with them, kept live by the user's stream: a batch
-/// that changes takes its new summary (its row alone is drawn again), one created elsewhere
-/// appears in its place.
+/// that changes takes its new summary (its row's parts change in place, so focus stays), one
+/// created elsewhere appears in its place.
 #[component]
 fn BatchList(list: Vec<BatchSummary>) -> impl IntoView {
     let rows = RwSignal::new(list);
     let feed = expect_context::<UserFeed>();
     Effect::new(move || {
-        feed.latest.with(|latest| {
-            rows.maybe_update(|rows| merge_into(rows, latest));
-        });
+        feed.heard.track();
+        feed.newest.with_value(|newest| rows.maybe_update(|rows| merge_into(rows, newest.values())));
     });
     view! {
         <Show
@@ -92,8 +91,8 @@ fn BatchList(list: Vec<BatchSummary>) -> impl IntoView {
             fallback=|| view! { <p class="text-slate-500" data-testid="empty">"No batches yet: create one."</p> }
         >
             <ul class="divide-y divide-slate-200 rounded-lg border border-slate-200 bg-white dark:divide-slate-800 dark:border-slate-800 dark:bg-slate-900">
-                <For each=move || rows.get() key=|b| (b.batch_id, b.seq) let:b>
-                    <BatchRow b />
+                <For each=move || rows.get() key=|b| b.batch_id let:b>
+                    <BatchRow first=b rows />
                 </For>
             </ul>
         </Show>
@@ -101,32 +100,36 @@ fn BatchList(list: Vec<BatchSummary>) -> impl IntoView {
 }
 
 #[component]
-fn BatchRow(b: BatchSummary) -> impl IntoView {
-    let status = b.status;
-    let label = format!("{}: {} % finished", b.name, b.percent);
+fn BatchRow(first: BatchSummary, rows: RwSignal<Vec<BatchSummary>>) -> impl IntoView {
+    let id = first.batch_id;
+    let name = first.name.clone();
+    let b = Memo::new(move |_| {
+        rows.with(|rows| rows.iter().find(|b| b.batch_id == id).cloned()).unwrap_or_else(|| first.clone())
+    });
+    let percent = move || b.with(|b| b.percent);
     view! {
-        <li data-testid="batch-row" data-status=status.as_str()>
+        <li data-testid="batch-row" data-status=move || b.with(|b| b.status.as_str())>
             <a
-                href=format!("/batches/{}", b.batch_id)
+                href=format!("/batches/{id}")
                 class="flex items-center gap-3 px-4 py-3 hover:bg-slate-50 dark:hover:bg-slate-800"
             >
-                <span class="min-w-0 flex-1 truncate font-medium">{b.name}</span>
+                <span class="min-w-0 flex-1 truncate font-medium">{name.clone()}</span>
                 <span
                     class="hidden h-2 w-24 overflow-hidden rounded-full bg-slate-200 sm:block dark:bg-slate-700"
                     role="progressbar"
-                    aria-label=label
+                    aria-label=move || format!("{name}: {} % finished", percent())
                     aria-valuemin="0"
                     aria-valuemax="100"
-                    aria-valuenow=b.percent
+                    aria-valuenow=percent
                 >
-                    <span class="block h-full bg-green-500" style=format!("width: {}%", b.percent)></span>
+                    <span class="block h-full bg-green-500" style=move || format!("width: {}%", percent())></span>
                 </span>
                 <span class="w-20 text-right font-mono text-sm text-slate-500" data-testid="row-counts">
-                    {format!("{}/{}", b.counts.finished(), b.counts.total)}
+                    {move || b.with(|b| format!("{}/{}", b.counts.finished(), b.counts.total))}
                 </span>
                 // A fixed width keeps the bars and counts in one column whatever the status.
                 <span class="flex w-24 justify-end">
-                    <StatusBadge status=Signal::stored(status) />
+                    <StatusBadge status=Signal::derive(move || b.with(|b| b.status)) />
                 </span>
             </a>
         </li>

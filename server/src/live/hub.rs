@@ -40,9 +40,11 @@
 //! stream's snapshot, no race between a batch's last watcher leaving and a new one arriving,
 //! and a fixed set to subscribe again after trouble. Each message carries the event and the
 //! batch's owner ([`Routed`]): one `SPUBLISH` serves the batch's watchers and the owner's
-//! streams. A slot that moves or a node that restarts drops the subscription (the client
-//! library does not move it): the hub then subscribes afresh to the cluster as it is now,
-//! and catches up as after any lost subscription.
+//! streams. A slot that moves drops its channel's subscription (`sunsubscribe`; the client
+//! library does not move it), and the library's own resubscription after a node's connection
+//! drops fails for channels of several slots: the hub subscribes each such channel again on
+//! its own, so a node's trouble stops only its partitions, and catches up as after any lost
+//! subscription once they all stand again.
 
 use std::{
     collections::HashMap,
@@ -71,6 +73,8 @@ use crate::{
 pub const RING: usize = 64;
 /// How often the subscriber checks that Redis still answers.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How often a cluster's partition channels that could not be subscribed are tried again.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 /// Ended sign-ins kept for streams that are briefly behind; one that falls further asks the
 /// database instead.
 const ENDED_RING: usize = 256;
@@ -118,8 +122,9 @@ struct Topic {
 /// the last frame.
 struct UserTopic {
     tx: broadcast::Sender<Arc<Framed>>,
-    /// The `seq` last offered of each batch: a summary that arrives after a newer one is dropped.
-    offered: HashMap<BatchId, u64>,
+    /// The newest summary of each batch since the last frame. One older than a summary
+    /// already offered can still come (from another process) and go out: pages keep the
+    /// newer `seq` of each batch.
     pending: HashMap<BatchId, BatchSummary>,
     offered_at: tokio::time::Instant,
     flush_at: Option<tokio::time::Instant>,
@@ -219,7 +224,6 @@ impl Hub {
             .entry(user.to_owned())
             .or_insert_with(|| UserTopic {
                 tx: broadcast::channel(RING).0,
-                offered: HashMap::new(),
                 pending: HashMap::new(),
                 offered_at: tokio::time::Instant::now() - USER_INTERVAL,
                 flush_at: None,
@@ -260,30 +264,29 @@ impl Hub {
 
     async fn send(&self, owner: &str, summary: &BatchSummary, event: Option<&BatchProgress>) {
         let id = summary.batch_id;
-        let payload = event.map(|event| serde_json::to_vec(event).expect("progress types always serialize"));
         let Some(conn) = &self.inner.publisher else {
-            if let Some(payload) = payload {
-                self.deliver(id, &payload);
+            if let Some(event) = event {
+                self.deliver_event(event.clone());
             }
             return self.deliver_user(owner, summary.clone());
         };
-        let prefix = &self.inner.prefix;
+        let (prefix, publish) = (&self.inner.prefix, conn.publish_command());
         let mut pipe = redis::pipe();
         if let RedisConn::Cluster(_) = conn {
             let event = event.cloned().unwrap_or_else(|| BatchProgress::new(summary.clone(), Vec::new()));
-            let routed = serde_json::to_vec(&Routed { owner, event: &event })
-                .expect("progress types always serialize");
-            pipe.cmd("SPUBLISH")
-                .arg(keys::partition_channel(prefix, keys::partition_of(id)))
-                .arg(routed)
-                .ignore();
-        } else if let Some(payload) = payload {
-            pipe.publish(keys::channel(prefix, id), payload).ignore();
+            let channel = keys::partition_channel(prefix, keys::partition_of(id));
+            pipe.cmd(publish).arg(channel).arg(json(&Routed { batch: id, owner, event: &event })).ignore();
+        } else {
+            if let Some(event) = event {
+                pipe.cmd(publish).arg(keys::channel(prefix, id)).arg(json(event)).ignore();
+            }
+            // Batches made before accounts have no owner to tell.
+            if !owner.is_empty() {
+                pipe.cmd(publish).arg(keys::user_channel(prefix, owner)).arg(json(summary)).ignore();
+            }
         }
-        // Batches made before accounts have no owner to tell.
-        if !owner.is_empty() && matches!(conn, RedisConn::Single(_)) {
-            let summary = serde_json::to_vec(summary).expect("progress types always serialize");
-            pipe.publish(keys::user_channel(prefix, owner), summary).ignore();
+        if pipe.is_empty() {
+            return;
         }
         if let Err(error) = pipe.exec_async(&mut conn.clone()).await {
             tracing::warn!(%error, batch = %id, "publish failed; trying again");
@@ -320,14 +323,25 @@ impl Hub {
         }
     }
 
-    /// Takes a message of a cluster's partition channel.
+    /// Takes a message of a cluster's partition channel. Every server gets every message of
+    /// the cluster: the event is parsed only when this one has a watcher for it.
     fn deliver_routed(&self, payload: &[u8]) {
-        match serde_json::from_slice::<Routed<String, BatchProgress>>(payload) {
-            Ok(Routed { owner, event }) => {
-                self.deliver_user(&owner, event.summary.clone());
+        let routed = match serde_json::from_slice::<Routed<&str, &serde_json::value::RawValue>>(payload) {
+            Ok(routed) => routed,
+            Err(error) => return tracing::warn!(%error, "dropping a malformed message"),
+        };
+        let for_user = self.users().contains_key(routed.owner);
+        if !for_user && !self.topics().contains_key(&routed.batch) {
+            return;
+        }
+        match serde_json::from_str::<BatchProgress>(routed.event.get()) {
+            Ok(event) => {
+                if for_user {
+                    self.deliver_user(routed.owner, event.summary.clone());
+                }
                 self.deliver_event(event);
             }
-            Err(error) => tracing::warn!(%error, "dropping a malformed message"),
+            Err(error) => tracing::warn!(%error, "dropping a malformed event"),
         }
     }
 
@@ -336,7 +350,7 @@ impl Hub {
         self.inner.ended.subscribe()
     }
 
-    /// Frames one received event and hands it to the batch's watchers, if any.
+    /// Takes one received event for its batch's watchers, if any.
     fn deliver(&self, id: BatchId, payload: &[u8]) {
         if !self.topics().contains_key(&id) {
             return;
@@ -420,14 +434,10 @@ impl Hub {
     fn deliver_user(&self, user: &str, summary: BatchSummary) {
         let mut users = self.users();
         let Some(topic) = users.get_mut(user) else { return };
-        let id = summary.batch_id;
-        let newest = |seq: u64| seq >= summary.seq;
-        if topic.offered.get(&id).copied().is_some_and(newest)
-            || topic.pending.get(&id).is_some_and(|pending| newest(pending.seq))
-        {
+        if topic.pending.get(&summary.batch_id).is_some_and(|pending| pending.seq >= summary.seq) {
             return;
         }
-        topic.pending.insert(id, summary);
+        topic.pending.insert(summary.batch_id, summary);
         if topic.flush_at.is_none() {
             self.flush_user(user, topic);
         }
@@ -455,9 +465,6 @@ impl Hub {
             return;
         }
         let summaries: Vec<BatchSummary> = topic.pending.drain().map(|(_, summary)| summary).collect();
-        for summary in &summaries {
-            topic.offered.insert(summary.batch_id, summary.seq);
-        }
         let json = serde_json::to_vec(&summaries).expect("progress types always serialize");
         topic.frames += 1;
         topic.offered_at = now;
@@ -625,11 +632,18 @@ fn framed_snapshot(hub: &Inner, snapshot: &BatchProgress) -> Bytes {
 }
 
 /// A change as it goes out on a cluster's partition channel: the event, for the batch's
-/// watchers, and the batch's owner, for their streams.
+/// watchers, and the batch's owner, for their streams; the batch's id beside them, so that a
+/// server parses the event only when it has a watcher for it.
 #[derive(Serialize, Deserialize)]
 struct Routed<O, E> {
+    batch: BatchId,
     owner: O,
     event: E,
+}
+
+/// A message's JSON.
+fn json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("progress types always serialize")
 }
 
 /// Publishes an ended sign-in on the control channel, which every server hears.
@@ -711,7 +725,8 @@ async fn subscribe_once(client: &redis::Client, hub: &Hub) -> redis::RedisResult
 }
 
 /// On a cluster: one `SSUBSCRIBE` per partition channel and the control channel, on a
-/// connection of their own, then delivers until one of them is dropped.
+/// connection of their own (RESP3: messages come as pushes), each channel subscribed again on
+/// its own whenever it was dropped, so that a node's trouble stops only its own partitions.
 async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResult<()> {
     let (tx, mut pushed) = tokio::sync::mpsc::unbounded_channel();
     let client = ClusterClientBuilder::new(seeds.to_vec())
@@ -720,17 +735,13 @@ async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResu
         .connection_timeout(PING_EVERY)
         .response_timeout(PING_EVERY)
         .build()?;
-    let mut conn = client.get_async_connection().await?;
+    let conn = client.get_async_connection().await?;
     let prefix = &hub.inner.prefix;
     let control = keys::control_channel(prefix);
-    // One channel per command: channels of several slots in one command fail (CROSSSLOT).
-    for partition in 0..keys::PARTITIONS {
-        conn.ssubscribe(keys::partition_channel(prefix, partition)).await?;
-    }
-    conn.ssubscribe(&control).await?;
-    subscribed(hub, "partition channels");
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
+    let channels: Vec<String> =
+        (0..keys::PARTITIONS).map(|p| keys::partition_channel(prefix, p)).chain([control.clone()]).collect();
+    let mut missing = channels.clone();
+    let mut retry = tokio::time::interval(RESUBSCRIBE_EVERY);
     loop {
         tokio::select! {
             push = pushed.recv() => {
@@ -743,19 +754,42 @@ async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResu
                             hub.deliver_routed(payload);
                         }
                     }
-                    // Nothing here unsubscribes: a slot moved (`CLUSTER SETSLOT … NODE`) or its
-                    // node went away, and the library drops such a subscription rather than
-                    // moving it. Start again from the cluster as it is now.
-                    (PushKind::SUnsubscribe | PushKind::Disconnection, _) => {
-                        tracing::warn!(kind = ?push.kind, "a sharded subscription was dropped");
-                        return Ok(());
+                    // Nothing here unsubscribes: the channel's slot moved (`CLUSTER SETSLOT …
+                    // NODE`), and the library drops such a subscription rather than moving it.
+                    (PushKind::SUnsubscribe, [Value::BulkString(channel), ..]) => {
+                        let channel = String::from_utf8_lossy(channel).into_owned();
+                        tracing::warn!(channel, "a sharded subscription was dropped");
+                        if !missing.contains(&channel) {
+                            missing.push(channel);
+                        }
+                        retry.reset_immediately();
+                    }
+                    // A node's connection dropped. The library subscribes its channels again,
+                    // but in one command, which fails when they lie in several slots
+                    // (CROSSSLOT), as the partitions do: subscribe each again.
+                    (PushKind::Disconnection, _) => {
+                        tracing::warn!("a Redis Cluster node's connection dropped");
+                        missing.clone_from(&channels);
+                        retry.reset_immediately();
                     }
                     _ => {}
                 }
             }
-            _ = ping.tick() => {
-                if !answers(redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await {
-                    return Ok(());
+            _ = retry.tick(), if !missing.is_empty() => {
+                // One channel per command: channels of several slots in one fail (CROSSSLOT).
+                let tries = missing.iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(channel).await.is_ok() }
+                });
+                let done = futures::future::join_all(tries).await;
+                let mut done = done.into_iter();
+                missing.retain(|_| !done.next().unwrap_or(false));
+                if missing.is_empty() {
+                    // Whatever was published while a channel was not subscribed is only in the
+                    // database now.
+                    subscribed(hub, "partition channels");
+                } else {
+                    tracing::warn!(missing = missing.len(), "some partition channels are not subscribed yet");
                 }
             }
         }
@@ -866,8 +900,8 @@ mod tests {
         hub.publish("u", &event(a, 2, false)).await;
         let (first, summaries) = next_frame(&mut watch).await;
         assert_eq!(summaries.iter().map(|s| (s.batch_id, s.seq)).collect::<Vec<_>>(), [(a, 2)]);
-        // What follows within the interval waits for its end, the newest of each batch only;
-        // one that arrives after a newer one of its batch is dropped.
+        // What follows within the interval waits for its end, the newest of each batch only
+        // (one that arrives after a newer one of its batch is dropped).
         let started = tokio::time::Instant::now();
         hub.publish("u", &event(a, 4, false)).await;
         hub.publish("u", &event(a, 3, false)).await;
@@ -878,9 +912,6 @@ mod tests {
         assert_eq!(second, first + 1);
         summaries.sort_by_key(|s| s.seq);
         assert_eq!(summaries.iter().map(|s| (s.batch_id, s.seq)).collect::<Vec<_>>(), [(b, 2), (a, 4)]);
-        // Older than what was offered: nothing.
-        hub.publish("u", &event(a, 3, false)).await;
-        assert!(tokio::time::timeout(USER_INTERVAL * 2, watch.recv()).await.is_err());
         // Nobody else hears of it.
         assert!(other.rx.as_mut().unwrap().try_recv().is_err());
         drop((watch, other));

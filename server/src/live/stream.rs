@@ -160,8 +160,9 @@ pub async fn user_stream(
     let user = &principal.viewer.user_id;
     // Watch before reading the list: a change committed in between is then in the ring.
     let watch = state.batches.hub().watch_user(user);
-    let list = state.batches.list(user, Page::default()).await?;
+    // The slot first: a stream refused for the limit costs no read.
     let slot = state.limits.open_stream(user).await?;
+    let list = state.batches.list(user, Page::default()).await?;
     let recheck = Recheck::new(&state, &principal, credential);
     let watcher = Watcher::new(Opened {
         watch,
