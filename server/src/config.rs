@@ -157,8 +157,9 @@ pub struct Config {
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = value_parser!(u64).range(60..=31_536_000))]
     pub session_ttl_secs: u64,
 
-    /// Open streams a user may hold at once, across all servers; the next one gets 429.
-    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 20, value_parser = value_parser!(u32).range(1..=1_000_000))]
+    /// Open streams a user may hold at once, across all servers; the next one gets 429. Each
+    /// open page holds two (its batch's and the user's own, for the toasts): 40 is 20 pages.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 40, value_parser = value_parser!(u32).range(1..=1_000_000))]
     pub max_streams_per_user: u32,
 
     /// Write requests a user's token (or session) may make per minute; more get 429.
