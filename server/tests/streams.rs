@@ -417,7 +417,7 @@ async fn streams_opened_together_do_not_ping_together() {
     assert!(spread >= Duration::from_millis(200), "first pings within {spread:?} of each other");
 }
 
-/// However fast a batch changes, its watchers get at most one event per interval, each taking
+/// However fast a batch changes, its watchers get one event per interval (two at most at once), each taking
 /// up where the one before left off; a change on a quiet batch goes out at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_batch_s_watchers_get_one_event_per_interval() {

@@ -18,9 +18,11 @@
 //!
 //!
 //! Events reach a batch's watchers at a bounded pace, whatever the rate of changes and however
-//! many processes make them: at most one event per `EVENT_INTERVAL_MS`. A quiet batch's event
-//! goes out at once; on a busy batch, what arrives within the interval waits for its end and
-//! goes out joined into one event (`merge_events`: each item once, as it ended; at most
+//! many processes make them: one event per `EVENT_INTERVAL_MS` in the long run (a token bucket
+//! half an interval deep, so that an event a little early, as publishers' timers are, does not
+//! wait for the interval's end: that wait was most of the fan-out's latency). A quiet batch's
+//! event goes out at once; on a busy batch, what arrives before its turn waits for it and goes
+//! out joined into one event (`merge_events`: each item once, as it ended; at most
 //! [`EVENT_ITEMS`] items), framed once for every watcher. The same wait puts events of several
 //! processes back in order: one process's event can overtake another's that it follows, and an
 //! event that does not follow what the watchers were offered waits (up to [`HOLD`]) for the
@@ -111,8 +113,11 @@ struct Topic {
     snapshot: Option<(u64, Bytes)>,
     /// Events waiting for the end of the interval, or for one they follow.
     pending: Vec<BatchProgress>,
-    /// When an event was last offered, and when `pending` is looked at next.
-    offered_at: tokio::time::Instant,
+    /// The pace, as a token bucket half an interval deep (GCRA): an event may go out once
+    /// `spent_until` is at most half an interval ahead, and each event offered moves it one
+    /// interval on.
+    spent_until: tokio::time::Instant,
+    /// When `pending` is looked at next.
     flush_at: Option<tokio::time::Instant>,
     /// Since when `pending` starts with an event that does not follow `seq`.
     gap_since: Option<tokio::time::Instant>,
@@ -205,7 +210,7 @@ impl Hub {
             seq: 0,
             snapshot: None,
             pending: Vec::new(),
-            offered_at: tokio::time::Instant::now() - Duration::from_secs(3600),
+            spent_until: tokio::time::Instant::now(),
             flush_at: None,
             gap_since: None,
         });
@@ -383,13 +388,13 @@ impl Hub {
     /// looked at again when its time comes.
     fn flush(&self, id: BatchId, topic: &mut Topic) {
         let now = tokio::time::Instant::now();
-        let next = topic.offered_at + self.inner.interval;
+        let next = self.allowed_at(topic);
         if now < next {
             return self.flush_at(id, topic, next);
         }
         topic.pending.sort_by_key(|event| event.summary.seq);
         topic.pending.retain(|event| event.summary.seq > topic.seq);
-        let mut offered = false;
+        let mut offered = 0;
         for event in merge_events(std::mem::take(&mut topic.pending), EVENT_ITEMS) {
             let gap = topic.seq != 0 && event.after() > topic.seq;
             let waited_enough = topic.gap_since.is_some_and(|since| now >= since + HOLD);
@@ -405,19 +410,28 @@ impl Hub {
             let bytes = frame("progress", Some(seq), &payload);
             let terminal = event.summary.status.is_terminal();
             offer(topic, Framed { kind: Sent::Progress, seq, terminal, bytes });
-            offered = true;
+            offered += 1;
         }
-        if offered {
-            topic.offered_at = now;
+        if offered > 0 {
+            // Each event offered spends an interval, but a burst (an append's many events)
+            // holds the next one back by no more than two.
+            let spent = topic.spent_until.max(now) + self.inner.interval * offered;
+            topic.spent_until = spent.min(now + self.inner.interval * 2);
         }
         topic.gap_since = match topic.pending.first() {
             Some(_) => Some(topic.gap_since.unwrap_or(now)),
             None => None,
         };
         if let Some(since) = topic.gap_since {
-            let at = if offered { now + self.inner.interval } else { since + HOLD };
-            self.flush_at(id, topic, at.max(topic.offered_at + self.inner.interval));
+            let at = if offered > 0 { now + self.inner.interval } else { since + HOLD };
+            let allowed = self.allowed_at(topic);
+            self.flush_at(id, topic, at.max(allowed));
         }
+    }
+
+    /// When the batch's next event may go out (see `Topic::spent_until`).
+    fn allowed_at(&self, topic: &Topic) -> tokio::time::Instant {
+        topic.spent_until.checked_sub(self.inner.interval / 2).unwrap_or(topic.spent_until)
     }
 
     /// Takes a summary published on a user's channel, if they have a stream here.
