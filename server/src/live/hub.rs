@@ -405,7 +405,7 @@ impl Hub {
             if gap {
                 tracing::debug!(batch = %id, offered = topic.seq, next = event.after(), "an event never came; going on without it");
             }
-            let payload = serde_json::to_vec(&event).expect("progress types always serialize");
+            let payload = json(&event);
             let seq = event.summary.seq;
             let bytes = frame("progress", Some(seq), &payload);
             let terminal = event.summary.status.is_terminal();
@@ -479,10 +479,9 @@ impl Hub {
             return;
         }
         let summaries: Vec<BatchSummary> = topic.pending.drain().map(|(_, summary)| summary).collect();
-        let json = serde_json::to_vec(&summaries).expect("progress types always serialize");
         topic.frames += 1;
         topic.offered_at = now;
-        let bytes = frame("batches", None, &json);
+        let bytes = frame("batches", None, &json(&summaries));
         // No receiver left is fine: the last stream is just leaving.
         let _ = topic.tx.send(Arc::new(Framed {
             kind: Sent::Progress,
@@ -636,7 +635,7 @@ fn framed_snapshot(hub: &Inner, snapshot: &BatchProgress) -> Bytes {
         return bytes.clone();
     }
     // Serialized outside the lock: a large batch takes milliseconds.
-    let json = serde_json::to_vec(snapshot).expect("progress types always serialize");
+    let json = json(snapshot);
     metrics::snapshot_written(json.len());
     let bytes = frame("snapshot", Some(seq), &json);
     if let Some(topic) = lock().get_mut(&id).filter(|t| t.snapshot.as_ref().is_none_or(|(s, _)| *s < seq)) {
