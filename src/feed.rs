@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use crate::{BatchId, BatchStatus, BatchSummary};
 
-/// The newest state a page has seen of each of the user's batches.
+/// The newest summary a page has seen of each of the user's batches.
 #[derive(Debug, Default)]
 pub struct Known {
-    seen: HashMap<BatchId, (u64, BatchStatus)>,
+    seen: HashMap<BatchId, BatchSummary>,
 }
 
 impl Known {
@@ -20,11 +20,11 @@ impl Known {
     pub fn take<'a>(&mut self, summaries: &'a [BatchSummary], snapshot: bool) -> Vec<&'a BatchSummary> {
         let mut finished = Vec::new();
         for summary in summaries {
-            let before = self.seen.get(&summary.batch_id).copied();
+            let before = self.seen.get(&summary.batch_id).map(|known| (known.seq, known.status));
             if before.is_some_and(|(seq, _)| seq >= summary.seq) {
                 continue;
             }
-            self.seen.insert(summary.batch_id, (summary.seq, summary.status));
+            self.seen.insert(summary.batch_id, summary.clone());
             let was_over = match before {
                 Some((_, status)) => status.is_terminal(),
                 None => snapshot,
@@ -34,6 +34,11 @@ impl Known {
             }
         }
         finished
+    }
+
+    /// Every batch seen, as last seen.
+    pub fn all(&self) -> impl Iterator<Item = &BatchSummary> {
+        self.seen.values()
     }
 }
 
@@ -101,6 +106,11 @@ mod tests {
         // Reopened (a retry), then over again: told again.
         known.take(&[summary(a, 5, 1, running())], false);
         assert_eq!(known.take(&[summary(a, 6, 1, done())], false).len(), 1);
+        let mut all: Vec<_> = known.all().map(|s| (s.batch_id, s.seq)).collect();
+        all.sort();
+        let mut expected = vec![(a, 6), (b, 9)];
+        expected.sort();
+        assert_eq!(all, expected, "the newest of each, to list");
         // A batch never seen whose change says it is over finished just now.
         let c = BatchId::new();
         assert_eq!(known.take(&[summary(c, 7, 3, done())], false).len(), 1);

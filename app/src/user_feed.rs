@@ -2,8 +2,6 @@
 //! when one of their batches finishes it shows a toast on every open page (and, if the person
 //! turned them on, a browser notification).
 
-use std::collections::HashMap;
-
 use batchwatch_core::{BatchId, BatchStatus, BatchSummary, feed::Known};
 use leptos::prelude::*;
 
@@ -38,11 +36,10 @@ pub struct UserFeed {
     /// The newest summary of every batch the stream told of, and a signal of each message:
     /// a page that lists batches merges them all in when it mounts (it may have been read
     /// before some of them), then at each message.
-    pub newest: StoredValue<HashMap<BatchId, BatchSummary>>,
+    pub known: StoredValue<Known>,
     pub heard: RwSignal<u64>,
     pub toasts: RwSignal<Vec<Toast>>,
     pub notify: RwSignal<Notify>,
-    known: StoredValue<Known>,
     toasts_made: StoredValue<u32>,
     started: StoredValue<bool>,
     /// The stream's state. Made with the feed, under the app's owner: the stream outlives
@@ -55,11 +52,10 @@ impl UserFeed {
     /// Puts a feed in the context of every page; it starts once someone is signed in.
     pub fn provide() -> Self {
         let feed = Self {
-            newest: StoredValue::new(HashMap::new()),
+            known: StoredValue::new(Known::default()),
             heard: RwSignal::new(0),
             toasts: RwSignal::new(Vec::new()),
             notify: RwSignal::new(Notify::Unavailable),
-            known: StoredValue::new(Known::default()),
             toasts_made: StoredValue::new(0),
             started: StoredValue::new(false),
             connection: RwSignal::new(batchwatch_core::reconnect::Connection::Connecting),
@@ -128,13 +124,6 @@ impl UserFeed {
             }
             self.toasts.update(|toasts| toasts.push(toast));
         }
-        self.newest.update_value(|newest| {
-            for summary in summaries {
-                if newest.get(&summary.batch_id).is_none_or(|known| known.seq < summary.seq) {
-                    newest.insert(summary.batch_id, summary);
-                }
-            }
-        });
         self.heard.update(|n| *n += 1);
     }
 }

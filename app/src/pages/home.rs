@@ -83,7 +83,7 @@ fn BatchList(list: Vec<BatchSummary>) -> impl IntoView {
     let feed = expect_context::<UserFeed>();
     Effect::new(move || {
         feed.heard.track();
-        feed.newest.with_value(|newest| rows.maybe_update(|rows| merge_into(rows, newest.values())));
+        feed.known.with_value(|known| rows.maybe_update(|rows| merge_into(rows, known.all())));
     });
     view! {
         <Show
