@@ -133,7 +133,7 @@ impl Client {
         };
         let feed = self.0.borrow().feed.clone();
         let mut listeners: Vec<_> =
-            feed.events().iter().map(|name| self.listen_feed(&source, name)).collect();
+            feed.events().iter().map(|name| self.listen(&source, name, |c, e| c.on_feed(e))).collect();
         listeners.extend([
             self.listen(&source, "open", |c, _| c.on_open()),
             // The stream reached its maximum age, or its server is shutting down: a fresh one
@@ -158,23 +158,18 @@ impl Client {
         closure
     }
 
-    /// Hands each `name` event of `source` to the feed.
-    fn listen_feed(&self, source: &EventSource, name: &'static str) -> Listener {
-        let this = self.clone();
-        let closure = Closure::wrap(Box::new(move |e: web_sys::Event| {
-            let Some(data) = e.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string()) else { return };
-            let feed = this.0.borrow().feed.clone();
-            match feed.take(name, &data) {
-                Next::Settle => this.settle(),
-                Next::Reopen => {
-                    this.0.borrow().connection.set(Connection::Connecting);
-                    this.reconnect_now(false);
-                }
-                Next::Nothing => {}
+    /// Hands one of the feed's own events to it.
+    fn on_feed(&self, event: &web_sys::Event) {
+        let Some(data) = event.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string()) else { return };
+        let feed = self.0.borrow().feed.clone();
+        match feed.take(&event.type_(), &data) {
+            Next::Settle => self.settle(),
+            Next::Reopen => {
+                self.0.borrow().connection.set(Connection::Connecting);
+                self.reconnect_now(false);
             }
-        }) as Box<dyn FnMut(_)>);
-        let _ = source.add_event_listener_with_callback(name, closure.as_ref().unchecked_ref());
-        closure
+            Next::Nothing => {}
+        }
     }
 
     fn on_open(&self) {

@@ -278,9 +278,17 @@ impl Hub {
         let (prefix, publish) = (&self.inner.prefix, conn.publish_command());
         let mut pipe = redis::pipe();
         if let RedisConn::Cluster(_) = conn {
-            let event = event.cloned().unwrap_or_else(|| BatchProgress::new(summary.clone(), Vec::new()));
+            // A creation has no event of its own: its summary goes as one without items.
+            let created;
+            let event = match event {
+                Some(event) => event,
+                None => {
+                    created = BatchProgress::new(summary.clone(), Vec::new());
+                    &created
+                }
+            };
             let channel = keys::partition_channel(prefix, keys::partition_of(id));
-            pipe.cmd(publish).arg(channel).arg(json(&Routed { batch: id, owner, event: &event })).ignore();
+            pipe.cmd(publish).arg(channel).arg(json(&Routed { batch: id, owner, event })).ignore();
         } else {
             if let Some(event) = event {
                 pipe.cmd(publish).arg(keys::channel(prefix, id)).arg(json(event)).ignore();
