@@ -82,6 +82,59 @@ async fn many_reports_are_judged_each_and_committed_together_on_postgresql() {
     judged_each_and_committed_together(true).await;
 }
 
+/// Reports of one call with different statuses and errors: each item ends with its own, and
+/// the answer lists them in the order sent.
+async fn each_keeps_its_own_status_and_error(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(4).await;
+    let all: Vec<Value> =
+        (0..4).map(|i| json!({ "item": item(&batch, i), "status": "processing" })).collect();
+    assert_eq!(send(&server, &batch, Value::Array(all)).await.0, 200);
+    let (status, answer) = send(
+        &server,
+        &batch,
+        json!([
+            { "item": item(&batch, 0), "status": "failed", "error": "disk full" },
+            { "item": item(&batch, 1), "status": "failed", "error": "timeout" },
+            { "item": item(&batch, 2), "status": "done" },
+            { "item": item(&batch, 3), "status": "failed", "error": "disk full" },
+            { "item": item(&batch, 2), "status": "done" },
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let applied: Vec<bool> =
+        answer["results"].as_array().unwrap().iter().map(|r| r["applied"].as_bool().unwrap()).collect();
+    assert_eq!(applied, [true, true, true, true, false], "{answer}");
+    let ended: Vec<(&str, Option<&str>)> = answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["error"].as_str()))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            (item(&batch, 0), Some("disk full")),
+            (item(&batch, 1), Some("timeout")),
+            (item(&batch, 2), None),
+            (item(&batch, 3), Some("disk full")),
+        ]
+    );
+    assert_eq!(answer["counts"]["failed"], 3);
+    assert_eq!(answer["counts"]["completed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_report_keeps_its_own_status_and_error_on_sqlite() {
+    each_keeps_its_own_status_and_error(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_report_keeps_its_own_status_and_error_on_postgresql() {
+    each_keeps_its_own_status_and_error(true).await;
+}
+
 async fn a_burst_goes_out_as_events_of_500(postgres: bool) {
     let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
     let items = 700;

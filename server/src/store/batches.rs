@@ -63,7 +63,7 @@ impl Store {
         let summary = BatchSummary::new(BatchId::new(), new.name, counts, 1, now);
         let items = new_items(new.items, 0, now);
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let sql = format!(
             "INSERT INTO batches ({SUMMARY_COLUMNS}, owner_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
@@ -186,7 +186,7 @@ impl Store {
         max: u32,
         now: Millis,
     ) -> Result<Uncommitted> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let batch_id = id.to_string();
         let mut changes = Vec::with_capacity(names.len().div_ceil(EVENT_ITEMS));
         let mut owner = String::new();

@@ -5,7 +5,9 @@ use batchwatch_core::{
     BatchId, BatchProgress, BatchStatus, Control, Error as CoreError, ItemId, ItemProgress, ItemStatus,
     Millis, StatusReport, latest_each,
 };
-use sqlx::{FromRow, Row, any::AnyRow};
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{FromRow, Row};
 
 use super::{ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, save_counts};
 use crate::error::{Error, Result};
@@ -35,19 +37,16 @@ impl Store {
         changes: Changes,
         now: Millis,
     ) -> Result<(Option<Uncommitted>, Judged)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut changed = Vec::new();
         let mut judged = Judged { reports: Vec::with_capacity(changes.reports.len()), claimed: Vec::new() };
-        for (item, report) in changes.reports {
-            let from = report.status.source();
-            match update_item(&mut tx, batch, item, report, now).await? {
-                Ok(row) => {
-                    let item = ItemProgress::from_row(&row)?;
-                    judged.reports.push(Ok(item.clone()));
-                    changed.push((from, item));
-                }
-                Err(refused) => judged.reports.push(Err(refused)),
+        for (report, outcome) in
+            changes.reports.iter().zip(update_items(&mut tx, batch, &changes.reports, now).await?)
+        {
+            if let Ok(item) = &outcome {
+                changed.push((report.1.status.source(), item.clone()));
             }
+            judged.reports.push(outcome);
         }
         if changes.claim > 0 {
             // PostgreSQL lets concurrent claimers skip each other's rows (and rechecks a locked
@@ -91,7 +90,7 @@ impl Store {
     /// 409 when the batch's state does not allow it. A cancel or a retry changes items in
     /// bulk, without listing them in its event (`bulk`): pages read their items again.
     pub async fn control(&self, batch: BatchId, control: Control, now: Millis) -> Result<Uncommitted> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let batch_id = batch.to_string();
         let (owner, mut summary) =
             next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
@@ -124,7 +123,7 @@ impl Store {
         items: &[ItemId],
         now: Millis,
     ) -> Result<Option<Uncommitted>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut changed = Vec::new();
         for item in items {
             let row = sqlx::query(&format!(
@@ -203,7 +202,7 @@ impl Store {
         stale_before: Millis,
         max_reclaims: u32,
     ) -> Result<Option<Uncommitted>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE items SET {set} \
@@ -225,53 +224,106 @@ impl Store {
 /// The most items one change event holds: a larger burst goes out as several events.
 pub const EVENT_ITEMS: usize = 500;
 
-/// Applies one report inside `tx`: the changed row, or why it was refused (the item is not in
-/// this batch, or the move is illegal from its status). The outer error is the database's.
+/// Applies reports inside `tx`, as if one by one in their order: per report, the changed item,
+/// or why it was refused (the item is not in this batch, or the move is illegal from its
+/// status). The outer error is the database's.
 ///
-/// The item `UPDATE` comes first and carries the state machine in its `WHERE`: it takes
-/// SQLite's write lock at once (no read-then-upgrade deadlock) and two racing reports cannot
-/// both win.
-async fn update_item(
+/// A statement per report made a call of 1,000 reports a thousand round trips, and its
+/// transaction (with the batch's row locked, or SQLite's one writer) that long. So the reports
+/// go in runs where no item appears twice (within one the order cannot matter), and a run's
+/// reports of one target status and error are one `UPDATE`. It carries the state machine in
+/// its `WHERE`: it takes SQLite's write lock at once (no read-then-upgrade deadlock) and two
+/// racing reports cannot both win. What it did not change is explained by one read.
+async fn update_items(
     tx: &mut Tx,
     batch: BatchId,
-    item: ItemId,
-    report: StatusReport,
+    reports: &[(ItemId, StatusReport)],
     now: Millis,
-) -> Result<Result<AnyRow>> {
-    let to = report.status;
-    let from = to.source();
-    let row = sqlx::query(&format!(
-        "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
-         WHERE id = $5 AND batch_id = $6 AND status = $7 RETURNING {ITEM_COLUMNS}, batch_id"
-    ))
-    .bind(to.as_str())
-    .bind(report.error)
-    .bind(now)
-    .bind(i64::from(to == ItemStatus::Processing))
-    .bind(item.to_string())
-    .bind(batch.to_string())
-    .bind(from.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = row {
-        return Ok(Ok(row));
+) -> Result<Vec<Result<ItemProgress>>> {
+    let batch_id = batch.to_string();
+    let mut outcomes: Vec<Option<Result<ItemProgress>>> = Vec::with_capacity(reports.len());
+    let mut start = 0;
+    while start < reports.len() {
+        let mut seen = HashSet::new();
+        let run = reports[start..].iter().take_while(|(item, _)| seen.insert(*item)).count();
+        let run = &reports[start..start + run];
+        let mut groups: HashMap<(ItemStatus, Option<&str>), Vec<usize>> = HashMap::new();
+        for (i, (_, report)) in run.iter().enumerate() {
+            groups.entry((report.status, report.error.as_deref())).or_default().push(i);
+        }
+        let mut done: HashMap<ItemId, ItemProgress> = HashMap::with_capacity(run.len());
+        for ((to, error), members) in groups {
+            // `|| ''` keeps the planner on the primary key: PostgreSQL, without statistics of
+            // a new batch yet, chose the (batch, status) index and filtered every item of the
+            // batch in that status by the list, for each statement (30 s for 100,000 items).
+            let query = format!(
+                "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
+                 WHERE id IN ({}) AND batch_id || '' = $5 AND status || '' = $6 RETURNING {ITEM_COLUMNS}",
+                placeholders(7, members.len())
+            );
+            let mut update = sqlx::query(&query)
+                .bind(to.as_str())
+                .bind(error)
+                .bind(now)
+                .bind(i64::from(to == ItemStatus::Processing))
+                .bind(&batch_id)
+                .bind(to.source().as_str());
+            for &i in &members {
+                update = update.bind(run[i].0.to_string());
+            }
+            for row in update.fetch_all(&mut **tx).await? {
+                let item = ItemProgress::from_row(&row)?;
+                done.insert(item.id, item);
+            }
+        }
+        let refused: Vec<ItemId> =
+            run.iter().map(|(item, _)| *item).filter(|item| !done.contains_key(item)).collect();
+        let statuses = current_statuses(tx, &batch_id, &refused).await?;
+        let batch_exists = refused.len() == statuses.len()
+            || sqlx::query("SELECT 1 FROM batches WHERE id = $1")
+                .bind(&batch_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+        for (item, report) in run {
+            outcomes.push(Some(match (done.remove(item), statuses.get(item)) {
+                (Some(changed), _) => Ok(changed),
+                (None, Some(&from)) => Err(CoreError::IllegalTransition { from, to: report.status }.into()),
+                (None, None) => Err(Error::NotFound(if batch_exists { "item" } else { "batch" })),
+            }));
+        }
+        start += run.len();
     }
-    let current: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM items WHERE id = $1 AND batch_id = $2")
-            .bind(item.to_string())
-            .bind(batch.to_string())
-            .fetch_optional(&mut **tx)
-            .await?;
-    let Some((status,)) = current else {
-        let batch_exists = sqlx::query("SELECT 1 FROM batches WHERE id = $1")
-            .bind(batch.to_string())
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some();
-        return Ok(Err(Error::NotFound(if batch_exists { "item" } else { "batch" })));
-    };
-    let from = ItemStatus::try_from(status)?;
-    Ok(Err(CoreError::IllegalTransition { from, to }.into()))
+    Ok(outcomes.into_iter().map(|o| o.expect("every report judged")).collect())
+}
+
+/// The status of each of `items` in the batch (those not in it are absent).
+async fn current_statuses(
+    tx: &mut Tx,
+    batch_id: &str,
+    items: &[ItemId],
+) -> Result<HashMap<ItemId, ItemStatus>> {
+    let mut statuses = HashMap::with_capacity(items.len());
+    if items.is_empty() {
+        return Ok(statuses);
+    }
+    let query = format!(
+        "SELECT id, status FROM items WHERE id IN ({}) AND batch_id || '' = $1",
+        placeholders(2, items.len())
+    );
+    let mut select = sqlx::query_as::<_, (String, String)>(&query).bind(batch_id);
+    for item in items {
+        select = select.bind(item.to_string());
+    }
+    for (id, status) in select.fetch_all(&mut **tx).await? {
+        statuses.insert(ItemId::try_from(id)?, ItemStatus::try_from(status)?);
+    }
+    Ok(statuses)
+}
+
+/// `$first, $first+1, …`: `count` placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The rest of every item change: the batch's counts, status, percent and `seq`, one `seq`

@@ -11,13 +11,20 @@ pub mod batches;
 pub mod cache;
 pub mod items;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use batchwatch_core::{BatchProgress, BatchSummary, Millis};
 use sqlx::{
-    AnyPool, Executor, FromRow, Row,
+    AnyConnection, AnyPool, Executor, FromRow, Row,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
 
@@ -33,6 +40,8 @@ const INSERT_CHUNK: usize = 1_000;
 pub struct Store {
     pool: AnyPool,
     postgres: bool,
+    /// SQLite's one writer, as this process's turns (`None` on PostgreSQL): see [`Store::begin`].
+    writer: Option<Arc<Mutex<()>>>,
 }
 
 /// Changes of one batch, written in a transaction not yet committed, one change event each
@@ -75,7 +84,22 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!().run(&pool).await?;
-        Ok(Self { pool, postgres: url.starts_with("postgres") })
+        let writer = sqlite.then(Arc::default);
+        Ok(Self { pool, postgres: url.starts_with("postgres"), writer })
+    }
+
+    /// Begins a write. SQLite takes one writer at a time, and a writer that finds the lock
+    /// taken sleeps in its busy handler (1 ms, then longer, up to 100 ms a try) and may lose
+    /// the race again on waking: under several concurrent writers some waited over a second.
+    /// This process's writers take turns instead, in the order they came (tokio's mutex is
+    /// fair), and the lock is found free. Other processes on the same file still meet the busy
+    /// handler. PostgreSQL locks rows, not the database: its writers run together.
+    async fn begin(&self) -> Result<Tx> {
+        let turn = match &self.writer {
+            Some(writer) => Some(writer.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(Tx { tx: self.pool.begin().await?, _turn: turn })
     }
 
     /// Whether the database answers (`GET /ready`).
@@ -106,7 +130,30 @@ fn bind_state<'q>(query: AnyQuery<'q>, summary: &BatchSummary) -> AnyQuery<'q> {
         .bind(i64::from(counts.cancelled))
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction, holding this process's turn to write on SQLite until it ends.
+struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
 
 /// Opens a change of a batch: `seq` + 1 and its time, returning its owner and the summary
 /// before the change (`None` when there is no such batch). An UPDATE comes first: on PostgreSQL it locks the
