@@ -241,7 +241,7 @@ async fn update_items(
     now: Millis,
 ) -> Result<Vec<Result<ItemProgress>>> {
     let batch_id = batch.to_string();
-    let mut outcomes: Vec<Option<Result<ItemProgress>>> = Vec::with_capacity(reports.len());
+    let mut outcomes = Vec::with_capacity(reports.len());
     let mut start = 0;
     while start < reports.len() {
         let mut seen = HashSet::new();
@@ -255,7 +255,7 @@ async fn update_items(
         for ((to, error), members) in groups {
             // `|| ''` keeps the planner on the primary key: PostgreSQL, without statistics of
             // a new batch yet, chose the (batch, status) index and filtered every item of the
-            // batch in that status by the list, for each statement (30 s for 100,000 items).
+            // batch in that status by the list, for each statement (33 s for the bench's 200,000 reports).
             let query = format!(
                 "UPDATE items SET status = $1, error = $2, updated_at = $3, attempts = attempts + $4 \
                  WHERE id IN ({}) AND batch_id || '' = $5 AND status || '' = $6 RETURNING {ITEM_COLUMNS}",
@@ -286,15 +286,15 @@ async fn update_items(
                 .await?
                 .is_some();
         for (item, report) in run {
-            outcomes.push(Some(match (done.remove(item), statuses.get(item)) {
+            outcomes.push(match (done.remove(item), statuses.get(item)) {
                 (Some(changed), _) => Ok(changed),
                 (None, Some(&from)) => Err(CoreError::IllegalTransition { from, to: report.status }.into()),
                 (None, None) => Err(Error::NotFound(if batch_exists { "item" } else { "batch" })),
-            }));
+            });
         }
         start += run.len();
     }
-    Ok(outcomes.into_iter().map(|o| o.expect("every report judged")).collect())
+    Ok(outcomes)
 }
 
 /// The status of each of `items` in the batch (those not in it are absent).
