@@ -11,7 +11,7 @@ use sqlx::{FromRow, Row};
 
 use super::{
     INSERT_CHUNK, ITEM_COLUMNS, SUMMARY_COLUMNS, Store, Tx, Uncommitted, bind_state, items::EVENT_ITEMS,
-    next_seq, save_counts,
+    next_seq, placeholders, save_counts,
 };
 use crate::error::{Error, Result};
 
@@ -281,8 +281,7 @@ impl Store {
     pub async fn seqs(&self, ids: &[BatchId]) -> Result<HashMap<BatchId, u64>> {
         let mut seqs = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(1_000) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT id, seq FROM batches WHERE id IN ({})", placeholders.join(", "));
+            let sql = format!("SELECT id, seq FROM batches WHERE id IN ({})", placeholders(1, chunk.len()));
             let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
             for id in chunk {
                 query = query.bind(id.to_string());

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{FromRow, Row};
 
-use super::{ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, save_counts};
+use super::{ITEM_COLUMNS, Store, Tx, Uncommitted, next_seq, placeholders, save_counts};
 use crate::error::{Error, Result};
 
 /// What one transaction does to one batch: reports to judge in order, then up to `claim`
@@ -319,11 +319,6 @@ async fn current_statuses(
         statuses.insert(ItemId::try_from(id)?, ItemStatus::try_from(status)?);
     }
     Ok(statuses)
-}
-
-/// `$first, $first+1, …`: `count` placeholders.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The rest of every item change: the batch's counts, status, percent and `seq`, one `seq`
