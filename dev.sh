@@ -101,6 +101,22 @@ build_release() {
     find "$ROOT/target/site" -type f ! -name '*.gz' ! -name '*.br' -exec gzip -9 -k -f {} +
 }
 
+# The hydrate wasm's weight, printed, and held under a guard so that growth is seen when it
+# happens. The guard is today's size and some room: issue 13's target is 300 KB gzipped and the
+# project's 200 KB, neither met yet (README, Operating, "The browser's wasm").
+WASM_BUDGET_GZ=430000
+check_wasm_budget() {
+    local wasm raw gz
+    wasm="$(find "$ROOT/target/site/pkg" -name 'batchwatch*.wasm' | head -n1)"
+    raw="$(wc -c <"$wasm")"
+    gz="$(gzip -9c "$wasm" | wc -c)"
+    log "wasm size: $raw bytes raw, $gz bytes gzipped (budget $WASM_BUDGET_GZ), $(wc -c <"$wasm.br") brotli"
+    if [ "$gz" -gt "$WASM_BUDGET_GZ" ]; then
+        echo "the wasm grew past its budget: $gz > $WASM_BUDGET_GZ bytes gzipped" >&2
+        exit 1
+    fi
+}
+
 cmd_run() {
     ensure_redis
     build_release
@@ -147,7 +163,7 @@ cmd_test() {
     TEST_DATABASE=postgres cargo test --locked -p server --test api --test auth --test pages \
         --test paths --test random_input --test items --test export --test reports --test limits --test metrics
     build_release
-    log "wasm size: $(wc -c <target/site/pkg/batchwatch.wasm) bytes raw, $(gzip -9c target/site/pkg/batchwatch.wasm | wc -c) bytes gzipped"
+    check_wasm_budget
     log "Playwright (Debian's Chromium)"
     (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/release/batchwatch" npx playwright test --project=js --project=no-js)
 }

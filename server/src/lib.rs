@@ -23,7 +23,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{
     Router,
-    extract::Request,
+    extract::{Request, State},
     http::{HeaderValue, Uri, header},
     middleware::{Next, from_fn, from_fn_with_state},
     response::{IntoResponse, Redirect, Response},
@@ -89,6 +89,7 @@ pub fn app(state: AppState) -> Router {
         // After the sign-in check: health and readiness are for probes that hold no token.
         .merge(ops::router());
     with_security_headers(router)
+        .layer(from_fn_with_state(state.clone(), cache_built_files))
         // Pages, JSON and exports, compressed as the client asks (br or gzip); the default
         // predicate leaves event streams alone (a compressor would hold events back), as well
         // as responses that are encoded already (the precompressed static files).
@@ -129,8 +130,17 @@ fn with_security_headers(router: Router<AppState>) -> Router<AppState> {
 /// Reads the runtime settings: `Leptos.toml` when present, overridden by `LEPTOS_*` variables.
 pub fn leptos_options(config: &Config) -> anyhow::Result<LeptosOptions> {
     let file = Path::new(&config.leptos_config).exists().then_some(config.leptos_config.as_str());
-    let conf = leptos_config::get_configuration(file).context("reading the Leptos settings")?;
-    Ok(conf.leptos_options)
+    let mut options =
+        leptos_config::get_configuration(file).context("reading the Leptos settings")?.leptos_options;
+    // The release build names the site's files by their hash (Cargo.toml's `hash-files`) and
+    // lists them in `hash.txt` beside the binary. Whether to use hashed names follows from that
+    // list being there: leptos panics on every page when told to hash without it (a binary
+    // built by plain `cargo build`, or moved without its list).
+    options.hash_files = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(&*options.hash_file)))
+        .is_some_and(|list| list.exists());
+    Ok(options)
 }
 
 /// The shared parts: the database, and Redis (or the in-process twins for `memory://`).
@@ -240,6 +250,26 @@ pub async fn start(
 /// `/batches/<id>`, and the pages' router reads them so, while axum's routes do not: send the
 /// browser to the one spelling (308 keeps the method and body), so that a page is only ever
 /// rendered by its own route.
+/// How long browsers keep the build's files (`/pkg/…`). Hashed, a name never changes content
+/// (a new build gives new names, which the next page asks for): a year, without asking again.
+/// Unhashed (`LEPTOS_HASH_FILES=false`), they must ask every time: a stale wasm cannot hydrate
+/// the new server's HTML.
+async fn cache_built_files(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let options = &state.leptos_options;
+    let built = request
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|path| path.strip_prefix(&*options.site_pkg_dir))
+        .is_some_and(|rest| rest.starts_with('/'));
+    let mut response = next.run(request).await;
+    if built && response.status().is_success() {
+        let policy = if options.hash_files { "public, max-age=31536000, immutable" } else { "no-cache" };
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    response
+}
+
 async fn canonical_path(request: Request, next: Next) -> Response {
     match canonical(request.uri()) {
         Some(location) => Redirect::permanent(&location).into_response(),

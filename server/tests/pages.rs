@@ -21,7 +21,8 @@ async fn batch_page_renders_the_progress_into_the_html() {
     assert!(html.contains("item-2.jpg"));
     assert!(html.contains(r#"data-status="queued""#), "the status badge");
     // The hydration script loads `pkg/batchwatch.js` and `batchwatch.wasm`, the files
-    // cargo-leptos writes, whoever built the binary.
+    // cargo-leptos writes, whoever built the binary (hashed names come with the `hash.txt`
+    // beside a release binary, which a test's has not: the end-to-end tests check those).
     assert!(
         html.contains(r#""pkg", "batchwatch", "batchwatch", false"#),
         "the hydration script's file names"
