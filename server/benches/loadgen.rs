@@ -44,6 +44,9 @@ struct Args {
     /// default), 1 is tokio's current-thread runtime.
     #[arg(long, default_value_t = 0)]
     server_threads: usize,
+    /// Where `bulk` and `workers` run: `sqlite`, `postgres` or `both`.
+    #[arg(long, default_value = "both")]
+    database: String,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -75,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
     }
     for (scenario, what) in [("bulk", "bulk reports"), ("workers", "built-in workers")] {
         if all || args.scenario == scenario {
-            for postgres in [false, true] {
+            for (postgres, name) in [(false, "sqlite"), (true, "postgres")] {
+                if args.database != "both" && args.database != name {
+                    continue;
+                }
                 let line = on_database(postgres, |extra| async {
                     if scenario == "bulk" { bulk(&args, &extra).await } else { workers(&args, extra).await }
                 })
