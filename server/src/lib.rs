@@ -246,14 +246,10 @@ pub async fn start(
     Ok(())
 }
 
-/// `/batches/<id>/`, `/batches//<id>` and `/batches/<id>/.` name the same page as
-/// `/batches/<id>`, and the pages' router reads them so, while axum's routes do not: send the
-/// browser to the one spelling (308 keeps the method and body), so that a page is only ever
-/// rendered by its own route.
 /// How long browsers keep the build's files (`/pkg/…`). Hashed, a name never changes content
 /// (a new build gives new names, which the next page asks for): a year, without asking again.
-/// Unhashed (`LEPTOS_HASH_FILES=false`), they must ask every time: a stale wasm cannot hydrate
-/// the new server's HTML.
+/// Unhashed (a binary without `hash.txt`: see [`leptos_options`]), they must ask every time: a
+/// stale wasm cannot hydrate the new server's HTML.
 async fn cache_built_files(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let options = &state.leptos_options;
     let built = request
@@ -270,6 +266,10 @@ async fn cache_built_files(State(state): State<AppState>, request: Request, next
     response
 }
 
+/// `/batches/<id>/`, `/batches//<id>` and `/batches/<id>/.` name the same page as
+/// `/batches/<id>`, and the pages' router reads them so, while axum's routes do not: send the
+/// browser to the one spelling (308 keeps the method and body), so that a page is only ever
+/// rendered by its own route.
 async fn canonical_path(request: Request, next: Next) -> Response {
     match canonical(request.uri()) {
         Some(location) => Redirect::permanent(&location).into_response(),
