@@ -107,7 +107,8 @@ build_release() {
 WASM_BUDGET_GZ=430000
 check_wasm_budget() {
     local wasm raw gz
-    wasm="$(find "$ROOT/target/site/pkg" -name 'batchwatch*.wasm' | head -n1)"
+    # The build's own file, named in its hash list: older builds leave theirs beside it.
+    wasm="$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$TARGET_DIR/release/hash.txt").wasm"
     raw="$(wc -c <"$wasm")"
     gz="$(gzip -9c "$wasm" | wc -c)"
     log "wasm size: $raw bytes raw, $gz bytes gzipped (budget $WASM_BUDGET_GZ), $(wc -c <"$wasm.br") brotli"

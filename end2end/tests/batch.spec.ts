@@ -136,9 +136,9 @@ test("the build's files have hashed names, go out compressed and are kept a year
   await hydrated(page);
   await expect(page.getByTestId("live")).toHaveAttribute("data-state", "live");
 
-  // What a first visit transfers, per encoding: the page and the build's files as they go out
-  // compressed (the streams are not counted). A figure to print, not a timed assertion.
-  // The page as Chromium received it (gzip, over plain HTTP), for both.
+  // What a first visit transfers, per encoding: the page as Chromium received it (gzip, over
+  // plain HTTP) and the build's files as they go out compressed; the streams are not counted.
+  // A figure to print, not a timed assertion.
   const page_bytes = await page.evaluate(
     () => (performance.getEntriesByType("navigation")[0] as PerformanceNavigationTiming).encodedBodySize,
   );
