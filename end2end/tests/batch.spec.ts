@@ -153,6 +153,8 @@ test("the build's files have hashed names, go out compressed and are kept a year
       expect(file.status()).toBe(200);
       expect(file.headers()["content-encoding"]).toBe(encoding);
       expect(file.headers()["cache-control"]).toBe("public, max-age=31536000, immutable");
+      // Compressed when built, not on the fly: the file's length is known before it goes.
+      expect(file.headers()["content-length"], `${path} precompressed as ${encoding}`).toMatch(/^\d+$/);
       transferred[encoding] += Number(file.headers()["content-length"]);
     }
   }
