@@ -31,8 +31,13 @@ ensure_rust_tools() {
     command -v cc >/dev/null || apt_install build-essential
     if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
         log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 15 minutes, once)"
+        command -v pkg-config >/dev/null && [ -f /usr/include/openssl/ssl.h ] || apt_install pkg-config libssl-dev
         # no_downloads: a missing tool is an error instead of a download that cannot work here.
-        cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+        # Its release profile asks for fat LTO in one codegen unit, most of a cold install on two
+        # cores, and it builds OpenSSL from source: a build tool needs neither (Debian's OpenSSL
+        # serves).
+        CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 OPENSSL_NO_VENDOR=1 \
+            cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
     fi
     if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
