@@ -44,10 +44,16 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(crate::metrics::time_requests))
         .layer(crate::trace_layer())
-        // After the layers: tracing wraps a response body and reads the clock at every chunk,
-        // which on a stream is every event for every watcher. Streams log their own start.
-        .route("/batches/{id}/stream", get(stream::stream))
-        .route("/stream", get(stream::user_stream))
+}
+
+/// The event streams, under `/api` as well but served apart from [`router`]'s layers and the
+/// compression of everything else: tracing wraps a response body and reads the clock at every
+/// chunk (every event for every watcher; streams log their own start), and a compressing body,
+/// even one that passes a stream through, is a 5 KB box per open stream.
+pub fn streams() -> Router<AppState> {
+    Router::new()
+        .route("/api/batches/{id}/stream", get(stream::stream))
+        .route("/api/stream", get(stream::user_stream))
 }
 
 /// Create a batch: every item starts `pending`, and the server's workers take them.

@@ -81,19 +81,23 @@ pub fn app(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(page_context, app::shell))
         .layer(from_fn(metrics::time_requests))
         .layer(trace_layer())
-        // After the layers: the API traces its own routes, all but the streams (`api::router`).
+        // After the layers: the API traces its own routes.
         .nest("/api", api::router())
         // Routes only: the static files (the fallback) are the same for everyone, and a page
         // load fetches several, none of which needs a session lookup.
         .route_layer(from_fn_with_state(state.clone(), auth::identify))
         // After the sign-in check: health and readiness are for probes that hold no token.
         .merge(ops::router());
-    with_security_headers(router)
+    let router = with_security_headers(router)
         .layer(from_fn_with_state(state.clone(), cache_built_files))
-        // Pages, JSON and exports, compressed as the client asks (br or gzip); the default
-        // predicate leaves event streams alone (a compressor would hold events back), as well
-        // as responses that are encoded already (the precompressed static files).
-        .layer(CompressionLayer::new())
+        // Pages, JSON and exports, compressed as the client asks (br or gzip), except
+        // responses that are encoded already (the precompressed static files).
+        .layer(CompressionLayer::new());
+    // The streams after the compression: never compressed (a compressor would hold events
+    // back), and not even wrapped (see `api::streams`).
+    let streams = api::streams().route_layer(from_fn_with_state(state.clone(), auth::identify));
+    router
+        .merge(with_security_headers(streams))
         .layer(from_fn(canonical_path))
         // Outermost: the id is there for every layer's log lines, and answers with the response.
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -41,6 +41,10 @@ async fn pages_and_json_are_compressed_as_asked_and_streams_are_not() {
 
     let stream = get(format!("/api/batches/{id}/stream"), "gzip, br").await.unwrap();
     assert!(stream.headers().get("content-encoding").is_none(), "events go out as they are");
+    // Served apart from the compressed routes, with the headers of every answer all the same.
+    assert_eq!(stream.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(stream.headers()["x-frame-options"], "DENY");
+    assert!(stream.headers().contains_key("x-request-id"));
     let first = stream.bytes_stream().next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("retry:"), "the stream's first bytes, plain");
 }
