@@ -13,7 +13,8 @@ CARGO_LEPTOS_VERSION=0.3.10
 # Must equal the `wasm-bindgen` crate pinned in Cargo.toml.
 WASM_BINDGEN_VERSION=0.2.130
 
-log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+# Each step with the time since the script started: where a slow run spent it.
+log() { printf '\033[1;34m==>\033[0m [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 apt_install() {
     log "installing Debian packages: $*"
@@ -172,6 +173,7 @@ cmd_test() {
     check_wasm_budget
     log "Playwright (Debian's Chromium)"
     (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/release/batchwatch" npx playwright test --project=js --project=no-js)
+    log "every check passed"
 }
 
 case "${1:-}" in
