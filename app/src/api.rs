@@ -3,7 +3,11 @@
 //! server's sign-in check put into the request.
 
 use batchwatch_core::{BatchId, BatchSummary, Control, ItemId, ItemQuery, ItemsPage, Page, Viewer};
-use leptos::{prelude::*, server_fn::codec::GetUrl};
+use leptos::{
+    ev::SubmitEvent,
+    prelude::*,
+    server_fn::{ServerFn, codec::GetUrl},
+};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
@@ -12,6 +16,31 @@ use batchwatch_core::source::{SharedSource, SourceError};
 /// A server function's error as a person reads it.
 pub fn message(error: ServerFnError) -> String {
     error.to_string().trim_start_matches("error running server function: ").to_owned()
+}
+
+/// The `on:submit` of a `<form method="post" action=S::url()>`: with JavaScript the action
+/// makes the call in place (its button disabled while it runs, its error shown) with the
+/// arguments `args` gives; when it gives none the browser posts the form as it is, as it does
+/// without JavaScript (and the server sends it back to the page it came from).
+///
+/// Not leptos's `ActionForm`: that one reads any form into any function's arguments (a
+/// `serde_qs` decoder for each) and cost the wasm 38 KB gzipped, while our forms' arguments are
+/// known to the page or two fields long.
+pub fn submit<S>(
+    action: ServerAction<S>,
+    args: impl Fn() -> Option<S> + 'static,
+) -> impl FnMut(SubmitEvent) + 'static
+where
+    S: ServerFn + Send + Sync + Clone + 'static,
+    S::Output: Send + Sync + 'static,
+    S::Error: Send + Sync + 'static,
+{
+    move |event: SubmitEvent| {
+        if let Some(args) = args() {
+            event.prevent_default();
+            action.dispatch(args);
+        }
+    }
 }
 
 /// What the batch page found for the id in its URL.

@@ -5,10 +5,10 @@
 //! when the change's event arrives, as every other watcher's page does.
 
 use batchwatch_core::{BatchId, BatchStatus, BatchSummary, Control, ItemQuery};
-use leptos::{form::ActionForm, prelude::*};
+use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{ControlBatch, message};
+use crate::api::{ControlBatch, message, submit};
 
 const BUTTON: &str =
     "rounded-md border px-3 py-1.5 text-sm font-medium disabled:cursor-wait disabled:opacity-50";
@@ -39,7 +39,12 @@ pub fn Controls(summary: RwSignal<BatchSummary>) -> impl IntoView {
     let failed = move || summary.with(|s| s.counts.failed);
     let button = move |control: Control, label: Signal<String>, look: &'static str| {
         view! {
-            <ActionForm action attr:class="inline">
+            <form
+                method="post"
+                action=ControlBatch::url()
+                class="inline"
+                on:submit=submit(action, move || Some(ControlBatch { id, control }))
+            >
                 <input type="hidden" name="id" value=id.to_string() />
                 <input type="hidden" name="control" value=control.as_str() />
                 <button
@@ -50,7 +55,7 @@ pub fn Controls(summary: RwSignal<BatchSummary>) -> impl IntoView {
                 >
                     {label}
                 </button>
-            </ActionForm>
+            </form>
         }
     };
     let fixed = |label: &'static str| Signal::derive(move || label.to_owned());

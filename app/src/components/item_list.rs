@@ -2,10 +2,10 @@
 //! failed item its error (folded when long) and attempts.
 
 use batchwatch_core::{BatchId, ItemId, ItemProgress, ItemStatus};
-use leptos::{form::ActionForm, prelude::*};
+use leptos::{prelude::*, server_fn::ServerFn};
 
 use crate::{
-    api::{RetryItem as RetryItemFn, message},
+    api::{RetryItem as RetryItemFn, message, submit},
     live_batch::ItemCell,
 };
 
@@ -86,7 +86,11 @@ fn ItemRow(batch: BatchId, item: RwSignal<ItemProgress>) -> impl IntoView {
 fn RetryItem(batch: BatchId, item: ItemId) -> impl IntoView {
     let action = ServerAction::<RetryItemFn>::new();
     view! {
-        <ActionForm action>
+        <form
+            method="post"
+            action=RetryItemFn::url()
+            on:submit=submit(action, move || Some(RetryItemFn { id: batch, item }))
+        >
             <input type="hidden" name="id" value=batch.to_string() />
             <input type="hidden" name="item" value=item.to_string() />
             <button
@@ -97,7 +101,7 @@ fn RetryItem(batch: BatchId, item: ItemId) -> impl IntoView {
             >
                 "Retry"
             </button>
-        </ActionForm>
+        </form>
         {move || {
             action
                 .value()

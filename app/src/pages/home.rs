@@ -1,11 +1,15 @@
 //! `/`: the batches, newest first, live, and the forms that create one.
 
 use batchwatch_core::{BatchSummary, NewBatch, Page, feed::merge_into};
-use leptos::{form::ActionForm, prelude::*};
+use leptos::{
+    html::{Input, Textarea},
+    prelude::*,
+    server_fn::ServerFn,
+};
 use leptos_meta::Title;
 
 use crate::{
-    api::{CreateBatch, CreateDemoBatch, list_batches},
+    api::{CreateBatch, CreateDemoBatch, list_batches, submit},
     components::status_badge::StatusBadge,
     user_feed::UserFeed,
 };
@@ -19,6 +23,10 @@ const BUTTON: &str =
 pub fn HomePage() -> impl IntoView {
     let create = ServerAction::<CreateBatch>::new();
     let demo = ServerAction::<CreateDemoBatch>::new();
+    let (name, items, count) = (NodeRef::<Input>::new(), NodeRef::<Textarea>::new(), NodeRef::<Input>::new());
+    let new_batch = move || Some(CreateBatch { name: name.get()?.value(), items: items.get()?.value() });
+    // A count that is not a number goes as it is, and the server says what is wrong with it.
+    let demo_batch = move || Some(CreateDemoBatch { count: count.get()?.value().parse().ok()? });
     let batches = Resource::new(|| (), |_| list_batches(Page::default()));
     let error = move || {
         [create.value().get(), demo.value().get()]
@@ -43,29 +51,41 @@ pub fn HomePage() -> impl IntoView {
                 </Suspense>
             </section>
             <aside class="space-y-6">
-                <ActionForm action=create attr:class="space-y-3" attr:data-testid="create-form">
+                <form
+                    method="post"
+                    action=CreateBatch::url()
+                    class="space-y-3"
+                    data-testid="create-form"
+                    on:submit=submit(create, new_batch)
+                >
                     <h2 class="text-lg font-semibold">"New batch"</h2>
                     <label class="block text-sm">
                         "Name"
-                        <input name="name" required maxlength=NewBatch::MAX_NAME_CHARS class=INPUT />
+                        <input node_ref=name name="name" required maxlength=NewBatch::MAX_NAME_CHARS class=INPUT />
                     </label>
                     <label class="block text-sm">
                         "Items, one per line"
-                        <textarea name="items" rows="6" required class=INPUT placeholder="a.jpg\nb.jpg"></textarea>
+                        <textarea node_ref=items name="items" rows="6" required class=INPUT placeholder="a.jpg\nb.jpg"></textarea>
                     </label>
                     <button type="submit" class=BUTTON disabled=move || create.pending().get()>
                         "Create batch"
                     </button>
-                </ActionForm>
-                <ActionForm action=demo attr:class="space-y-3" attr:data-testid="demo-form">
+                </form>
+                <form
+                    method="post"
+                    action=CreateDemoBatch::url()
+                    class="space-y-3"
+                    data-testid="demo-form"
+                    on:submit=submit(demo, demo_batch)
+                >
                     <label class="block text-sm">
                         "Demo batch of N items"
-                        <input name="count" type="number" min="1" max=NewBatch::MAX_ITEMS value="20" class=INPUT />
+                        <input node_ref=count name="count" type="number" min="1" max=NewBatch::MAX_ITEMS value="20" class=INPUT />
                     </label>
                     <button type="submit" class=BUTTON disabled=move || demo.pending().get()>
                         "Create demo batch"
                     </button>
-                </ActionForm>
+                </form>
                 <p class="text-sm text-red-600" role="alert">
                     {error}
                 </p>
