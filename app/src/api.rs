@@ -100,13 +100,23 @@ pub async fn token_owner(token: String) -> Result<Option<String>, ServerFnError>
     owner.map_err(to_server_error)
 }
 
-/// Who is signed in, for the header. Reads are GETs: they change nothing, so they neither
-/// need the same-origin check nor count against the write limit.
-#[server(prefix = "/leptos", input = GetUrl)]
-pub async fn current_user() -> Result<Viewer, ServerFnError> {
-    viewer()
+/// Who is signed in, for the header and the sign-in page: read from the request on the
+/// server, and from the page's hydration data in the browser (leptos's `SharedValue`), once per
+/// page. Not a resource: the header then neither waits for nor makes a request of its own, and
+/// the wasm carries no server function and suspense for it (9 KB brotli).
+pub fn signed_in() -> Option<Viewer> {
+    SharedValue::new(|| {
+        #[cfg(feature = "ssr")]
+        return viewer().ok();
+        // The app is only ever hydrated, never first rendered in the browser.
+        #[cfg(not(feature = "ssr"))]
+        None
+    })
+    .into_inner()
 }
 
+/// Reads are GETs: they change nothing, so they neither need the same-origin check nor count
+/// against the write limit.
 #[server(prefix = "/leptos", input = GetUrl)]
 pub async fn get_batch(id: BatchId) -> Result<Option<BatchSummary>, ServerFnError> {
     source()?.summary(&viewer()?, id).await.map_err(to_server_error)

@@ -10,6 +10,7 @@ mod pages;
 mod stream_client;
 mod user_feed;
 
+use batchwatch_core::Viewer;
 use leptos::prelude::*;
 use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::{
@@ -52,6 +53,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     UserFeed::provide();
+    let viewer = api::signed_in();
+    provide_context(SignedInAs(viewer.clone()));
     // Tells tests (and curious people) that the wasm has taken over the page.
     Effect::new(|| {
         if let Some(body) = document().body() {
@@ -67,7 +70,7 @@ pub fn App() -> impl IntoView {
                     <a href="/" class="text-lg font-semibold tracking-tight">
                         "batchwatch"
                     </a>
-                    <SignedIn />
+                    <SignedIn viewer />
                 </nav>
             </header>
             <main class="mx-auto max-w-4xl px-4 py-6">
@@ -86,43 +89,34 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// Who is signed in on this page ([`api::signed_in`]), for the pages that say so.
+#[derive(Clone)]
+pub struct SignedInAs(pub Option<Viewer>);
+
 /// Who is signed in, and the way out; nothing for a signed-out visitor. Someone signed in
 /// follows their batches on every page (the user's stream).
 #[component]
-fn SignedIn() -> impl IntoView {
-    let user = Resource::new(|| (), |_| api::current_user());
+fn SignedIn(viewer: Option<Viewer>) -> impl IntoView {
     let feed = expect_context::<UserFeed>();
-    Effect::new(move || {
-        if user.get().is_some_and(|viewer| viewer.is_ok()) {
-            feed.start();
+    viewer.map(|viewer| {
+        Effect::new(move || feed.start());
+        view! {
+            <div class="ml-auto flex items-center gap-3 text-sm">
+                <NotifyButton />
+                <span class="text-slate-600 dark:text-slate-400" data-testid="viewer">
+                    {viewer.name}
+                </span>
+                <form method="post" action="/logout">
+                    <button
+                        type="submit"
+                        class="rounded-md border border-slate-300 px-3 py-1 hover:bg-slate-100 dark:border-slate-700 dark:hover:bg-slate-800"
+                    >
+                        "Sign out"
+                    </button>
+                </form>
+            </div>
         }
-    });
-    view! {
-        <Suspense>
-            {move || Suspend::new(async move {
-                user.await
-                    .ok()
-                    .map(|viewer| {
-                        view! {
-                            <div class="ml-auto flex items-center gap-3 text-sm">
-                                <NotifyButton />
-                                <span class="text-slate-600 dark:text-slate-400" data-testid="viewer">
-                                    {viewer.name}
-                                </span>
-                                <form method="post" action="/logout">
-                                    <button
-                                        type="submit"
-                                        class="rounded-md border border-slate-300 px-3 py-1 hover:bg-slate-100 dark:border-slate-700 dark:hover:bg-slate-800"
-                                    >
-                                        "Sign out"
-                                    </button>
-                                </form>
-                            </div>
-                        }
-                    })
-            })}
-        </Suspense>
-    }
+    })
 }
 
 /// A page may run our own scripts, the inline ones leptos writes with this response's nonce

@@ -34,7 +34,9 @@ pub fn LoginPage() -> impl IntoView {
     });
     let token = NodeRef::<html::Input>::new();
     let link = RwSignal::new(None::<Link>);
-    Effect::new(move || read_link_token(token.get(), link));
+    // Who is signed in already, for the link's message.
+    let current = use_context::<crate::SignedInAs>().and_then(|signed| signed.0).map(|viewer| viewer.name);
+    Effect::new(move || read_link_token(token.get(), link, current.clone()));
 
     view! {
         <Title text="Sign in" />
@@ -129,7 +131,11 @@ fn LinkAccount(link: Link) -> impl IntoView {
 /// fragment, which the browser never sends: take it out of the address bar and history, put it
 /// in the form, and ask whose account it opens. Nothing is submitted.
 #[cfg(feature = "hydrate")]
-fn read_link_token(input: Option<web_sys::HtmlInputElement>, link: RwSignal<Option<Link>>) {
+fn read_link_token(
+    input: Option<web_sys::HtmlInputElement>,
+    link: RwSignal<Option<Link>>,
+    current: Option<String>,
+) {
     let Some(input) = input else { return };
     let location = window().location();
     let Some(value) = location.hash().ok().and_then(|h| h.strip_prefix("#token=").map(str::to_owned)) else {
@@ -144,10 +150,7 @@ fn read_link_token(input: Option<web_sys::HtmlInputElement>, link: RwSignal<Opti
     link.set(Some(Link::Checking));
     leptos::task::spawn_local(async move {
         let checked = match crate::api::token_owner(value).await {
-            Ok(Some(user)) => {
-                let current = crate::api::current_user().await.ok().map(|viewer| viewer.name);
-                Link::For { user, current }
-            }
+            Ok(Some(user)) => Link::For { user, current },
             Ok(None) => Link::Invalid,
             Err(error) => Link::Failed(
                 error.to_string().trim_start_matches("error running server function: ").to_owned(),
@@ -158,4 +161,4 @@ fn read_link_token(input: Option<web_sys::HtmlInputElement>, link: RwSignal<Opti
 }
 
 #[cfg(not(feature = "hydrate"))]
-fn read_link_token<I>(_: Option<I>, _: RwSignal<Option<Link>>) {}
+fn read_link_token<I>(_: Option<I>, _: RwSignal<Option<Link>>, _: Option<String>) {}
