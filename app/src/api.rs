@@ -24,7 +24,7 @@ pub fn message(error: ServerFnError) -> String {
 /// without JavaScript (and the server sends it back to the page it came from).
 ///
 /// Not leptos's `ActionForm`: that one reads any form into any function's arguments (a
-/// `serde_qs` decoder for each) and cost the wasm 38 KB gzipped, while our forms' arguments are
+/// `serde_qs` decoder for each) and cost the wasm 31 KB gzipped, while our forms' arguments are
 /// known to the page or two fields long.
 pub fn submit<S>(
     action: ServerAction<S>,
@@ -103,7 +103,7 @@ pub async fn token_owner(token: String) -> Result<Option<String>, ServerFnError>
 /// Who is signed in, for the header and the sign-in page: read from the request on the
 /// server, and from the page's hydration data in the browser (leptos's `SharedValue`), once per
 /// page. Not a resource: the header then neither waits for nor makes a request of its own, and
-/// the wasm carries no server function and suspense for it (9 KB brotli).
+/// the wasm carries no server function and suspense for it (9 KB gzipped).
 pub fn signed_in() -> Option<Viewer> {
     SharedValue::new(|| {
         #[cfg(feature = "ssr")]
