@@ -173,11 +173,12 @@ cmd_test() {
     # The release site (the wasm the guard weighs, as browsers get it), served by the binary
     # `cargo test` built already: the release server is the same code, and compiling it at
     # opt-level 3 would add 5 minutes to a cold run. The site's hash list is the release
-    # build's (an absolute name: the server looks for it beside itself otherwise).
+    # build's (an absolute name: the server looks for it beside itself otherwise; with a
+    # config file, leptos takes `LEPTOS_` + the key's name).
     build_release --frontend-only
     check_wasm_budget
     log "Playwright (Debian's Chromium)"
-    (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/debug/batchwatch" LEPTOS_HASH_FILE_NAME="$TARGET_DIR/release/hash.txt" \
+    (cd end2end && BATCHWATCH_BIN="$TARGET_DIR/debug/batchwatch" LEPTOS_HASH_FILE="$TARGET_DIR/release/hash.txt" \
         npx playwright test --project=js --project=no-js)
     log "every check passed"
 }
