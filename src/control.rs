@@ -12,7 +12,9 @@ pub enum Control {
     /// Workers take nothing more from it; items in progress finish.
     Pause,
     Resume,
-    /// Every item not finished (pending or in progress) is cancelled, and the batch is over.
+    /// The batch is over: every item not finished (pending or in progress) is cancelled. The
+    /// control's own change cancels the first page of them ([`Control::apply`] leaves the
+    /// counts as they are); the rest follow, a page per change.
     Cancel,
     /// Every failed item back to pending: a finished batch opens again.
     Retry,
@@ -43,18 +45,15 @@ impl Control {
     }
 
     /// The summary after the control, within its transaction (`seq` taken already): the
-    /// status and counts that follow.
+    /// status and counts that follow. A cancel changes no counts: its items do, as each is
+    /// cancelled.
     pub fn apply(self, batch: &mut BatchSummary) {
         let mut counts = batch.counts;
         match self {
             Self::Pause => batch.status = BatchStatus::Paused,
             // `set_counts` below derives the status again.
             Self::Resume => batch.status = BatchStatus::Processing,
-            Self::Cancel => {
-                counts.cancelled += counts.queued + counts.processing;
-                counts.queued = 0;
-                counts.processing = 0;
-            }
+            Self::Cancel => batch.status = BatchStatus::Cancelled,
             Self::Retry => {
                 counts.queued += counts.failed;
                 counts.failed = 0;
@@ -94,14 +93,25 @@ mod tests {
     }
 
     #[test]
-    fn cancel_ends_the_batch_with_what_had_not_finished_cancelled() {
+    fn cancel_ends_the_batch_and_it_stays_cancelled_as_its_items_are() {
         let mut b = batch(5, 2, 3, 1);
         Control::Cancel.apply(&mut b);
-        assert_eq!((b.counts.cancelled, b.counts.queued, b.counts.processing), (7, 0, 0));
-        assert_eq!((b.status, b.percent), (BatchStatus::Cancelled, 100));
+        assert_eq!((b.status, b.counts), (BatchStatus::Cancelled, Counts::of_each(5, 2, 3, 1)));
         for control in [Control::Cancel, Control::Pause, Control::Retry] {
             assert!(control.check(&b).is_err(), "{control:?} on a cancelled batch");
         }
+        // Its items are cancelled a page at a time; one in progress may still finish.
+        let mut counts = b.counts;
+        counts.apply(crate::ItemStatus::Pending, crate::ItemStatus::Cancelled);
+        counts.apply(crate::ItemStatus::Processing, crate::ItemStatus::Done);
+        b.set_counts(counts);
+        assert_eq!((b.status, b.percent), (BatchStatus::Cancelled, 54));
+        for _ in 0..4 {
+            counts.apply(crate::ItemStatus::Pending, crate::ItemStatus::Cancelled);
+        }
+        counts.apply(crate::ItemStatus::Processing, crate::ItemStatus::Cancelled);
+        b.set_counts(counts);
+        assert_eq!((b.status, b.percent, b.counts.cancelled), (BatchStatus::Cancelled, 100, 6));
     }
 
     #[test]

@@ -70,7 +70,11 @@ pub fn outcome(summary: &BatchSummary) -> String {
         BatchStatus::Completed => format!("{} of {} done", c.completed, c.total),
         BatchStatus::Partial => format!("{} done, {} failed", c.completed, c.failed),
         BatchStatus::Failed => format!("all {} failed", c.failed),
-        BatchStatus::Cancelled => format!("{} done, {} cancelled", c.completed, c.cancelled),
+        // Told at the cancel, while its items are still being cancelled: all that had not
+        // finished will be.
+        BatchStatus::Cancelled => {
+            format!("{} done, {} cancelled", c.completed, c.cancelled + c.queued + c.processing)
+        }
         _ => format!("{} of {} finished", c.finished(), c.total),
     };
     format!("{} {}: {how}", summary.name, summary.status.as_str())

@@ -133,13 +133,26 @@ impl BatchSummary {
         }
     }
 
+    /// Whether nothing more will happen to it but a control (a retry): its status is final and
+    /// no item is left to finish. A cancel's status is final at once, and its items follow.
+    pub fn is_over(&self) -> bool {
+        self.status.is_terminal() && self.counts.queued == 0 && self.counts.processing == 0
+    }
+
     /// Sets `counts` and the status and percent that follow from them. A paused batch stays
-    /// paused until it is resumed or over.
+    /// paused until it is resumed or over; a cancelled one stays cancelled while its unfinished
+    /// items are being cancelled, page by page ([`crate::Control::Cancel`]).
     pub fn set_counts(&mut self, counts: Counts) {
         let status = BatchStatus::derive(&counts);
-        let paused = self.status == BatchStatus::Paused && !status.is_terminal();
+        let kept = match self.status {
+            BatchStatus::Paused => !status.is_terminal(),
+            BatchStatus::Cancelled => true,
+            _ => false,
+        };
         self.counts = counts;
-        self.status = if paused { BatchStatus::Paused } else { status };
+        if !kept {
+            self.status = status;
+        }
         self.percent = counts.percent();
     }
 }

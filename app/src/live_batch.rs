@@ -208,7 +208,7 @@ impl crate::stream_client::Feed for LiveState {
     }
 
     fn over(&self) -> bool {
-        self.summary.with_untracked(|s| s.status.is_terminal())
+        self.summary.with_untracked(BatchSummary::is_over)
     }
 }
 
@@ -223,7 +223,7 @@ pub struct LiveBatch {
 
 /// `reread` is the signal that reads the page of items again.
 pub fn use_live_batch(initial: BatchSummary, reread: RwSignal<u32>) -> LiveBatch {
-    let finished = initial.status.is_terminal();
+    let finished = initial.is_over();
     let state = LiveState::new(initial, reread);
     let connection = RwSignal::new(if finished { Connection::Finished } else { Connection::Connecting });
 

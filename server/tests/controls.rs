@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use batchwatch_core::{Control, now};
 use common::server::{LiveServer, Options};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -80,7 +81,7 @@ async fn cancel(postgres: bool) {
     let statuses: Vec<&str> = stored.items.iter().map(|item| item.status.as_str()).collect();
     assert_eq!(statuses, ["done", "cancelled", "cancelled", "cancelled", "cancelled", "cancelled"]);
 
-    // Its watchers see it as one change that lists no items and says so, then the end.
+    // Its watchers see it as one change that lists the items it cancelled, then the end.
     let mut seen = Vec::new();
     while let Some(event) = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap() {
         seen.push((event.event.clone(), serde_json::from_str::<Value>(&event.data).ok()));
@@ -90,9 +91,12 @@ async fn cancel(postgres: bool) {
     }
     let (_, last) = seen.iter().rev().find(|(kind, _)| kind == "progress").unwrap();
     let last = last.as_ref().unwrap();
+    // (Joined with the changes before it when they came close together.)
+    let listed =
+        last["items"].as_array().unwrap().iter().filter(|item| item["status"] == "cancelled").count();
     assert_eq!(
-        (last["status"].as_str(), last["bulk"].as_bool(), last["seq"].as_u64()),
-        (Some("cancelled"), Some(true), Some(5))
+        (last["status"].as_str(), last["bulk"].as_bool(), last["seq"].as_u64(), listed),
+        (Some("cancelled"), None, Some(5), 5)
     );
 
     // The item that was in progress cannot be reported; nothing more is allowed.
@@ -117,6 +121,98 @@ async fn cancel_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_on_postgresql() {
     cancel(true).await;
+}
+
+/// A cancel answers with its first page of items cancelled; the rest follow a page per change,
+/// each an event no bigger than a page, and its watchers end on the whole of it.
+async fn cancel_a_page_at_a_time(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(1234).await;
+    server.report(&batch, 0, "processing").await;
+    server.report(&batch, 0, "done").await;
+    server.report(&batch, 1, "processing").await;
+    let events = server.stream(&batch, None).await;
+
+    let (status, cancelled) = control(&server, &batch, "cancel").await;
+    let counts = &cancelled["counts"];
+    assert_eq!(
+        (status, cancelled["status"].as_str(), counts["cancelled"].as_u64(), counts["queued"].as_u64()),
+        (200, Some("cancelled"), Some(500), Some(733)),
+        "the one in progress and the first 499 pending"
+    );
+
+    let seen = common::server::read_to_end(events).await;
+    let final_seq = common::server::assert_unbroken(&seen);
+    let states: Vec<&Value> = seen.iter().filter_map(|(_, data)| data.as_ref()).collect();
+    assert!(states.iter().all(|state| state["items"].as_array().map_or(0, Vec::len) <= 500));
+    let last = states.last().unwrap();
+    assert_eq!(
+        (
+            last["status"].as_str(),
+            last["seq"].as_u64(),
+            &last["counts"]["cancelled"],
+            &last["counts"]["queued"]
+        ),
+        (Some("cancelled"), Some(final_seq), &Value::from(1233), &Value::from(0))
+    );
+    assert_eq!(seen.last().map(|(kind, _)| kind.as_str()), Some("complete"), "over once all are cancelled");
+    let stored = server.get(&batch).await;
+    let done = stored.items.iter().filter(|item| item.status.as_str() == "done").count();
+    let cancelled = stored.items.iter().filter(|item| item.status.as_str() == "cancelled").count();
+    assert_eq!((done, cancelled, stored.summary.counts.cancelled), (1, 1233, 1233));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_a_page_at_a_time_on_sqlite() {
+    cancel_a_page_at_a_time(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_a_page_at_a_time_on_postgresql() {
+    cancel_a_page_at_a_time(true).await;
+}
+
+/// A cancel its process did not finish (stopped after the first page) is finished by the
+/// next worker's round; meanwhile nothing is claimed from the batch and nothing in it goes
+/// back to the queue.
+async fn a_cancel_cut_short_is_finished(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(700).await;
+    server.report(&batch, 0, "processing").await;
+    server.report(&batch, 0, "failed").await;
+    let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+    let batches = &server.state.batches;
+    batches.store().control(id, Control::Cancel, now()).await.unwrap().commit().await.unwrap();
+    assert_eq!(batches.store().cancelled_unfinished().await.unwrap(), Some(id));
+    assert_eq!(claim(&server, &batch, 10).await, 0, "nothing is taken from a cancelled batch");
+    let item = batch["items"][0]["id"].as_str().unwrap();
+    let retry = format!("{}/api/batches/{id}/items/{item}/retry", server.url);
+    assert_eq!(
+        server.http.post(retry).send().await.unwrap().status(),
+        409,
+        "a cancelled batch is not retried"
+    );
+
+    batches.reclaim(Duration::from_secs(60), 3).await.unwrap();
+    let summary = common::eventually("the cancel to finish", || async {
+        Some(server.get(&batch).await.summary).filter(|summary| summary.counts.queued == 0)
+    })
+    .await;
+    assert_eq!(
+        (summary.status.as_str(), summary.counts.cancelled, summary.counts.failed),
+        ("cancelled", 699, 1)
+    );
+    assert_eq!(batches.store().cancelled_unfinished().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_cut_short_is_finished_on_sqlite() {
+    a_cancel_cut_short_is_finished(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_cut_short_is_finished_on_postgresql() {
+    a_cancel_cut_short_is_finished(true).await;
 }
 
 /// A finished batch opens again when its failed items are retried, and a page that follows

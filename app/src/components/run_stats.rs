@@ -20,7 +20,7 @@ pub fn RunStats(
         rate.update_value(|r| r.push(js_now(), finished));
         set_rate_version.update(|v| *v += 1);
     });
-    let running = move || !summary.with(|s| s.status.is_terminal());
+    let running = move || !summary.with(BatchSummary::is_over);
     let throughput = move || {
         rate_version.track();
         let remaining = summary.with(|s| s.counts.total - s.counts.finished());

@@ -416,7 +416,7 @@ impl Hub {
             let payload = json(&event);
             let seq = event.summary.seq;
             let bytes = frame("progress", Some(seq), &payload);
-            let terminal = event.summary.status.is_terminal();
+            let terminal = event.summary.is_over();
             offer(topic, Framed { kind: Sent::Progress, seq, terminal, bytes });
             offered += 1;
         }
@@ -525,7 +525,7 @@ impl Hub {
             return;
         }
         let bytes = framed_snapshot(&self.inner, snapshot);
-        let terminal = snapshot.summary.status.is_terminal();
+        let terminal = snapshot.summary.is_over();
         self.offer(id, Framed { kind: Sent::Snapshot, seq, terminal, bytes });
     }
 

@@ -386,7 +386,7 @@ impl Watcher {
     }
 
     fn finish_if_terminal(&mut self, snapshot: &BatchProgress) {
-        if snapshot.summary.status.is_terminal() {
+        if snapshot.summary.is_over() {
             self.complete();
         }
     }

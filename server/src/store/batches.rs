@@ -231,7 +231,7 @@ impl Store {
     pub async fn owner_with_work(&self, after: &str) -> Result<Option<String>> {
         let sql = |op| {
             format!(
-                "SELECT owner_id FROM batches WHERE queued > 0 AND status <> 'paused' AND owner_id {op} $1 \
+                "SELECT owner_id FROM batches WHERE queued > 0 AND status NOT IN ('paused', 'cancelled') AND owner_id {op} $1 \
                  ORDER BY owner_id LIMIT 1"
             )
         };
@@ -247,7 +247,7 @@ impl Store {
         let after = after.map(|id| id.to_string()).unwrap_or_default();
         let sql = |op| {
             format!(
-                "SELECT id FROM batches WHERE queued > 0 AND status <> 'paused' AND owner_id = $1 AND id {op} $2 \
+                "SELECT id FROM batches WHERE queued > 0 AND status NOT IN ('paused', 'cancelled') AND owner_id = $1 AND id {op} $2 \
                  ORDER BY id LIMIT 1"
             )
         };

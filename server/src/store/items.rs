@@ -74,45 +74,130 @@ impl Store {
             return Ok((None, judged));
         }
         let uncommitted = finish_changes(tx, batch, changed, now).await?;
-        // Nothing is claimed from a paused batch. Asked here, after `seq` + 1 has locked the
-        // batch's row (PostgreSQL; SQLite has one writer), a pause cannot slip in between, and
-        // the claim's own query need not read the batch. Workers pick batches that are not
-        // paused, so this is a rare race: the change is dropped (rolled back), and the group
+        // Nothing is claimed from a paused or cancelled batch, and nothing in a cancelled one
+        // goes back to the queue (a retried item). Asked here, after `seq` + 1 has locked the
+        // batch's row (PostgreSQL; SQLite has one writer), a control cannot slip in between,
+        // and the claim's own query need not read the batch. Workers pick batches that are
+        // neither, so this is a rare race: the change is dropped (rolled back), and the group
         // commit tries each of its units alone.
-        let paused = uncommitted.changes.first().is_some_and(|e| e.summary.status == BatchStatus::Paused);
-        if paused && !judged.claimed.is_empty() {
+        let status = uncommitted.changes.first().map(|event| event.summary.status);
+        if status == Some(BatchStatus::Paused) && !judged.claimed.is_empty() {
             return Err(Error::Conflict("the batch is paused"));
+        }
+        let requeued =
+            judged.reports.iter().any(|item| matches!(item, Ok(item) if item.status == ItemStatus::Pending));
+        if status == Some(BatchStatus::Cancelled) && (requeued || !judged.claimed.is_empty()) {
+            return Err(Error::Conflict("the batch is cancelled"));
         }
         Ok((Some(uncommitted), judged))
     }
 
     /// A control of its owner (pause, resume, cancel, retry every failed item), as one change:
-    /// 409 when the batch's state does not allow it. A cancel or a retry changes items in
-    /// bulk, without listing them in its event (`bulk`): pages read their items again.
+    /// 409 when the batch's state does not allow it. A cancel cancels the first page of the
+    /// items not finished, listed in its event; [`Store::cancel_more`] does the rest, a page per
+    /// change, so that no transaction grows with the batch. A retry changes its items in bulk,
+    /// without listing them (`bulk`): pages read their items again.
     pub async fn control(&self, batch: BatchId, control: Control, now: Millis) -> Result<Uncommitted> {
         let mut tx = self.begin().await?;
         let batch_id = batch.to_string();
         let (owner, mut summary) =
             next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
         control.check(&summary).map_err(Error::Conflict)?;
-        let bulk = match control {
-            Control::Pause | Control::Resume => None,
-            Control::Cancel => Some(
-                "UPDATE items SET status = 'cancelled', updated_at = $1 \
-                 WHERE batch_id = $2 AND status IN ('pending', 'processing')",
-            ),
-            Control::Retry => Some(
-                "UPDATE items SET status = 'pending', error = NULL, updated_at = $1 \
-                 WHERE batch_id = $2 AND status = 'failed'",
-            ),
-        };
-        if let Some(sql) = bulk {
-            sqlx::query(sql).bind(now).bind(&batch_id).execute(&mut *tx).await?;
-        }
         control.apply(&mut summary);
+        let mut items = Vec::new();
+        match control {
+            Control::Pause | Control::Resume => {}
+            Control::Cancel => {
+                let mut counts = summary.counts;
+                for (from, item) in self.cancel_page(&mut tx, &batch_id, now).await? {
+                    counts.apply(from, item.status);
+                    items.push(item);
+                }
+                summary.set_counts(counts);
+            }
+            Control::Retry => {
+                sqlx::query(
+                    "UPDATE items SET status = 'pending', error = NULL, updated_at = $1 \
+                     WHERE batch_id = $2 AND status = 'failed'",
+                )
+                .bind(now)
+                .bind(&batch_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         save_counts(&mut tx, &batch_id, &summary).await?;
-        let event = BatchProgress { bulk: bulk.is_some(), ..BatchProgress::new(summary, Vec::new()) };
+        let event = BatchProgress { bulk: control == Control::Retry, ..BatchProgress::new(summary, items) };
         Ok(Uncommitted { tx, owner, changes: vec![event] })
+    }
+
+    /// Cancels the next page of a cancelled batch's items that are not finished yet, as one
+    /// change: `None` when the batch is not cancelled or nothing is left to cancel.
+    pub async fn cancel_more(&self, batch: BatchId, now: Millis) -> Result<Option<Uncommitted>> {
+        let batch_id = batch.to_string();
+        // Read before the transaction, which takes the items' rows first, as a report takes
+        // them, so that the two never wait for each other crosswise; and so that its first
+        // statement writes (SQLite cannot turn a transaction that read into one that writes
+        // once another connection wrote). A cancelled batch stays cancelled: the answer
+        // cannot go stale.
+        let status: Option<(String,)> = sqlx::query_as("SELECT status FROM batches WHERE id = $1")
+            .bind(&batch_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if status.is_none_or(|(status,)| status != BatchStatus::Cancelled.as_str()) {
+            return Ok(None);
+        }
+        let mut tx = self.begin().await?;
+        let changed = self.cancel_page(&mut tx, &batch_id, now).await?;
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        finish_changes(tx, batch, changed, now).await.map(Some)
+    }
+
+    /// A cancelled batch whose items are not all cancelled yet: its cancel was cut short (the
+    /// process stopped), or an item in progress was reported meanwhile. `None` when none is.
+    pub async fn cancelled_unfinished(&self) -> Result<Option<BatchId>> {
+        let id: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM batches WHERE status = 'cancelled' AND (queued > 0 OR processing > 0) LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.map(|(id,)| id.parse()).transpose()?)
+    }
+
+    /// Cancels up to one event's worth of a batch's unfinished items, those in progress first
+    /// (then by position); returns each with the status it had. PostgreSQL skips rows another
+    /// transaction holds (a report under way): a later page takes them.
+    async fn cancel_page(
+        &self,
+        tx: &mut Tx,
+        batch_id: &str,
+        now: Millis,
+    ) -> Result<Vec<(ItemStatus, ItemProgress)>> {
+        let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let mut changed = Vec::new();
+        for from in [ItemStatus::Processing, ItemStatus::Pending] {
+            let room = EVENT_ITEMS - changed.len();
+            if room == 0 {
+                break;
+            }
+            let rows = sqlx::query(&format!(
+                "UPDATE items SET status = 'cancelled', updated_at = $1 \
+                 WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = $3 \
+                 ORDER BY position LIMIT $4{skip_locked}) RETURNING {ITEM_COLUMNS}, batch_id"
+            ))
+            .bind(now)
+            .bind(batch_id)
+            .bind(from.as_str())
+            .bind(room as i64)
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut items = rows.iter().map(ItemProgress::from_row).collect::<Result<Vec<_>, _>>()?;
+            items.sort_by_key(|item| item.position);
+            changed.extend(items.into_iter().map(|item| (from, item)));
+        }
+        Ok(changed)
     }
 
     /// Processing → Pending for items their worker gives back unfinished (the process is
