@@ -12,9 +12,7 @@ pub enum Control {
     /// Workers take nothing more from it; items in progress finish.
     Pause,
     Resume,
-    /// The batch is over: every item not finished (pending or in progress) is cancelled. The
-    /// control's own change cancels the first page of them ([`Control::apply`] leaves the
-    /// counts as they are); the rest follow, a page per change.
+    /// The batch is over: every item not finished (pending or in progress) is cancelled.
     Cancel,
     /// Every failed item back to pending: a finished batch opens again.
     Retry,
@@ -45,21 +43,18 @@ impl Control {
     }
 
     /// The summary after the control, within its transaction (`seq` taken already): the
-    /// status and counts that follow. A cancel changes no counts: its items do, as each is
-    /// cancelled.
+    /// status that follows. A cancel or a retry changes no counts itself: its items do, as
+    /// each is cancelled or queued again, the first page in the control's own change and the
+    /// rest a page per change after it, so that no change grows with the batch.
     pub fn apply(self, batch: &mut BatchSummary) {
-        let mut counts = batch.counts;
         match self {
             Self::Pause => batch.status = BatchStatus::Paused,
             // `set_counts` below derives the status again.
             Self::Resume => batch.status = BatchStatus::Processing,
             Self::Cancel => batch.status = BatchStatus::Cancelled,
-            Self::Retry => {
-                counts.queued += counts.failed;
-                counts.failed = 0;
-            }
+            Self::Retry => {}
         }
-        batch.set_counts(counts);
+        batch.set_counts(batch.counts);
     }
 }
 
@@ -120,7 +115,13 @@ mod tests {
         assert_eq!(b.status, BatchStatus::Partial);
         Control::Retry.check(&b).unwrap();
         Control::Retry.apply(&mut b);
-        assert_eq!((b.status, b.counts.queued, b.counts.failed), (BatchStatus::Processing, 2, 0));
+        assert_eq!(b.status, BatchStatus::Partial, "until its items are queued again");
+        let mut counts = b.counts;
+        counts.apply(crate::ItemStatus::Failed, crate::ItemStatus::Pending);
+        b.set_counts(counts);
+        assert_eq!((b.status, b.counts.queued, b.counts.failed), (BatchStatus::Processing, 1, 1));
+        counts.apply(crate::ItemStatus::Failed, crate::ItemStatus::Pending);
+        b.set_counts(counts);
         assert_eq!(Control::Retry.check(&b), Err("the batch has no failed items"));
         assert_eq!(Control::Cancel.check(&batch(0, 0, 1, 0)), Err("a finished batch cannot be cancelled"));
     }

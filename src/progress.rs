@@ -171,10 +171,6 @@ pub struct BatchProgress {
     /// event is one change, after `seq - 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
-    /// In a change event: items changed that it does not list (a cancel, a retry of every
-    /// failed item), so a page reads the items it shows again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub bulk: bool,
 }
 
 /// What applying an event did to the state a client holds.
@@ -204,7 +200,7 @@ impl Applied {
 impl BatchProgress {
     /// A snapshot, or a change event of one change.
     pub fn new(summary: BatchSummary, items: Vec<ItemProgress>) -> Self {
-        Self { summary, items, since: None, bulk: false }
+        Self { summary, items, since: None }
     }
 
     /// The `seq` a state needs at least for this event to apply to it.
@@ -258,9 +254,8 @@ pub fn merge_events(mut events: Vec<BatchProgress>, max_items: usize) -> Vec<Bat
             }
             let since = run[0].after();
             let summary = run.last().expect("a run is not empty").summary.clone();
-            let bulk = run.iter().any(|event| event.bulk);
             let items = latest_each(run.into_iter().flat_map(|event| event.items).collect(), |item| item.id);
-            BatchProgress { summary, items, since: Some(since), bulk }
+            BatchProgress { summary, items, since: Some(since) }
         })
         .collect()
 }
@@ -333,7 +328,6 @@ mod tests {
                 })
                 .collect(),
             since: None,
-            bulk: false,
         }
     }
 

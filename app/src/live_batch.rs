@@ -159,14 +159,7 @@ impl LiveState {
                 }
             }
             self.summary.set(event.summary.clone());
-            if event.bulk {
-                // Items changed that the event does not list: rows and pages read before it
-                // may be behind.
-                self.recent.set_value(Recent::starting_at(event.summary.seq));
-                self.ask_reread();
-            } else {
-                self.recent.update_value(|recent| recent.push(event));
-            }
+            self.recent.update_value(|recent| recent.push(event));
         }
         order
     }

@@ -65,8 +65,8 @@ pub struct Batches {
     database_reads: Arc<AtomicU64>,
     /// Reports and claims waiting for their batch's next group commit.
     group: Queues<Unit>,
-    /// Cancelled batches whose items this process is cancelling ([`Batches::finish_cancel`]).
-    cancelling: Arc<Mutex<HashSet<BatchId>>>,
+    /// Batches whose cancel or retry this process is carrying out ([`Batches::finish_control`]).
+    controlling: Arc<Mutex<HashSet<BatchId>>>,
 }
 
 /// One caller's share of a group commit: its changes, and where its answer goes: the batch's
@@ -86,7 +86,7 @@ impl Batches {
             work: Arc::default(),
             database_reads: Arc::default(),
             group: Queues::default(),
-            cancelling: Arc::default(),
+            controlling: Arc::default(),
         }
     }
 
@@ -176,37 +176,41 @@ impl Batches {
         self.check_owner(owner, batch).await?;
         let mut events = self.announce(self.store.control(batch, control, now()).await?).await?;
         match control {
-            Control::Resume | Control::Retry => self.work.notify_waiters(),
-            Control::Cancel => self.finish_cancel(batch),
             Control::Pause => {}
+            Control::Resume => self.work.notify_waiters(),
+            Control::Cancel => self.finish_control(batch),
+            Control::Retry => {
+                self.work.notify_waiters();
+                self.finish_control(batch);
+            }
         }
         tracing::info!(%batch, control = control.as_str(), "batch controlled");
         Ok(events.pop().expect("one event").summary)
     }
 
-    /// Cancels what a cancel left of a batch's items (all but its first page), a page per
-    /// change, in a task of its own: the cancel's answer and every transaction stay the same
+    /// Does what a cancel or a retry left of its items (all but its first page), a page per
+    /// change, in a task of its own: the control's answer and every transaction stay the same
     /// size whatever the batch's. One such task per batch in this process; another process may
     /// run one too (after a restart cut one short: [`Batches::reclaim`]), each page taking
     /// rows the other does not hold.
-    pub fn finish_cancel(&self, batch: BatchId) {
-        let cancelling = || self.cancelling.lock().unwrap_or_else(PoisonError::into_inner);
-        if !cancelling().insert(batch) {
+    pub fn finish_control(&self, batch: BatchId) {
+        let running = || self.controlling.lock().unwrap_or_else(PoisonError::into_inner);
+        if !running().insert(batch) {
             return;
         }
         let batches = self.clone();
         tokio::spawn(async move {
             let outcome = async {
-                while let Some(change) = batches.store.cancel_more(batch, now()).await? {
+                while let Some(change) = batches.store.control_more(batch, now()).await? {
                     batches.announce(change).await?;
                 }
                 Ok::<_, Error>(())
             };
             if let Err(error) = outcome.await {
                 // The batch is still found by `reclaim`, which tries again.
-                tracing::warn!(%batch, %error, "cancelling a batch's items failed");
+                tracing::warn!(%batch, %error, "changing a controlled batch's items failed");
             }
-            batches.cancelling.lock().unwrap_or_else(PoisonError::into_inner).remove(&batch);
+            batches.controlling.lock().unwrap_or_else(PoisonError::into_inner).remove(&batch);
         });
     }
 
@@ -311,7 +315,7 @@ impl Batches {
 
     /// Claims again an item left `processing` for longer than `lease` (its worker died), up to
     /// `max_reclaims` times; once more and it fails for good. Announced like any change. Also
-    /// finishes a cancel that a stopped process left halfway.
+    /// finishes a cancel or a retry that a stopped process left halfway.
     pub async fn reclaim(
         &self,
         lease: std::time::Duration,
@@ -319,8 +323,8 @@ impl Batches {
     ) -> Result<Option<(BatchId, ItemProgress)>> {
         let now = now();
         let stale_before = now - lease.as_millis() as Millis;
-        if let Some(batch) = self.store.cancelled_unfinished().await? {
-            self.finish_cancel(batch);
+        if let Some(batch) = self.store.control_unfinished().await? {
+            self.finish_control(batch);
         }
         if let Some(lost) = self.store.fail_lost(now, stale_before, max_reclaims).await? {
             let failed = self.announce(lost).await?;

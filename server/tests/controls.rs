@@ -24,6 +24,22 @@ async fn next(
     tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap()
 }
 
+/// Reports items `range` of `batch` processing, then failed, through the bulk route.
+async fn fail(server: &LiveServer, batch: &Value, range: std::ops::Range<usize>) {
+    let url = format!("{}/api/batches/{}/items/status", server.url, batch["batch_id"].as_str().unwrap());
+    let ids: Vec<&str> = range.map(|i| batch["items"][i]["id"].as_str().unwrap()).collect();
+    for status in ["processing", "failed"] {
+        for chunk in ids.chunks(1000) {
+            let reports: Vec<Value> = chunk
+                .iter()
+                .map(|id| serde_json::json!({ "item": id, "status": status, "error": "no" }))
+                .collect();
+            let reply = server.http.post(&url).json(&reports).send().await.unwrap();
+            assert_eq!(reply.status(), 200);
+        }
+    }
+}
+
 async fn claim(server: &LiveServer, batch: &Value, max: u32) -> usize {
     let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
     server.state.batches.claim(id, max).await.unwrap().len()
@@ -183,7 +199,7 @@ async fn a_cancel_cut_short_is_finished(postgres: bool) {
     let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
     let batches = &server.state.batches;
     batches.store().control(id, Control::Cancel, now()).await.unwrap().commit().await.unwrap();
-    assert_eq!(batches.store().cancelled_unfinished().await.unwrap(), Some(id));
+    assert_eq!(batches.store().control_unfinished().await.unwrap(), Some(id));
     assert_eq!(claim(&server, &batch, 10).await, 0, "nothing is taken from a cancelled batch");
     let item = batch["items"][0]["id"].as_str().unwrap();
     let retry = format!("{}/api/batches/{id}/items/{item}/retry", server.url);
@@ -202,7 +218,7 @@ async fn a_cancel_cut_short_is_finished(postgres: bool) {
         (summary.status.as_str(), summary.counts.cancelled, summary.counts.failed),
         ("cancelled", 699, 1)
     );
-    assert_eq!(batches.store().cancelled_unfinished().await.unwrap(), None);
+    assert_eq!(batches.store().control_unfinished().await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +255,13 @@ async fn retry_reopens(postgres: bool) {
     let reopened = next(&mut events).await;
     assert_eq!(reopened.event, "progress", "the stream stayed and hears of the reopening");
     let reopened: Value = serde_json::from_str(&reopened.data).unwrap();
-    assert_eq!((reopened["status"].as_str(), reopened["bulk"].as_bool()), (Some("processing"), Some(true)));
+    let queued =
+        reopened["items"].as_array().unwrap().iter().filter(|item| item["status"] == "pending").count();
+    assert_eq!(
+        (reopened["status"].as_str(), queued),
+        (Some("processing"), 2),
+        "it lists the items it queued"
+    );
     let failed =
         server.get(&batch).await.items.iter().filter(|item| item.status.as_str() == "failed").count();
     assert_eq!(failed, 0);
@@ -262,6 +284,60 @@ async fn retry_reopens(postgres: bool) {
     let changed: Value = reply.json().await.unwrap();
     assert_eq!(changed["items"][0]["status"], "pending");
     assert_eq!(retry_one(0).await.unwrap().status(), 409, "a done item is not retried");
+}
+
+/// A retry of every failed item answers with its first page queued again; the rest follow a
+/// page per change. One cut short is finished by a worker's round, and an item that failed
+/// again behind it is not queued twice.
+async fn retry_a_page_at_a_time(postgres: bool) {
+    let server = LiveServer::start(Options { postgres, ..Options::default() }).await;
+    let batch = server.create(1100).await;
+    fail(&server, &batch, 0..1050).await;
+    let mut events = server.stream(&batch, None).await;
+    assert_eq!(next(&mut events).await.event, "snapshot");
+
+    let (status, retried) = control(&server, &batch, "retry").await;
+    let counts = &retried["counts"];
+    assert_eq!(
+        (status, retried["status"].as_str(), counts["queued"].as_u64(), counts["failed"].as_u64()),
+        (200, Some("processing"), Some(550), Some(550))
+    );
+    loop {
+        let event: Value = serde_json::from_str(&next(&mut events).await.data).unwrap();
+        assert!(event["items"].as_array().unwrap().len() <= 500);
+        if event["counts"]["failed"] == 0 {
+            assert_eq!(event["counts"]["queued"], 1100);
+            break;
+        }
+    }
+    let pending =
+        server.get(&batch).await.items.iter().filter(|item| item.status.as_str() == "pending").count();
+    assert_eq!(pending, 1100);
+
+    // Cut short after its first page: item 0 fails again meanwhile, behind it.
+    fail(&server, &batch, 0..1100).await;
+    let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
+    let batches = &server.state.batches;
+    batches.store().control(id, Control::Retry, now()).await.unwrap().commit().await.unwrap();
+    fail(&server, &batch, 0..1).await;
+    assert_eq!(batches.store().control_unfinished().await.unwrap(), Some(id));
+    batches.reclaim(Duration::from_secs(60), 3).await.unwrap();
+    common::eventually("the retry to finish", || async {
+        batches.store().control_unfinished().await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let (_, summary) = batches.store().summary(id).await.unwrap().unwrap();
+    assert_eq!((summary.counts.failed, summary.counts.queued), (1, 1099));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_a_page_at_a_time_on_sqlite() {
+    retry_a_page_at_a_time(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_a_page_at_a_time_on_postgresql() {
+    retry_a_page_at_a_time(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,10 +93,9 @@ impl Store {
     }
 
     /// A control of its owner (pause, resume, cancel, retry every failed item), as one change:
-    /// 409 when the batch's state does not allow it. A cancel cancels the first page of the
-    /// items not finished, listed in its event; [`Store::cancel_more`] does the rest, a page per
-    /// change, so that no transaction grows with the batch. A retry changes its items in bulk,
-    /// without listing them (`bulk`): pages read their items again.
+    /// 409 when the batch's state does not allow it. A cancel or a retry changes the first
+    /// page of its items, listed in its event; [`Store::control_more`] does the rest, a page
+    /// per change, so that no transaction or event grows with the batch.
     pub async fn control(&self, batch: BatchId, control: Control, now: Millis) -> Result<Uncommitted> {
         let mut tx = self.begin().await?;
         let batch_id = batch.to_string();
@@ -104,62 +103,69 @@ impl Store {
             next_seq(&mut tx, &batch_id, now).await?.ok_or(Error::NotFound("batch"))?;
         control.check(&summary).map_err(Error::Conflict)?;
         control.apply(&mut summary);
-        let mut items = Vec::new();
-        match control {
-            Control::Pause | Control::Resume => {}
+        let changed = match control {
+            Control::Pause | Control::Resume => Vec::new(),
             Control::Cancel => {
-                let mut counts = summary.counts;
-                for (from, item) in self.cancel_page(&mut tx, &batch_id, now).await? {
-                    counts.apply(from, item.status);
-                    items.push(item);
-                }
-                summary.set_counts(counts);
+                // A retry under way stops here: nothing goes back to a cancelled batch's queue.
+                sqlx::query("UPDATE batches SET retry_after = NULL WHERE id = $1")
+                    .bind(&batch_id)
+                    .execute(&mut *tx)
+                    .await?;
+                self.cancel_page(&mut tx, &batch_id, now).await?
             }
             Control::Retry => {
-                sqlx::query(
-                    "UPDATE items SET status = 'pending', error = NULL, updated_at = $1 \
-                     WHERE batch_id = $2 AND status = 'failed'",
-                )
-                .bind(now)
-                .bind(&batch_id)
-                .execute(&mut *tx)
-                .await?;
+                // From the first position, again when a retry was under way.
+                sqlx::query("UPDATE batches SET retry_after = -1 WHERE id = $1")
+                    .bind(&batch_id)
+                    .execute(&mut *tx)
+                    .await?;
+                self.retry_page(&mut tx, &batch_id, -1, now).await?
             }
+        };
+        let mut counts = summary.counts;
+        for (from, item) in &changed {
+            counts.apply(*from, item.status);
         }
+        summary.set_counts(counts);
         save_counts(&mut tx, &batch_id, &summary).await?;
-        let event = BatchProgress { bulk: control == Control::Retry, ..BatchProgress::new(summary, items) };
-        Ok(Uncommitted { tx, owner, changes: vec![event] })
+        let items = changed.into_iter().map(|(_, item)| item).collect();
+        Ok(Uncommitted { tx, owner, changes: vec![BatchProgress::new(summary, items)] })
     }
 
-    /// Cancels the next page of a cancelled batch's items that are not finished yet, as one
-    /// change: `None` when the batch is not cancelled or nothing is left to cancel.
-    pub async fn cancel_more(&self, batch: BatchId, now: Millis) -> Result<Option<Uncommitted>> {
+    /// The next page of what a cancel or a retry left to do to a batch's items, as one change:
+    /// `None` when nothing is left.
+    pub async fn control_more(&self, batch: BatchId, now: Millis) -> Result<Option<Uncommitted>> {
         let batch_id = batch.to_string();
         // Read before the transaction, which takes the items' rows first, as a report takes
         // them, so that the two never wait for each other crosswise; and so that its first
         // statement writes (SQLite cannot turn a transaction that read into one that writes
-        // once another connection wrote). A cancelled batch stays cancelled: the answer
-        // cannot go stale.
-        let status: Option<(String,)> = sqlx::query_as("SELECT status FROM batches WHERE id = $1")
-            .bind(&batch_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        if status.is_none_or(|(status,)| status != BatchStatus::Cancelled.as_str()) {
-            return Ok(None);
-        }
+        // once another connection wrote). A cancelled batch stays cancelled; a retry's
+        // progress is checked again where it is written.
+        let state: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT status, retry_after FROM batches WHERE id = $1")
+                .bind(&batch_id)
+                .fetch_optional(&self.pool)
+                .await?;
         let mut tx = self.begin().await?;
-        let changed = self.cancel_page(&mut tx, &batch_id, now).await?;
+        let changed = match state {
+            Some((status, _)) if status == BatchStatus::Cancelled.as_str() => {
+                self.cancel_page(&mut tx, &batch_id, now).await?
+            }
+            Some((_, Some(after))) => self.retry_page(&mut tx, &batch_id, after, now).await?,
+            _ => Vec::new(),
+        };
         if changed.is_empty() {
             return Ok(None);
         }
         finish_changes(tx, batch, changed, now).await.map(Some)
     }
 
-    /// A cancelled batch whose items are not all cancelled yet: its cancel was cut short (the
-    /// process stopped), or an item in progress was reported meanwhile. `None` when none is.
-    pub async fn cancelled_unfinished(&self) -> Result<Option<BatchId>> {
+    /// A batch with a cancel or a retry not finished yet: cut short (its process stopped), or
+    /// with an item reported while it went. `None` when there is none.
+    pub async fn control_unfinished(&self) -> Result<Option<BatchId>> {
         let id: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM batches WHERE status = 'cancelled' AND (queued > 0 OR processing > 0) LIMIT 1",
+            "SELECT id FROM batches WHERE retry_after IS NOT NULL \
+             OR (status = 'cancelled' AND (queued > 0 OR processing > 0)) LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -175,29 +181,74 @@ impl Store {
         batch_id: &str,
         now: Millis,
     ) -> Result<Vec<(ItemStatus, ItemProgress)>> {
-        let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let mut changed = Vec::new();
         for from in [ItemStatus::Processing, ItemStatus::Pending] {
             let room = EVENT_ITEMS - changed.len();
             if room == 0 {
                 break;
             }
-            let rows = sqlx::query(&format!(
-                "UPDATE items SET status = 'cancelled', updated_at = $1 \
-                 WHERE id IN (SELECT id FROM items WHERE batch_id = $2 AND status = $3 \
-                 ORDER BY position LIMIT $4{skip_locked}) RETURNING {ITEM_COLUMNS}, batch_id"
-            ))
-            .bind(now)
-            .bind(batch_id)
-            .bind(from.as_str())
-            .bind(room as i64)
-            .fetch_all(&mut **tx)
-            .await?;
-            let mut items = rows.iter().map(ItemProgress::from_row).collect::<Result<Vec<_>, _>>()?;
-            items.sort_by_key(|item| item.position);
-            changed.extend(items.into_iter().map(|item| (from, item)));
+            let set = "status = 'cancelled', updated_at = $1";
+            let page = self.change_page(tx, batch_id, from, set, -1, room, now).await?;
+            changed.extend(page.into_iter().map(|item| (from, item)));
         }
         Ok(changed)
+    }
+
+    /// Queues again up to one event's worth of a batch's failed items after position `after`,
+    /// and notes how far the retry got (`retry_after`; NULL once a page finds none left),
+    /// unless another retry started over meanwhile. An item that fails again behind that
+    /// point waits for the next retry.
+    async fn retry_page(
+        &self,
+        tx: &mut Tx,
+        batch_id: &str,
+        after: i64,
+        now: Millis,
+    ) -> Result<Vec<(ItemStatus, ItemProgress)>> {
+        let set = "status = 'pending', error = NULL, updated_at = $1";
+        let page = self.change_page(tx, batch_id, ItemStatus::Failed, set, after, EVENT_ITEMS, now).await?;
+        let reached = match page.last() {
+            Some(last) if page.len() == EVENT_ITEMS => Some(i64::from(last.position)),
+            _ => None,
+        };
+        sqlx::query("UPDATE batches SET retry_after = $1 WHERE id = $2 AND retry_after = $3")
+            .bind(reached)
+            .bind(batch_id)
+            .bind(after)
+            .execute(&mut **tx)
+            .await?;
+        Ok(page.into_iter().map(|item| (ItemStatus::Failed, item)).collect())
+    }
+
+    /// Sets `set` (`$1` is `now`) on up to `limit` of a batch's items in status `from` after
+    /// position `after`, the first by position; returns them as they are now, in order.
+    #[allow(clippy::too_many_arguments)]
+    async fn change_page(
+        &self,
+        tx: &mut Tx,
+        batch_id: &str,
+        from: ItemStatus,
+        set: &str,
+        after: i64,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<ItemProgress>> {
+        let skip_locked = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let rows = sqlx::query(&format!(
+            "UPDATE items SET {set} WHERE id IN (SELECT id FROM items \
+             WHERE batch_id = $2 AND status = $3 AND position > $4 \
+             ORDER BY position LIMIT $5{skip_locked}) RETURNING {ITEM_COLUMNS}, batch_id"
+        ))
+        .bind(now)
+        .bind(batch_id)
+        .bind(from.as_str())
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut items = rows.iter().map(ItemProgress::from_row).collect::<Result<Vec<_>, _>>()?;
+        items.sort_by_key(|item| item.position);
+        Ok(items)
     }
 
     /// Processing → Pending for items their worker gives back unfinished (the process is
