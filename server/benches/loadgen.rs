@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use batchwatch_core::{BatchId, BatchProgress, BatchStatus, Counts, ItemStatus, keys};
+use batchwatch_core::{BatchId, BatchProgress, BatchStatus, BatchSummary, Counts, ItemStatus, keys};
 use clap::Parser;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -31,7 +31,8 @@ struct Args {
     /// keep-alives: memory per stream, CPU at idle), `bulk` (a 100,000-item batch driven by
     /// bulk reports, on SQLite and on PostgreSQL), `workers` (a 100,000-item batch through the
     /// built-in workers, on SQLite and on PostgreSQL), `export` (a 1,000,000-item batch
-    /// exported as CSV: the server's RSS while it streams), or `all`.
+    /// exported as CSV: the server's RSS while it streams), `controls` (a cancel and a retry
+    /// of 100,000 items, on SQLite and on PostgreSQL), or `all`.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// The server binary [default: `batchwatch` beside this bench's build, from
@@ -44,7 +45,7 @@ struct Args {
     /// default), 1 is tokio's current-thread runtime.
     #[arg(long, default_value_t = 0)]
     server_threads: usize,
-    /// Where `bulk` and `workers` run: `sqlite`, `postgres` or `both`.
+    /// Where `bulk`, `workers` and `controls` run: `sqlite`, `postgres` or `both`.
     #[arg(long, default_value = "both")]
     database: String,
     /// Passed by `cargo bench`.
@@ -76,14 +77,20 @@ async fn main() -> anyhow::Result<()> {
     if all || args.scenario == "export" {
         println!("{}", export(&args).await?);
     }
-    for (scenario, what) in [("bulk", "bulk reports"), ("workers", "built-in workers")] {
+    for (scenario, what) in
+        [("bulk", "bulk reports"), ("workers", "built-in workers"), ("controls", "cancel and retry")]
+    {
         if all || args.scenario == scenario {
             for (postgres, name) in [(false, "sqlite"), (true, "postgres")] {
                 if args.database != "both" && args.database != name {
                     continue;
                 }
                 let line = on_database(postgres, |extra| async {
-                    if scenario == "bulk" { bulk(&args, &extra).await } else { workers(&args, extra).await }
+                    match scenario {
+                        "bulk" => bulk(&args, &extra).await,
+                        "workers" => workers(&args, extra).await,
+                        _ => controls(&args, &extra).await,
+                    }
                 })
                 .await?;
                 println!("{what} on {}: {line}", if postgres { "PostgreSQL" } else { "SQLite" });
@@ -616,6 +623,70 @@ async fn bulk(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String> {
         median(&mut on_small),
         median(&mut on_large),
         items.len() + 10,
+    ))
+}
+
+/// A cancel of a 100,000-item batch's pending items, and a retry of another's failed ones:
+/// how long the control's answer takes, and until its last page of items is written.
+async fn controls(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String> {
+    let server = Server::start(args, extra).await?;
+    let big = || async {
+        let batch = server.create(10_000).await?;
+        let url = format!("http://{}/api/batches/{}", server.addr, batch.summary.batch_id);
+        let mut items: Vec<String> = batch.items.iter().map(|i| i.id.to_string()).collect();
+        for chunk in 1..10 {
+            let names: Vec<String> = (0..10_000).map(|i| format!("more-{chunk}-{i:05}.jpg")).collect();
+            let body = serde_json::json!({ "items": names });
+            let added: BatchProgress = server
+                .http
+                .post(format!("{url}/items"))
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            items.extend(added.items.iter().map(|i| i.id.to_string()));
+        }
+        anyhow::Ok((url, items))
+    };
+    // The control's answer, then until the batch's counts say every item was changed.
+    let control = |url: String, what: &'static str, done: fn(&Counts) -> bool| {
+        let http = server.http.clone();
+        async move {
+            let started = Instant::now();
+            http.post(format!("{url}/{what}")).send().await?.error_for_status()?;
+            let answered = started.elapsed().as_secs_f64() * 1_000.0;
+            loop {
+                let summary: BatchSummary = http.get(&url).send().await?.error_for_status()?.json().await?;
+                if done(&summary.counts) {
+                    return anyhow::Ok((answered, started.elapsed().as_secs_f64() * 1_000.0));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let (url, _) = big().await?;
+    let (cancel_answer, cancel_all) = control(url, "cancel", |c| c.queued == 0).await?;
+    let (url, items) = big().await?;
+    for status in ["processing", "failed"] {
+        for calls in items.chunks(1_000) {
+            let reports: Vec<_> =
+                calls.iter().map(|item| serde_json::json!({ "item": item, "status": status })).collect();
+            server
+                .http
+                .post(format!("{url}/items/status"))
+                .json(&reports)
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+    }
+    let (retry_answer, retry_all) = control(url, "retry", |c| c.failed == 0).await?;
+    Ok(format!(
+        "cancel of 100,000 pending items: answered in {cancel_answer:.0} ms, every item cancelled \
+         {cancel_all:.0} ms after; retry of 100,000 failed items: answered in {retry_answer:.0} ms, \
+         every item queued {retry_all:.0} ms after"
     ))
 }
 

@@ -192,7 +192,8 @@ impl Batches {
     /// change, in a task of its own: the control's answer and every transaction stay the same
     /// size whatever the batch's. One such task per batch in this process; another process may
     /// run one too (after a restart cut one short: [`Batches::reclaim`]), each page taking
-    /// rows the other does not hold.
+    /// rows the other does not hold. A control that comes as the task ends is left to the
+    /// next such round.
     pub fn finish_control(&self, batch: BatchId) {
         let running = || self.controlling.lock().unwrap_or_else(PoisonError::into_inner);
         if !running().insert(batch) {
