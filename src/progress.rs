@@ -361,6 +361,27 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_over_once_its_status_is_final_and_no_item_is_left_to_finish() {
+        let mut s = BatchSummary::new(BatchId::new(), "b".into(), Counts::queued(2), 1, 0);
+        assert!(!s.is_over());
+        crate::Control::Cancel.apply(&mut s);
+        assert!(s.status.is_terminal() && !s.is_over(), "cancelled, its items not yet");
+        let mut counts = s.counts;
+        counts.apply(ItemStatus::Pending, ItemStatus::Cancelled);
+        counts.apply(ItemStatus::Pending, ItemStatus::Cancelled);
+        s.set_counts(counts);
+        assert!(s.is_over());
+        let done = BatchSummary::new(
+            BatchId::new(),
+            "b".into(),
+            Counts { completed: 1, total: 1, ..Counts::default() },
+            1,
+            0,
+        );
+        assert!(done.is_over());
+    }
+
+    #[test]
     fn set_counts_derives_status_and_percent() {
         let mut s = batch(2).summary;
         s.set_counts(Counts { completed: 1, failed: 1, total: 2, ..Counts::default() });
