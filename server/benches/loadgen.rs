@@ -171,6 +171,13 @@ impl Server {
         Ok(self.http.post(url).json(&body).send().await?.error_for_status()?.json().await?)
     }
 
+    /// Adds `names` at the end of `batch` (`POST /api/batches/{id}/items`); returns what changed.
+    async fn append(&self, batch: BatchId, names: Vec<String>) -> anyhow::Result<BatchProgress> {
+        let url = format!("http://{}/api/batches/{batch}/items", self.addr);
+        let body = serde_json::json!({ "items": names });
+        Ok(self.http.post(url).json(&body).send().await?.error_for_status()?.json().await?)
+    }
+
     /// (RSS in KiB, CPU seconds used so far)
     fn usage(&self) -> (u64, f64) {
         let pid = self.child.id();
@@ -532,27 +539,11 @@ async fn bulk(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<String> {
     let url = |path: &str| format!("http://{}/api/batches/{id}{path}", server.addr);
     for chunk in 0..9 {
         let names: Vec<String> = (0..10_000).map(|i| format!("more-{chunk}-{i:05}.jpg")).collect();
-        let added: BatchProgress = server
-            .http
-            .post(url("/items"))
-            .json(&serde_json::json!({ "items": names }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let added = server.append(id, names).await?;
         items.extend(added.items.iter().map(|i| i.id.to_string()));
     }
     // Ten more the reporters leave alone: the batch stays open for the latency probe below.
-    let probes: BatchProgress = server
-        .http
-        .post(url("/items"))
-        .json(&serde_json::json!({ "items": (0..10).map(|i| format!("probe-{i}.jpg")).collect::<Vec<_>>() }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let probes = server.append(id, (0..10).map(|i| format!("probe-{i}.jpg")).collect()).await?;
     let (_, cpu_before) = server.usage();
     let (progress_before, snapshots_before) = watchers.counts();
     let started = Instant::now();
@@ -632,20 +623,12 @@ async fn controls(args: &Args, extra: &[(&str, String)]) -> anyhow::Result<Strin
     let server = Server::start(args, extra).await?;
     let big = || async {
         let batch = server.create(10_000).await?;
-        let url = format!("http://{}/api/batches/{}", server.addr, batch.summary.batch_id);
+        let id = batch.summary.batch_id;
+        let url = format!("http://{}/api/batches/{id}", server.addr);
         let mut items: Vec<String> = batch.items.iter().map(|i| i.id.to_string()).collect();
         for chunk in 1..10 {
             let names: Vec<String> = (0..10_000).map(|i| format!("more-{chunk}-{i:05}.jpg")).collect();
-            let body = serde_json::json!({ "items": names });
-            let added: BatchProgress = server
-                .http
-                .post(format!("{url}/items"))
-                .json(&body)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let added = server.append(id, names).await?;
             items.extend(added.items.iter().map(|i| i.id.to_string()));
         }
         anyhow::Ok((url, items))
@@ -805,8 +788,7 @@ async fn workers(args: &Args, mut extra: Vec<(&'static str, String)>) -> anyhow:
     let started = Instant::now();
     let url = format!("http://{}/api/batches/{id}", server.addr);
     for chunk in 1..10 {
-        let body = serde_json::json!({ "items": names(chunk * 10_000) });
-        server.http.post(format!("{url}/items")).json(&body).send().await?.error_for_status()?;
+        server.append(id, names(chunk * 10_000)).await?;
     }
     // Each append of 10,000 holds the batch for its transaction: the changes waiting behind
     // it are stale by that much. Freshness is given with and without those moments.
@@ -845,8 +827,7 @@ async fn export(args: &Args) -> anyhow::Result<String> {
     let url = format!("http://{}/api/batches/{}", server.addr, batch.summary.batch_id);
     for chunk in 1..100 {
         let names: Vec<String> = (0..10_000).map(|i| format!("photo-{chunk:02}-{i:05}.jpg")).collect();
-        let body = serde_json::json!({ "items": names });
-        server.http.post(format!("{url}/items")).json(&body).send().await?.error_for_status()?;
+        server.append(batch.summary.batch_id, names).await?;
     }
     let (rss_before, _) = server.usage();
     let started = Instant::now();
