@@ -40,6 +40,11 @@ async fn fail(server: &LiveServer, batch: &Value, range: std::ops::Range<usize>)
     }
 }
 
+/// How many of the batch's items are in `status`, as a client reads them page by page.
+async fn with_status(server: &LiveServer, batch: &Value, status: &str) -> usize {
+    server.get(batch).await.items.iter().filter(|item| item.status.as_str() == status).count()
+}
+
 async fn claim(server: &LiveServer, batch: &Value, max: u32) -> usize {
     let id = batch["batch_id"].as_str().unwrap().parse().unwrap();
     server.state.batches.claim(id, max).await.unwrap().len()
@@ -169,10 +174,9 @@ async fn cancel_a_page_at_a_time(postgres: bool) {
         (Some("cancelled"), Some(final_seq), &Value::from(1233), &Value::from(0))
     );
     assert_eq!(seen.last().map(|(kind, _)| kind.as_str()), Some("complete"), "over once all are cancelled");
-    let stored = server.get(&batch).await;
-    let done = stored.items.iter().filter(|item| item.status.as_str() == "done").count();
-    let cancelled = stored.items.iter().filter(|item| item.status.as_str() == "cancelled").count();
-    assert_eq!((done, cancelled, stored.summary.counts.cancelled), (1, 1233, 1233));
+    let (done, cancelled) =
+        (with_status(&server, &batch, "done").await, with_status(&server, &batch, "cancelled").await);
+    assert_eq!((done, cancelled, server.get(&batch).await.summary.counts.cancelled), (1, 1233, 1233));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,9 +263,7 @@ async fn retry_reopens(postgres: bool) {
         (Some("processing"), 2),
         "it lists the items it queued"
     );
-    let failed =
-        server.get(&batch).await.items.iter().filter(|item| item.status.as_str() == "failed").count();
-    assert_eq!(failed, 0);
+    assert_eq!(with_status(&server, &batch, "failed").await, 0);
     assert_eq!(control(&server, &batch, "retry").await.0, 409, "nothing failed any more");
 
     // One item: failed back to pending, and only a failed one.
@@ -307,9 +309,7 @@ async fn retry_a_page_at_a_time(postgres: bool) {
             break;
         }
     }
-    let pending =
-        server.get(&batch).await.items.iter().filter(|item| item.status.as_str() == "pending").count();
-    assert_eq!(pending, 1100);
+    assert_eq!(with_status(&server, &batch, "pending").await, 1100);
 
     // Cut short after its first page: item 0 fails again meanwhile, behind it.
     fail(&server, &batch, 0..1100).await;
