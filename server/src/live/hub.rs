@@ -95,7 +95,8 @@ const PUBLISH_RETRIES: [Duration; 3] =
 pub struct Framed {
     pub kind: Sent,
     pub seq: u64,
-    pub terminal: bool,
+    /// The batch is over ([`batchwatch_core::BatchSummary::is_over`]): the stream ends here.
+    pub over: bool,
     /// `id: <seq>\nevent: progress|snapshot\ndata: <json>\n\n`
     pub bytes: Bytes,
 }
@@ -416,8 +417,8 @@ impl Hub {
             let payload = json(&event);
             let seq = event.summary.seq;
             let bytes = frame("progress", Some(seq), &payload);
-            let terminal = event.summary.is_over();
-            offer(topic, Framed { kind: Sent::Progress, seq, terminal, bytes });
+            let over = event.summary.is_over();
+            offer(topic, Framed { kind: Sent::Progress, seq, over, bytes });
             offered += 1;
         }
         if offered > 0 {
@@ -491,12 +492,8 @@ impl Hub {
         topic.offered_at = now;
         let bytes = frame("batches", None, &json(&summaries));
         // No receiver left is fine: the last stream is just leaving.
-        let _ = topic.tx.send(Arc::new(Framed {
-            kind: Sent::Progress,
-            seq: topic.frames,
-            terminal: false,
-            bytes,
-        }));
+        let _ =
+            topic.tx.send(Arc::new(Framed { kind: Sent::Progress, seq: topic.frames, over: false, bytes }));
     }
 
     fn flush_at(&self, id: BatchId, topic: &mut Topic, at: tokio::time::Instant) {
@@ -525,8 +522,8 @@ impl Hub {
             return;
         }
         let bytes = framed_snapshot(&self.inner, snapshot);
-        let terminal = snapshot.summary.is_over();
-        self.offer(id, Framed { kind: Sent::Snapshot, seq, terminal, bytes });
+        let over = snapshot.summary.is_over();
+        self.offer(id, Framed { kind: Sent::Snapshot, seq, over, bytes });
     }
 
     fn offer(&self, id: BatchId, framed: Framed) {
@@ -856,7 +853,7 @@ mod tests {
         assert!(matches!(watch.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
         let mut kept = Vec::new();
         while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(10), watch.recv()).await {
-            kept.push((e.seq, e.terminal));
+            kept.push((e.seq, e.over));
         }
         assert_eq!(kept.len(), RING, "only the ring was kept for it");
         assert_eq!(kept.last(), Some(&(2_000, true)), "the newest, terminal event is still there");

@@ -4,7 +4,7 @@
 //! page reads the items it shows from `GET /api/batches/{id}/items`), unless the client says with
 //! `Last-Event-ID` (or `?last_event_id=`) that it already has that `seq`; then `event:
 //! progress` at each change, each with `id: <seq>`; `event: complete` once the batch is
-//! terminal, then the stream ends (with `?follow=true` it goes on: a retry can open the batch
+//! over (final, and no item left to finish), then the stream ends (with `?follow=true` it goes on: a retry can open the batch
 //! again, and the page hears of it). A `: ping` comment keeps idle connections open, `event:
 //! timeout` ends a stream after its maximum age, `event: signed_out` one whose token was
 //! revoked or whose session ended (announced at once, and asked every few keep-alives),
@@ -268,7 +268,7 @@ impl Watcher {
         match snapshot {
             Snapshot::Batch(snapshot) if last_seen == Some(snapshot.summary.seq) => {
                 w.last = snapshot.summary.seq;
-                w.finish_if_terminal(&snapshot);
+                w.finish_if_over(&snapshot);
             }
             Snapshot::Batch(snapshot) => w.send_snapshot(&snapshot),
             Snapshot::Batches(list) => w.send_list(&list),
@@ -325,7 +325,7 @@ impl Watcher {
                 if event.seq > self.last {
                     self.last = event.seq;
                     self.push(event.kind, event.bytes.clone());
-                    if event.terminal {
+                    if event.over {
                         self.complete();
                     }
                 }
@@ -382,10 +382,10 @@ impl Watcher {
         self.last = snapshot.summary.seq;
         let framed = self.watch.framed_snapshot(snapshot);
         self.push(Sent::Snapshot, framed);
-        self.finish_if_terminal(snapshot);
+        self.finish_if_over(snapshot);
     }
 
-    fn finish_if_terminal(&mut self, snapshot: &BatchProgress) {
+    fn finish_if_over(&mut self, snapshot: &BatchProgress) {
         if snapshot.summary.is_over() {
             self.complete();
         }
