@@ -3,6 +3,7 @@
 
 pub mod api;
 mod components;
+mod json;
 pub mod live_batch;
 mod now;
 mod pages;

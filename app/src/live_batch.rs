@@ -188,7 +188,7 @@ impl crate::stream_client::Feed for LiveState {
         if event == "complete" {
             return Next::Settle;
         }
-        let Ok(progress) = serde_json::from_str::<BatchProgress>(data) else { return Next::Nothing };
+        let Ok(progress) = crate::json::from_str::<BatchProgress>(data) else { return Next::Nothing };
         if event == "snapshot" {
             self.replace(progress);
             return Next::Settle;

@@ -139,7 +139,7 @@ impl crate::stream_client::Feed for UserFeed {
     }
 
     fn take(&self, event: &str, data: &str) -> crate::stream_client::Next {
-        if let Ok(summaries) = serde_json::from_str(data) {
+        if let Ok(summaries) = crate::json::from_str(data) {
             self.receive(summaries, event == "snapshot");
         }
         crate::stream_client::Next::Settle

@@ -14,6 +14,7 @@ use leptos_router::{
 use crate::{
     api::get_items,
     components::item_list::ItemList,
+    json::Json,
     live_batch::{ItemCell, LiveState},
 };
 
@@ -35,7 +36,7 @@ fn href(id: BatchId, query: &ItemQuery) -> String {
 }
 
 /// A page of items as read for a view.
-pub type ItemsResource = Resource<(ItemQuery, Result<Option<ItemsPage>, ServerFnError>)>;
+pub type ItemsResource = Resource<(ItemQuery, Result<Option<ItemsPage>, ServerFnError>), Json>;
 
 /// The view the page's URL asks for, and its page of items, read again when the view changes
 /// and whenever `reread` moves (the page missed events, or emptied). Made once per page,
@@ -47,7 +48,7 @@ pub fn use_items(
 ) -> (Memo<ItemQuery>, ItemsResource) {
     let url = use_query_map();
     let query = Memo::new(move |_| url.with(|map| ItemQuery::from_url(|key| map.get(key))));
-    let page = Resource::new(
+    let page = Resource::new_with_options(
         move || (id(), query.get(), reread.get()),
         move |(id, query, _)| async move {
             let page = match id.parse::<BatchId>() {
@@ -56,6 +57,7 @@ pub fn use_items(
             };
             (query, page)
         },
+        false,
     );
     (query, page)
 }
