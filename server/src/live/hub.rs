@@ -60,7 +60,9 @@ use std::{
 use batchwatch_core::{BatchId, BatchProgress, BatchSummary, account::Ended, keys, merge_events};
 use bytes::Bytes;
 use futures::StreamExt;
-use redis::{ProtocolVersion, PushKind, Value, cluster::ClusterClientBuilder};
+use redis::{
+    ProtocolVersion, PushKind, Value, cluster::ClusterClientBuilder, cluster_async::ClusterConnection,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
@@ -77,6 +79,12 @@ pub const RING: usize = 64;
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// How often a cluster's partition channels that could not be subscribed are tried again.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a cluster's every channel is subscribed again, standing or not: the client
+/// library can replace a node's connection without a word (seen right after a node restart:
+/// the node counted one server's subscription gone that the server held standing), and
+/// subscribing again is nothing where the subscription stands and brings it back where it
+/// went. The catch-up (every 2 s) brings what was published in between.
+const RESUBSCRIBE_ALL_EVERY: Duration = Duration::from_secs(2);
 /// Ended sign-ins kept for streams that are briefly behind; one that falls further asks the
 /// database instead.
 const ENDED_RING: usize = 256;
@@ -760,6 +768,8 @@ async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResu
         (0..keys::PARTITIONS).map(|p| keys::partition_channel(prefix, p)).chain([control.clone()]).collect();
     let mut missing = channels.clone();
     let mut retry = tokio::time::interval(RESUBSCRIBE_EVERY);
+    let mut all = tokio::time::interval(RESUBSCRIBE_ALL_EVERY);
+    all.tick().await;
     loop {
         tokio::select! {
             push = pushed.recv() => {
@@ -793,15 +803,16 @@ async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResu
                     _ => {}
                 }
             }
+            _ = all.tick(), if missing.is_empty() => {
+                missing = ssubscribe_each(&conn, &channels).await;
+                if !missing.is_empty() {
+                    // Their subscriptions were lost, and with them perhaps events.
+                    tracing::warn!(missing = missing.len(), "some partition channels could not be subscribed again");
+                    retry.reset_immediately();
+                }
+            }
             _ = retry.tick(), if !missing.is_empty() => {
-                // One channel per command: channels of several slots in one fail (CROSSSLOT).
-                let tries = missing.iter().map(|channel| {
-                    let mut conn = conn.clone();
-                    async move { conn.ssubscribe(channel).await.is_ok() }
-                });
-                let done = futures::future::join_all(tries).await;
-                let mut done = done.into_iter();
-                missing.retain(|_| !done.next().unwrap_or(false));
+                missing = ssubscribe_each(&conn, &missing).await;
                 if missing.is_empty() {
                     // Whatever was published while a channel was not subscribed is only in the
                     // database now.
@@ -812,6 +823,17 @@ async fn subscribe_cluster_once(seeds: &[String], hub: &Hub) -> redis::RedisResu
             }
         }
     }
+}
+
+/// Subscribes each channel (one per command: channels of several slots in one fail with
+/// CROSSSLOT) and returns those it could not.
+async fn ssubscribe_each(conn: &ClusterConnection, channels: &[String]) -> Vec<String> {
+    let tries = channels.iter().map(|channel| {
+        let mut conn = conn.clone();
+        async move { conn.ssubscribe(channel).await.is_ok() }
+    });
+    let done = futures::future::join_all(tries).await;
+    channels.iter().zip(done).filter(|(_, done)| !done).map(|(channel, _)| channel.clone()).collect()
 }
 
 /// Whether Redis answers `ping` within [`PING_EVERY`].
