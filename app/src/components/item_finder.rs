@@ -14,7 +14,7 @@ use leptos_router::{
 use crate::{
     api::get_items,
     components::item_list::ItemList,
-    json::Json,
+    json::{self, Json},
     live_batch::{ItemCell, LiveState},
 };
 
@@ -48,7 +48,7 @@ pub fn use_items(
 ) -> (Memo<ItemQuery>, ItemsResource) {
     let url = use_query_map();
     let query = Memo::new(move |_| url.with(|map| ItemQuery::from_url(|key| map.get(key))));
-    let page = Resource::new_with_options(
+    let page = json::resource(
         move || (id(), query.get(), reread.get()),
         move |(id, query, _)| async move {
             let page = match id.parse::<BatchId>() {
@@ -57,7 +57,6 @@ pub fn use_items(
             };
             (query, page)
         },
-        false,
     );
     (query, page)
 }

@@ -17,7 +17,7 @@ use crate::{
         run_stats::RunStats,
         status_badge::StatusBadge,
     },
-    json::Json,
+    json,
     live_batch::use_live_batch,
     now::use_now,
     pages::not_found::{Malformed, NotFound},
@@ -27,7 +27,7 @@ use crate::{
 pub fn BatchPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
-    let lookup = Resource::<_, Json>::new_with_options(id, lookup, false);
+    let lookup = json::resource(id, lookup);
     let reread = RwSignal::new(0);
     let (query, items) = use_items(id, reread);
 

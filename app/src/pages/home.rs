@@ -11,7 +11,7 @@ use leptos_meta::Title;
 use crate::{
     api::{CreateBatch, CreateDemoBatch, list_batches, submit},
     components::status_badge::StatusBadge,
-    json::Json,
+    json,
     user_feed::UserFeed,
 };
 
@@ -28,7 +28,7 @@ pub fn HomePage() -> impl IntoView {
     let new_batch = move || Some(CreateBatch { name: name.get()?.value(), items: items.get()?.value() });
     // A count that is not a number goes as it is, and the server says what is wrong with it.
     let demo_batch = move || Some(CreateDemoBatch { count: count.get()?.value().parse().ok()? });
-    let batches = Resource::<_, Json>::new_with_options(|| (), |_| list_batches(Page::default()), false);
+    let batches = json::resource(|| (), |_| list_batches(Page::default()));
     let error = move || {
         [create.value().get(), demo.value().get()]
             .into_iter()
