@@ -31,7 +31,7 @@ ensure_rust_tools() {
     rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
     command -v cc >/dev/null || apt_install build-essential
     if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
-        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 7 minutes, once)"
+        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (10 to 13 minutes on 2 cores, once)"
         command -v pkg-config >/dev/null && [ -f /usr/include/openssl/ssl.h ] || apt_install pkg-config libssl-dev
         # no_downloads: a missing tool is an error instead of a download that cannot work here.
         # Its release profile asks for fat LTO in one codegen unit, most of a cold install on two

@@ -553,10 +553,6 @@ async fn bulk(args: &Args, extra: &[(&str, String)], rate: Option<f64>) -> anyho
     }
     // Ten more the reporters leave alone: the batch stays open for the latency probe below.
     let probes = server.append(id, (0..10).map(|i| format!("probe-{i}.jpg")).collect()).await?;
-    // The appends' events carry items stamped when their 10,000-item transactions began, which
-    // are not the reports' freshness: measured from here.
-    watchers.settle().await;
-    watchers.restart_freshness();
     let (_, cpu_before) = server.usage();
     let (progress_before, snapshots_before) = watchers.counts();
     let started = Instant::now();
@@ -720,7 +716,8 @@ async fn on_database<F: Future<Output = anyhow::Result<String>>>(
 }
 
 /// Watchers of one batch: every one counts its events; every tenth also reads them and
-/// measures their freshness: how long ago the oldest change in each was committed.
+/// measures their freshness: how long ago the oldest change in each was committed (an
+/// append's pending items are not counted).
 struct Watchers {
     progress: Arc<AtomicU64>,
     snapshots: Arc<AtomicU64>,
@@ -757,9 +754,12 @@ impl Watchers {
                             if let Some(data) = line.strip_prefix(b"data: ") {
                                 let now = batchwatch_core::now();
                                 let event: BatchProgress = serde_json::from_slice(data).unwrap();
-                                let oldest = event.items.iter().map(|i| i.updated_at).min();
-                                let oldest = oldest.unwrap_or(event.summary.updated_at);
-                                staleness.lock().unwrap().push((now - oldest).max(0) as u32);
+                                // Reports and workers' changes only: the items an append adds
+                                // arrive pending, stamped when its transaction began.
+                                let changed = event.items.iter().filter(|i| i.status != ItemStatus::Pending);
+                                if let Some(oldest) = changed.map(|i| i.updated_at).min() {
+                                    staleness.lock().unwrap().push((now - oldest).max(0) as u32);
+                                }
                                 in_progress = false;
                             }
                         }
@@ -778,19 +778,6 @@ impl Watchers {
     /// (progress events, snapshots) so far.
     fn counts(&self) -> (u64, u64) {
         (self.progress.load(Ordering::Relaxed), self.snapshots.load(Ordering::Relaxed))
-    }
-
-    /// Waits until no event has arrived for 300 ms.
-    async fn settle(&self) {
-        let mut last = self.counts();
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = self.counts();
-            if now == last {
-                return;
-            }
-            last = now;
-        }
     }
 
     /// Forgets the freshness measured so far.

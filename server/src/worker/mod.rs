@@ -6,9 +6,11 @@
 //! waiting for them to commit, so a batch's changes meet in its group commit (one transaction
 //! and one event for many items). The dispatcher claims one item per idle worker, and ahead
 //! only as far as the workers' pace needs: twice as many as they took while its last claim was
-//! on its way. Slow items keep nothing claimed but what is worked on (a person sees as many
-//! `processing` as there are busy workers, and a process that dies loses only those); fast
-//! ones keep the workers fed.
+//! on its way, and twice as many as it claimed ahead last time when a worker found the queue
+//! empty meanwhile (a claim's flight measures nothing while the workers wait for it: fast
+//! items would be claimed a few at a time for ever). Slow items keep nothing claimed but what
+//! is worked on, or a few now and then (a person sees about as many `processing` as there are
+//! busy workers, and a process that dies loses only those); fast ones keep the workers fed.
 //!
 //! A failed attempt is retried in place with exponential backoff (the item stays
 //! `processing`, so the batch never looks finished between attempts) until `MAX_ATTEMPTS`,
@@ -29,7 +31,11 @@ pub mod turns;
 
 use batchwatch_core::{BatchId, ItemId, ItemProgress, ItemStatus, StatusReport};
 use tokio::{
-    sync::{Mutex, Notify, mpsc, watch},
+    sync::{
+        Mutex, Notify,
+        mpsc::{self, error::TryRecvError},
+        watch,
+    },
     task::JoinSet,
 };
 
@@ -112,12 +118,13 @@ pub async fn run(
     batches.settled().await;
 }
 
-/// How the workers get on: items taken so far, workers on an item now, and a wake-up for the
-/// dispatcher whenever one finishes.
+/// How the workers get on: items taken so far, workers on an item now, times a worker back
+/// from an item found the queue empty, and a wake-up for the dispatcher whenever one finishes.
 #[derive(Default)]
 struct Pace {
     taken: AtomicUsize,
     busy: AtomicUsize,
+    starved: AtomicUsize,
     finished: Notify,
 }
 
@@ -143,7 +150,8 @@ async fn dispatch(
             }
             continue;
         }
-        let taken_before = pace.taken.load(Ordering::Relaxed);
+        let (taken_before, starved_before) =
+            (pace.taken.load(Ordering::Relaxed), pace.starved.load(Ordering::Relaxed));
         // Items whose worker died are looked for a few times a lease, and whenever there is
         // nothing pending.
         let mut claimed = Vec::new();
@@ -176,7 +184,9 @@ async fn dispatch(
             }
         }
         let during = pace.taken.load(Ordering::Relaxed) - taken_before;
-        ahead = (2 * during).min(settings.claim_chunk as usize);
+        let starved = pace.starved.load(Ordering::Relaxed) != starved_before;
+        let grown = if starved { 2 * ahead.max(1) } else { 0 };
+        ahead = (2 * during).max(grown).min(settings.claim_chunk as usize);
     }
 }
 
@@ -209,16 +219,39 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         tracing::debug!(worker = self.n, "worker started");
+        // Back from an item (not just started): finding the queue empty then means the
+        // dispatcher claims too few ahead.
+        let mut back = false;
         loop {
             let next = {
                 let mut waiting = self.waiting.lock().await;
-                tokio::select! {
-                    biased;
-                    _ = self.stop.wait_for(|stopping| *stopping) => None,
-                    next = waiting.recv() => next,
+                // Stopping: what is still queued goes back (see `run`), not to a worker.
+                let queued =
+                    if *self.stop.borrow() { Err(TryRecvError::Disconnected) } else { waiting.try_recv() };
+                // The dispatcher hears of a finished item once the worker has looked at the
+                // queue: finding it empty is counted before the claim that wakes, so only a
+                // shortage while a claim is on its way makes the next one claim more.
+                match queued {
+                    Ok(next) => {
+                        self.pace.finished.notify_one();
+                        Some(next)
+                    }
+                    Err(TryRecvError::Disconnected) => None,
+                    Err(TryRecvError::Empty) => {
+                        if back {
+                            self.pace.starved.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.pace.finished.notify_one();
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.wait_for(|stopping| *stopping) => None,
+                            next = waiting.recv() => next,
+                        }
+                    }
                 }
             };
             let Some((batch, item)) = next else { break };
+            back = true;
             self.pace.taken.fetch_add(1, Ordering::Relaxed);
             self.pace.busy.fetch_add(1, Ordering::Relaxed);
             let mut stop = self.stop.clone();
@@ -235,7 +268,6 @@ impl Worker {
                 () = out_of_time => release(&self.batches, batch, &[item.id]).await,
             }
             self.pace.busy.fetch_sub(1, Ordering::Relaxed);
-            self.pace.finished.notify_one();
         }
         tracing::debug!(worker = self.n, "worker stopped");
     }
