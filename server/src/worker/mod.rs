@@ -31,11 +31,7 @@ pub mod turns;
 
 use batchwatch_core::{BatchId, ItemId, ItemProgress, ItemStatus, StatusReport};
 use tokio::{
-    sync::{
-        Mutex, Notify,
-        mpsc::{self, error::TryRecvError},
-        watch,
-    },
+    sync::{Mutex, Notify, mpsc, watch},
     task::JoinSet,
 };
 
@@ -118,8 +114,9 @@ pub async fn run(
     batches.settled().await;
 }
 
-/// How the workers get on: items taken so far, workers on an item now, times a worker back
-/// from an item found the queue empty, and a wake-up for the dispatcher whenever one finishes.
+/// How the workers get on: items taken so far, workers on an item now, times a worker that
+/// finished an item found the queue empty, and a wake-up for the dispatcher whenever one
+/// finishes.
 #[derive(Default)]
 struct Pace {
     taken: AtomicUsize,
@@ -219,39 +216,16 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         tracing::debug!(worker = self.n, "worker started");
-        // Back from an item (not just started): finding the queue empty then means the
-        // dispatcher claims too few ahead.
-        let mut back = false;
         loop {
             let next = {
                 let mut waiting = self.waiting.lock().await;
-                // Stopping: what is still queued goes back (see `run`), not to a worker.
-                let queued =
-                    if *self.stop.borrow() { Err(TryRecvError::Disconnected) } else { waiting.try_recv() };
-                // The dispatcher hears of a finished item once the worker has looked at the
-                // queue: finding it empty is counted before the claim that wakes, so only a
-                // shortage while a claim is on its way makes the next one claim more.
-                match queued {
-                    Ok(next) => {
-                        self.pace.finished.notify_one();
-                        Some(next)
-                    }
-                    Err(TryRecvError::Disconnected) => None,
-                    Err(TryRecvError::Empty) => {
-                        if back {
-                            self.pace.starved.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.pace.finished.notify_one();
-                        tokio::select! {
-                            biased;
-                            _ = self.stop.wait_for(|stopping| *stopping) => None,
-                            next = waiting.recv() => next,
-                        }
-                    }
+                tokio::select! {
+                    biased;
+                    _ = self.stop.wait_for(|stopping| *stopping) => None,
+                    next = waiting.recv() => next,
                 }
             };
             let Some((batch, item)) = next else { break };
-            back = true;
             self.pace.taken.fetch_add(1, Ordering::Relaxed);
             self.pace.busy.fetch_add(1, Ordering::Relaxed);
             let mut stop = self.stop.clone();
@@ -268,6 +242,13 @@ impl Worker {
                 () = out_of_time => release(&self.batches, batch, &[item.id]).await,
             }
             self.pace.busy.fetch_sub(1, Ordering::Relaxed);
+            // Nothing queued for this worker now (or another already waits for the queue):
+            // counted before the dispatcher hears of it, so that only a shortage while a claim
+            // is on its way makes the next one claim more.
+            if self.waiting.try_lock().map_or(true, |waiting| waiting.is_empty()) {
+                self.pace.starved.fetch_add(1, Ordering::Relaxed);
+            }
+            self.pace.finished.notify_one();
         }
         tracing::debug!(worker = self.n, "worker stopped");
     }
