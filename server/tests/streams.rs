@@ -5,13 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use batchwatch_core::{BatchStatus, StatusReport};
+use batchwatch_core::{BatchId, BatchStatus, BatchSummary, Counts, StatusReport};
 use common::{
     eventually,
     server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end},
 };
 use futures::StreamExt;
-use server::{batches::Access, store::items::Changes};
+use server::{
+    batches::Access,
+    redis_conn::RedisTarget,
+    store::{cache::Cache, items::Changes},
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,6 +253,34 @@ async fn watchers_survive_redis_restarting_mid_batch() {
         assert_eq!(last["counts"], serde_json::to_value(final_state.counts).unwrap());
         assert_eq!(last["status"], final_state.status.as_str());
     }
+}
+
+/// A batch that finished while Redis was away: the summary cached before (which a Redis with
+/// its data brings back) must not be answered until it expires.
+#[tokio::test]
+async fn a_change_redis_missed_replaces_the_older_summary_once_it_answers() {
+    let mut redis = PrivateRedis::start().await;
+    let cache = Cache::redis(
+        RedisTarget::parse(&redis.url()).unwrap().connect().unwrap(),
+        "missed:",
+        Duration::from_secs(60),
+    );
+    let id = BatchId::new();
+    let summary = |seq| BatchSummary::new(id, "b".into(), Counts::queued(1), seq, 0);
+    cache.fill("u", &summary(1)).await;
+    redis.stop();
+    cache.apply(&summary(2)).await;
+    redis.restart().await;
+    // What a Redis back with its data holds (unless the change was written again already).
+    cache.fill("u", &summary(1)).await;
+    eventually("the missed change to replace the older summary", || async {
+        (cache.summary(id).await.map(|(_, s)| s.seq) != Some(1)).then_some(())
+    })
+    .await;
+    let seq: String = redis
+        .query(redis::cmd("HGET").arg(batchwatch_core::keys::progress_key("missed:", id)).arg("seq"))
+        .await;
+    assert_eq!(seq, "2");
 }
 
 #[tokio::test]

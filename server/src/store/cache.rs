@@ -22,8 +22,12 @@ use redis::Script;
 
 use crate::redis_conn::RedisConn;
 
-/// Batches the in-process cache (`memory://`) holds at most.
+/// Batches the in-process cache (`memory://`) holds at most, and the most missed changes kept
+/// to write again.
 const MEMORY_ENTRIES: usize = 10_000;
+
+/// How often the changes Redis missed are tried again while it does not answer.
+const RETRY_MISSED: Duration = Duration::from_millis(500);
 
 /// Stores a summary unless the cache holds a newer one (or the same, or a higher floor).
 /// ARGV: seq, ttl (ms), summary, and the owner for a fill from the database; a change (no
@@ -54,6 +58,9 @@ struct Inner {
     ttl: Duration,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The newest summary of each batch whose change Redis did not take: written again once it
+    /// answers (see [`Cache::apply`]).
+    missed: Mutex<HashMap<BatchId, BatchSummary>>,
 }
 
 enum Backend {
@@ -104,7 +111,15 @@ impl Cache {
     }
 
     fn with(backend: Backend, ttl: Duration) -> Self {
-        Self { inner: Arc::new(Inner { backend, ttl, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }) }
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                ttl,
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                missed: Mutex::default(),
+            }),
+        }
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -153,15 +168,60 @@ impl Cache {
 
     /// Stores a summary read from the database (refused when the cache knows better).
     pub async fn fill(&self, owner: &str, summary: &BatchSummary) {
-        self.set(summary, Some(owner)).await;
+        let _ = self.set(summary, Some(owner)).await;
     }
 
-    /// Brings the cached summary up to date after a committed change.
+    /// Brings the cached summary up to date after a committed change. A change Redis does not
+    /// take is written again until it does: a Redis back from an outage with its data (from
+    /// disk, or after a network fault) would otherwise answer the summary from before the
+    /// change until its entry expired, and for a batch that changes no more, nothing else
+    /// would replace it.
     pub async fn apply(&self, summary: &BatchSummary) {
-        self.set(summary, None).await;
+        if self.set(summary, None).await.is_err() {
+            self.retry(summary);
+        }
     }
 
-    async fn set(&self, summary: &BatchSummary, owner: Option<&str>) {
+    fn retry(&self, summary: &BatchSummary) {
+        let mut missed = self.inner.missed.lock().unwrap_or_else(|e| e.into_inner());
+        let first = missed.is_empty();
+        if missed.len() >= MEMORY_ENTRIES && !missed.contains_key(&summary.batch_id) {
+            return;
+        }
+        let newer = missed.get(&summary.batch_id).is_none_or(|held| held.seq < summary.seq);
+        if newer {
+            missed.insert(summary.batch_id, summary.clone());
+        }
+        drop(missed);
+        if first {
+            let cache = self.clone();
+            tokio::spawn(async move { cache.write_missed().await });
+        }
+    }
+
+    /// Writes the missed changes until Redis takes them all; ends with none left (checked
+    /// under the lock, so that the next miss starts another round).
+    async fn write_missed(&self) {
+        loop {
+            tokio::time::sleep(RETRY_MISSED).await;
+            let pending: Vec<BatchSummary> =
+                self.inner.missed.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            for summary in pending {
+                if self.set(&summary, None).await.is_err() {
+                    break;
+                }
+                let mut missed = self.inner.missed.lock().unwrap_or_else(|e| e.into_inner());
+                if missed.get(&summary.batch_id).is_some_and(|held| held.seq == summary.seq) {
+                    missed.remove(&summary.batch_id);
+                }
+            }
+            if self.inner.missed.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn set(&self, summary: &BatchSummary, owner: Option<&str>) -> redis::RedisResult<()> {
         let ttl = self.inner.ttl;
         let seq = summary.seq;
         match &self.inner.backend {
@@ -173,6 +233,7 @@ impl Cache {
                 }
                 if let Err(error) = invocation.invoke_async::<i64>(&mut conn.clone()).await {
                     tracing::warn!(%error, "progress cache update failed");
+                    return Err(error);
                 }
             }
             Backend::Memory { map, max } => {
@@ -185,7 +246,7 @@ impl Cache {
                 }
                 let known = entry.known.is_some();
                 if entry.seq > seq || (entry.seq == seq && known) {
-                    return;
+                    return Ok(());
                 }
                 let owner = owner.map(str::to_owned).or_else(|| entry.known.take().map(|(owner, _)| owner));
                 *entry =
@@ -193,6 +254,7 @@ impl Cache {
                 bound(&mut map, *max, now);
             }
         }
+        Ok(())
     }
 }
 
