@@ -182,8 +182,12 @@ impl Cache {
         }
     }
 
+    fn missed(&self) -> std::sync::MutexGuard<'_, HashMap<BatchId, BatchSummary>> {
+        self.inner.missed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn retry(&self, summary: &BatchSummary) {
-        let mut missed = self.inner.missed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missed = self.missed();
         let first = missed.is_empty();
         if missed.len() >= MEMORY_ENTRIES && !missed.contains_key(&summary.batch_id) {
             return;
@@ -204,18 +208,17 @@ impl Cache {
     async fn write_missed(&self) {
         loop {
             tokio::time::sleep(RETRY_MISSED).await;
-            let pending: Vec<BatchSummary> =
-                self.inner.missed.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            let pending: Vec<BatchSummary> = self.missed().values().cloned().collect();
             for summary in pending {
                 if self.set(&summary, None).await.is_err() {
                     break;
                 }
-                let mut missed = self.inner.missed.lock().unwrap_or_else(|e| e.into_inner());
+                let mut missed = self.missed();
                 if missed.get(&summary.batch_id).is_some_and(|held| held.seq == summary.seq) {
                     missed.remove(&summary.batch_id);
                 }
             }
-            if self.inner.missed.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            if self.missed().is_empty() {
                 return;
             }
         }
