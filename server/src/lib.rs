@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod redis_conn;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod worker;
@@ -28,7 +29,6 @@ use axum::{
     middleware::{Next, from_fn, from_fn_with_state},
     response::{IntoResponse, Redirect, Response},
     routing::post,
-    serve::ListenerExt,
 };
 use batchwatch_core::source::{SharedSignIn, SharedSource};
 use leptos::{config::LeptosOptions, prelude::provide_context};
@@ -231,22 +231,18 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let write_stall = Duration::from_secs(state.config.write_stall_secs);
-    let listener = listener.tap_io(move |tcp| {
+    let tune = move |tcp: &tokio::net::TcpStream| {
         // Events are small and latency matters more than packing them.
         let _ = tcp.set_nodelay(true);
-        let socket = socket2::SockRef::from(&*tcp);
+        let socket = socket2::SockRef::from(tcp);
         let _ = socket.set_send_buffer_size(SEND_BUFFER);
         // A reader that stops reading stops hyper from polling its body, and nothing in the
         // process can tell the connection from a slow one: the kernel can. Data left unsent
         // behind a zero window (or unacknowledged) this long closes the connection, and the
         // stream's task ends with it.
         let _ = socket.set_tcp_user_timeout(Some(write_stall));
-    });
-    // `into_make_service*`: each connection gets a cheap handle on the router. Serving the
-    // `Router` itself deep-copies every route's layers per connection (axum's eager
-    // `with_state`), which measured about 35 KB per open stream.
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    };
+    serve::serve(listener, app(state), tune, shutdown).await;
     Ok(())
 }
 

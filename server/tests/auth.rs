@@ -609,6 +609,34 @@ async fn behind_a_proxy_the_public_url_and_trusted_proxies_decide_the_site() {
     assert_eq!(untrusted.status, StatusCode::FORBIDDEN, "forwarded headers from anyone are not believed");
 }
 
+/// Served over TCP, the server knows each request's peer (`serve.rs`): the forwarded scheme and
+/// host of a trusted proxy's request count, the same headers from any other peer do not.
+#[tokio::test]
+async fn over_tcp_the_peer_decides_whether_forwarded_headers_count() {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    for (trusted_proxies, expected) in
+        [(vec![localhost], StatusCode::SEE_OTHER), (vec![], StatusCode::FORBIDDEN)]
+    {
+        let server = LiveServer::start(Options { trusted_proxies, ..Options::default() }).await;
+        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let login = browser
+            .post(format!("{}/login", server.url))
+            .header("origin", "https://watch.example")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "watch.example")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string([("token", server.token.as_str())]).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), expected);
+        if expected == StatusCode::SEE_OTHER {
+            let cookie = login.headers()["set-cookie"].to_str().unwrap();
+            assert!(cookie.starts_with("__Host-bw_session=") && cookie.contains("Secure"), "{cookie}");
+        }
+    }
+}
+
 /// Revoking a token (through the CLI) or signing out ends the streams it opened at once, on
 /// every server, though their keep-alive is 15 s away: both are announced on Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,8 @@ pub struct Options {
     pub event_interval_ms: u64,
     /// Another server's database, Redis prefix and user: a second server of its deployment.
     pub shared: Option<Shared>,
+    /// Peers whose `X-Forwarded-*` headers count.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// What two servers of one deployment share.
@@ -168,6 +170,7 @@ impl Default for Options {
             lease_secs: 60,
             event_interval_ms: 20,
             shared: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -220,6 +223,7 @@ impl LiveServer {
             writes_per_minute: options.writes_per_minute,
             max_items_per_batch: options.max_items_per_batch,
             event_interval_ms: options.event_interval_ms,
+            trusted_proxies: options.trusted_proxies.clone(),
             ..Config::from_env()
         };
         let settings = (&config).into();
