@@ -168,7 +168,9 @@ impl Cache {
 
     /// Stores a summary read from the database (refused when the cache knows better).
     pub async fn fill(&self, owner: &str, summary: &BatchSummary) {
-        let _ = self.set(summary, Some(owner)).await;
+        if let Err(error) = self.set(summary, Some(owner)).await {
+            tracing::debug!(%error, "progress cache fill failed");
+        }
     }
 
     /// Brings the cached summary up to date after a committed change. A change Redis does not
@@ -177,8 +179,8 @@ impl Cache {
     /// change until its entry expired, and for a batch that changes no more, nothing else
     /// would replace it.
     pub async fn apply(&self, summary: &BatchSummary) {
-        if self.set(summary, None).await.is_err() {
-            self.retry(summary);
+        if let Err(error) = self.set(summary, None).await {
+            self.retry(summary, error);
         }
     }
 
@@ -186,7 +188,9 @@ impl Cache {
         self.inner.missed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn retry(&self, summary: &BatchSummary) {
+    /// Keeps a change Redis did not take for the retries. Logged once per outage (the first
+    /// miss, and the retries' end), not once a change: a busy server makes thousands.
+    fn retry(&self, summary: &BatchSummary, error: redis::RedisError) {
         let mut missed = self.missed();
         let first = missed.is_empty();
         if missed.len() >= MEMORY_ENTRIES && !missed.contains_key(&summary.batch_id) {
@@ -198,6 +202,7 @@ impl Cache {
         }
         drop(missed);
         if first {
+            tracing::warn!(%error, "progress cache update failed; writing it again until Redis takes it");
             let cache = self.clone();
             tokio::spawn(async move { cache.write_missed().await });
         }
@@ -206,6 +211,7 @@ impl Cache {
     /// Writes the missed changes until Redis takes them all; ends with none left (checked
     /// under the lock, so that the next miss starts another round).
     async fn write_missed(&self) {
+        let since = Instant::now();
         loop {
             tokio::time::sleep(RETRY_MISSED).await;
             let pending: Vec<BatchSummary> = self.missed().values().cloned().collect();
@@ -219,6 +225,8 @@ impl Cache {
                 }
             }
             if self.missed().is_empty() {
+                let outage = since.elapsed();
+                tracing::info!(?outage, "progress cache: the changes Redis missed are written");
                 return;
             }
         }
@@ -234,10 +242,7 @@ impl Cache {
                 if let Some(owner) = owner {
                     invocation.arg(owner);
                 }
-                if let Err(error) = invocation.invoke_async::<i64>(&mut conn.clone()).await {
-                    tracing::warn!(%error, "progress cache update failed");
-                    return Err(error);
-                }
+                invocation.invoke_async::<i64>(&mut conn.clone()).await?;
             }
             Backend::Memory { map, max } => {
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
