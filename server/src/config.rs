@@ -153,6 +153,12 @@ pub struct Config {
     #[arg(long, env = "WRITE_STALL_SECS", default_value_t = 30, value_parser = value_parser!(u64).range(1..=3_600))]
     pub write_stall_secs: u64,
 
+    /// How long a connection may take to send a request's head, in seconds, and how long an
+    /// idle kept-alive connection waits for the next one: one that sends nothing, or a byte at
+    /// a time, would otherwise hold its socket and task for ever.
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = value_parser!(u64).range(1..=3_600))]
+    pub header_timeout_secs: u64,
+
     /// How long a browser stays signed in, in seconds (the session in Redis and its cookie).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = value_parser!(u64).range(60..=31_536_000))]
     pub session_ttl_secs: u64,

@@ -242,7 +242,8 @@ pub async fn start(
         // stream's task ends with it.
         let _ = socket.set_tcp_user_timeout(Some(write_stall));
     };
-    serve::serve(listener, app(state), tune, shutdown).await;
+    let header_timeout = Duration::from_secs(state.config.header_timeout_secs);
+    serve::serve(listener, app(state), tune, header_timeout, shutdown).await;
     Ok(())
 }
 

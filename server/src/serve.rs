@@ -6,25 +6,34 @@
 //! those bytes alone as its first read, and growing its 8 KiB buffer for the rest of the head
 //! doubles it: 16 KiB on every connection for as long as it is open, 163 of the 181 MB of heap
 //! at 10,000 open streams (heaptrack). Served by hyper's HTTP/1 builder directly, the first read
-//! takes the whole head into 8 KiB. The rest is what `axum::serve` does: the peer's address
-//! for `ConnectInfo`, accept errors that do not stop the loop, and a graceful shutdown.
+//! takes the whole head into 8 KiB. The rest is what `axum::serve` does (the peer's address
+//! for `ConnectInfo`, accept errors that do not stop the loop, a graceful shutdown) and a
+//! timeout on reading a request's head, which `axum::serve` does not set.
 
 use std::{future::Future, io, net::SocketAddr, pin::pin, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::{Request, body::Incoming, server::conn::http1};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the connections
-/// to finish what they are answering. `tune` sets each accepted socket's options.
+/// to finish what they are answering. `tune` sets each accepted socket's options; a request's
+/// head (and an idle connection's next one) must arrive within `header_timeout`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tune: impl Fn(&TcpStream),
+    header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -39,8 +48,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         tune(&tcp);
-        let connection = http1::Builder::new()
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(with_peer(&router, peer)));
+        let connection =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(with_peer(&router, peer)));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

@@ -45,6 +45,7 @@ fn absurd_settings_are_refused_at_start_by_name() {
         ("STREAM_KEEPALIVE_SECS", "-5"),
         ("STREAM_KEEPALIVE_SECS", "99999999999999999999999"),
         ("STREAM_MAX_SECS", "0"),
+        ("HEADER_TIMEOUT_SECS", "0"),
         ("DATABASE_MAX_CONNECTIONS", "0"),
         ("CACHE_TTL_SECS", "0"),
         ("SESSION_TTL_SECS", "0"),

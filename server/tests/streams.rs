@@ -218,6 +218,34 @@ async fn a_connection_whose_writes_stall_is_dropped() {
     assert!(raw.len() < 2_000_000, "the events never got through: {} bytes", raw.len());
 }
 
+/// A connection that sends half a request's head, or nothing more after its answer, is closed
+/// after `HEADER_TIMEOUT_SECS`; a stream, which sends nothing either, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_is_closed_but_a_stream_is_not() {
+    let server = LiveServer::start(Options { header_timeout_secs: 1, ..Options::default() }).await;
+    let batch = server.create(1).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut stream = server.stream(&batch, None).await;
+    let started = std::time::Instant::now();
+    for (what, connection) in [("half a head", &mut half), ("an idle connection", &mut idle)] {
+        let mut raw = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), connection.read_to_end(&mut raw)).await;
+        assert!(read.is_ok(), "{what} was never closed");
+        let answered = String::from_utf8_lossy(&raw).into_owned();
+        assert_eq!(answered.starts_with("HTTP/1.1 200"), what == "an idle connection", "{what}: {answered}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before its time");
+    assert_eq!(stream.next().await.unwrap().event, "snapshot");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.report(&batch, 0, "processing").await;
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(next.is_ok_and(|event| event.is_some()), "the stream, quiet past the timeout, still delivers");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_survive_redis_restarting_mid_batch() {
     let mut redis = PrivateRedis::start().await;

@@ -143,6 +143,8 @@ pub struct Options {
     pub shared: Option<Shared>,
     /// Peers whose `X-Forwarded-*` headers count.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A request's head, and an idle connection's next one, must come within this long.
+    pub header_timeout_secs: u64,
 }
 
 /// What two servers of one deployment share.
@@ -171,6 +173,7 @@ impl Default for Options {
             event_interval_ms: 20,
             shared: None,
             trusted_proxies: Vec::new(),
+            header_timeout_secs: 30,
         }
     }
 }
@@ -224,6 +227,7 @@ impl LiveServer {
             max_items_per_batch: options.max_items_per_batch,
             event_interval_ms: options.event_interval_ms,
             trusted_proxies: options.trusted_proxies.clone(),
+            header_timeout_secs: options.header_timeout_secs,
             ..Config::from_env()
         };
         let settings = (&config).into();
