@@ -49,6 +49,11 @@ struct Args {
     /// Where `bulk`, `paced`, `workers` and `controls` run: `sqlite`, `postgres` or `both`.
     #[arg(long, default_value = "both")]
     database: String,
+    /// Watchers' streams share HTTP/2 connections (200 each, the server's limit per
+    /// connection), as a proxy speaking h2c to the server would carry them; the server runs
+    /// with `H2C` (`fanout`, `batches`, `saturate` and `idle`).
+    #[arg(long)]
+    http2: bool,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -147,6 +152,7 @@ impl Server {
             .env("REDIS_URL", &args.redis_url)
             .env("REDIS_PREFIX", &prefix)
             .env("SERVER_THREADS", args.server_threads.to_string())
+            .env("H2C", args.http2.to_string())
             .env("WORKERS", "0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
@@ -235,6 +241,82 @@ async fn open_stream(addr: SocketAddr, token: &str, id: BatchId) -> anyhow::Resu
     Ok(stream)
 }
 
+/// Streams on one HTTP/2 connection, as a proxy in front of the server would carry them: the
+/// server's limit per connection (hyper's default).
+const STREAMS_PER_HTTP2_CONNECTION: usize = 200;
+
+type Http2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// Opens batches' streams: each on a connection of its own (HTTP/1), or `--http2`, 200 to an
+/// HTTP/2 connection with prior knowledge (h2c), as a proxy opens to its upstream.
+struct Opener {
+    addr: SocketAddr,
+    token: String,
+    http2: Option<Vec<(Http2, usize)>>,
+}
+
+impl Opener {
+    fn new(args: &Args, addr: SocketAddr, token: &str) -> Self {
+        Self { addr, token: token.to_owned(), http2: args.http2.then(Vec::new) }
+    }
+
+    async fn open(&mut self, id: BatchId) -> anyhow::Result<Lines> {
+        let Some(connections) = &mut self.http2 else {
+            return Ok(Lines::Http1(BufReader::new(open_stream(self.addr, &self.token, id).await?).lines()));
+        };
+        if connections.last().is_none_or(|(_, streams)| *streams == STREAMS_PER_HTTP2_CONNECTION) {
+            let tcp = TcpStream::connect(self.addr).await?;
+            let (sender, connection) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await?;
+            tokio::spawn(connection);
+            connections.push((sender, 0));
+        }
+        let (sender, streams) = connections.last_mut().expect("one connection at least");
+        *streams += 1;
+        let request = hyper::Request::get(format!("http://{}/api/batches/{id}/stream", self.addr))
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(http_body_util::Empty::new())?;
+        let response = sender.send_request(request).await?;
+        anyhow::ensure!(response.status() == 200, "the stream answered {}", response.status());
+        Ok(Lines::Http2 { body: response.into_body(), buffer: Vec::new() })
+    }
+
+    /// How the streams went, for the figures' line.
+    fn over(&self) -> String {
+        self.http2.as_ref().map_or(String::new(), |c| format!(" over {} HTTP/2 connections", c.len()))
+    }
+}
+
+/// A stream's lines, over either protocol.
+enum Lines {
+    Http1(tokio::io::Lines<BufReader<TcpStream>>),
+    Http2 { body: hyper::body::Incoming, buffer: Vec<u8> },
+}
+
+impl Lines {
+    async fn next_line(&mut self) -> anyhow::Result<Option<String>> {
+        use http_body_util::BodyExt;
+        let (body, buffer) = match self {
+            Lines::Http1(lines) => return Ok(lines.next_line().await?),
+            Lines::Http2 { body, buffer } => (body, buffer),
+        };
+        loop {
+            if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                buffer.drain(..=end);
+                return Ok(Some(line));
+            }
+            match body.frame().await {
+                Some(frame) => buffer.extend_from_slice(&frame?.into_data().unwrap_or_default()),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 /// What every watcher saw.
 #[derive(Default)]
 struct Seen {
@@ -255,16 +337,12 @@ struct Sent {
 }
 
 async fn watcher(
-    addr: SocketAddr,
-    token: String,
+    mut lines: Lines,
     batch: usize,
-    id: BatchId,
     final_seq: u64,
     sent: Arc<Sent>,
     seen: Arc<Seen>,
 ) -> anyhow::Result<()> {
-    let stream = open_stream(addr, &token, id).await?;
-    let mut lines = BufReader::new(stream).lines();
     let (mut seq, mut last, mut latencies, mut bytes) = (0u64, 0u64, Vec::new(), 0u64);
     while let Some(line) = lines.next_line().await? {
         bytes += line.len() as u64 + 1;
@@ -336,17 +414,11 @@ async fn fanout(
     });
     let seen = Arc::new(Seen::default());
     let mut tasks = Vec::new();
+    let mut opener = Opener::new(args, server.addr, &server.token);
     for (b, batch) in created.iter().enumerate() {
         for _ in 0..watchers {
-            tasks.push(tokio::spawn(watcher(
-                server.addr,
-                server.token.clone(),
-                b,
-                batch.summary.batch_id,
-                final_seq,
-                sent.clone(),
-                seen.clone(),
-            )));
+            let lines = opener.open(batch.summary.batch_id).await?;
+            tasks.push(tokio::spawn(watcher(lines, b, final_seq, sent.clone(), seen.clone())));
         }
     }
     // Every stream has its snapshot before the first event: a late one would miss events.
@@ -390,8 +462,9 @@ async fn fanout(
     let expected = (batches * watchers * per_batch) as u64;
     let received = seen.received.load(Ordering::Relaxed);
     let cpu = cpu_after - cpu_before;
+    let over = opener.over();
     println!(
-        "{batches} batch(es) x {watchers} watcher(s), {} updates at {}: p50 {:.2} ms, p99 {:.2} ms, \
+        "{batches} batch(es) x {watchers} watcher(s){over}, {} updates at {}: p50 {:.2} ms, p99 {:.2} ms, \
          lost {} ({:.1} %), duplicates {}, ended on the final state {}/{}, {:.0} deliveries/s, \
          publish {:.0}/s, server RSS {:.1} MB (before publishing {:.1} MB), server CPU {:.2} s = {:.2} µs/delivery",
         per_batch * batches,
@@ -439,19 +512,12 @@ async fn items(args: &Args) -> anyhow::Result<()> {
     let final_seq = 1 + 2 * 10_000;
     let sent = Arc::new(Sent { start: Instant::now(), at: vec![Vec::new()] });
     let seen = Arc::new(Seen::default());
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            tokio::spawn(watcher(
-                server.addr,
-                server.token.clone(),
-                0,
-                batch.summary.batch_id,
-                final_seq,
-                sent.clone(),
-                seen.clone(),
-            ))
-        })
-        .collect();
+    let mut tasks = Vec::with_capacity(100);
+    for _ in 0..100 {
+        let stream = open_stream(server.addr, &server.token, batch.summary.batch_id).await?;
+        let lines = Lines::Http1(BufReader::new(stream).lines());
+        tasks.push(tokio::spawn(watcher(lines, 0, final_seq, sent.clone(), seen.clone())));
+    }
     let mut redis_memory = 0;
     for t in tasks {
         while !t.is_finished() {
@@ -495,11 +561,11 @@ async fn idle(args: &Args, streams: usize, secs: u64) -> anyhow::Result<()> {
     let (rss_before, _) = server.usage();
     let ready = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::with_capacity(streams);
+    let mut opener = Opener::new(args, server.addr, &server.token);
     for _ in 0..streams {
-        let stream = open_stream(server.addr, &server.token, id).await?;
+        let mut lines = opener.open(id).await?;
         let ready = ready.clone();
         readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line == "event: snapshot" {
                     ready.fetch_add(1, Ordering::Relaxed);
@@ -514,8 +580,9 @@ async fn idle(args: &Args, streams: usize, secs: u64) -> anyhow::Result<()> {
     let (rss_open, cpu_before) = server.usage();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (rss_idle, cpu_after) = server.usage();
+    let over = opener.over();
     println!(
-        "{streams} idle streams: server RSS {:.1} MB before, {:.1} MB open, {:.1} MB after {secs} s idle = \
+        "{streams} idle streams{over}: server RSS {:.1} MB before, {:.1} MB open, {:.1} MB after {secs} s idle = \
          {:.1} KB per stream; server CPU at idle {:.2} s in {secs} s = {:.2} % of one core",
         rss_before as f64 / 1024.0,
         rss_open as f64 / 1024.0,

@@ -159,6 +159,12 @@ pub struct Config {
     #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = value_parser!(u64).range(1..=3_600))]
     pub header_timeout_secs: u64,
 
+    /// Also serve HTTP/2 without TLS, with prior knowledge (h2c), as a proxy in front can speak
+    /// it to its upstream: many streams then share one connection. Off by default: hyper closes
+    /// no idle HTTP/2 connection, so serve it to such a proxy only.
+    #[arg(long, env = "H2C", default_value_t = false)]
+    pub h2c: bool,
+
     /// How long a browser stays signed in, in seconds (the session in Redis and its cookie).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = value_parser!(u64).range(60..=31_536_000))]
     pub session_ttl_secs: u64,

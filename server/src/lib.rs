@@ -242,8 +242,9 @@ pub async fn start(
         // stream's task ends with it.
         let _ = socket.set_tcp_user_timeout(Some(write_stall));
     };
-    let header_timeout = Duration::from_secs(state.config.header_timeout_secs);
-    serve::serve(listener, app(state), tune, header_timeout, shutdown).await;
+    let protocols =
+        serve::Protocols::new(Duration::from_secs(state.config.header_timeout_secs), state.config.h2c);
+    serve::serve(listener, app(state), tune, protocols, shutdown).await;
     Ok(())
 }
 

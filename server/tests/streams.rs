@@ -246,6 +246,56 @@ async fn a_connection_that_sends_no_request_is_closed_but_a_stream_is_not() {
     assert!(next.is_ok_and(|event| event.is_some()), "the stream, quiet past the timeout, still delivers");
 }
 
+/// With `H2C`, a proxy that speaks HTTP/2 to the server (with prior knowledge) carries many
+/// streams on one connection: each gets its snapshot and then the batch's changes. An HTTP/1
+/// request on another connection is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_h2c_streams_share_one_http2_connection() {
+    use http_body_util::{BodyExt, Empty};
+    let server = LiveServer::start(Options { h2c: true, ..Options::default() }).await;
+    server.subscribed().await;
+    let batch = server.create(1).await;
+    let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let request = axum::http::Request::get(&url)
+            .header("authorization", format!("Bearer {}", server.token))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.clone().send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), axum::http::Version::HTTP_2);
+        bodies.push(response.into_body());
+    }
+    let mut texts = vec![String::new(); bodies.len()];
+    for (body, text) in bodies.iter_mut().zip(&mut texts) {
+        while !text.contains("event: snapshot") {
+            let frame = body.frame().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+        }
+    }
+    server.report(&batch, 0, "processing").await;
+    for (body, text) in bodies.iter_mut().zip(&mut texts) {
+        let progress = tokio::time::timeout(Duration::from_secs(5), async {
+            while !text.contains("event: progress") {
+                let frame = body.frame().await.unwrap().unwrap();
+                text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+            }
+        });
+        assert!(progress.await.is_ok(), "no change event on a shared connection: {text}");
+        assert!(text.contains("\"processing\""), "{text}");
+    }
+    assert_eq!(server.get(&batch).await.summary.counts.processing, 1, "HTTP/1 beside it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_survive_redis_restarting_mid_batch() {
     let mut redis = PrivateRedis::start().await;

@@ -145,6 +145,8 @@ pub struct Options {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A request's head, and an idle connection's next one, must come within this long.
     pub header_timeout_secs: u64,
+    /// HTTP/2 with prior knowledge too.
+    pub h2c: bool,
 }
 
 /// What two servers of one deployment share.
@@ -174,6 +176,7 @@ impl Default for Options {
             shared: None,
             trusted_proxies: Vec::new(),
             header_timeout_secs: 30,
+            h2c: false,
         }
     }
 }
@@ -228,6 +231,7 @@ impl LiveServer {
             event_interval_ms: options.event_interval_ms,
             trusted_proxies: options.trusted_proxies.clone(),
             header_timeout_secs: options.header_timeout_secs,
+            h2c: options.h2c,
             ..Config::from_env()
         };
         let settings = (&config).into();
