@@ -7,9 +7,9 @@
 //! growing its 8 KiB buffer for the rest of the head doubles it: 16 KiB on every connection
 //! for as long as it is open, 163 of the 181 MB of heap at 10,000 open streams (heaptrack).
 //! Here HTTP/1 is served at once (and with `H2C` the first bytes are peeked, not read): hyper's
-//! HTTP/1 reader takes the whole head into 8 KiB. The rest is what `axum::serve` does (the peer's address for `ConnectInfo`, accept
-//! errors that do not stop the loop, a graceful shutdown) and a timeout on reading a request's
-//! head, which `axum::serve` does not set.
+//! HTTP/1 reader takes the whole head into 8 KiB. The rest is what `axum::serve` does (the
+//! peer's address for `ConnectInfo`, accept errors that do not stop the loop, a graceful
+//! shutdown) and a timeout on reading a request's head, which `axum::serve` does not set.
 //!
 //! HTTP/2 lets a proxy carry many streams on one connection: what a stream costs is then its
 //! HTTP/2 stream and its task, not a connection with hyper's two 8 KiB buffers, and the events
