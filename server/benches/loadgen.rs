@@ -51,7 +51,7 @@ struct Args {
     database: String,
     /// Watchers' streams share HTTP/2 connections (200 each, the server's limit per
     /// connection), as a proxy speaking h2c to the server would carry them; the server runs
-    /// with `H2C` (`fanout`, `batches`, `saturate` and `idle`).
+    /// with `H2C` (`fanout`, `batches`, `saturate`, `items` and `idle`).
     #[arg(long)]
     http2: bool,
     /// Passed by `cargo bench`.
@@ -513,9 +513,9 @@ async fn items(args: &Args) -> anyhow::Result<()> {
     let sent = Arc::new(Sent { start: Instant::now(), at: vec![Vec::new()] });
     let seen = Arc::new(Seen::default());
     let mut tasks = Vec::with_capacity(100);
+    let mut opener = Opener::new(args, server.addr, &server.token);
     for _ in 0..100 {
-        let stream = open_stream(server.addr, &server.token, batch.summary.batch_id).await?;
-        let lines = Lines::Http1(BufReader::new(stream).lines());
+        let lines = opener.open(batch.summary.batch_id).await?;
         tasks.push(tokio::spawn(watcher(lines, 0, final_seq, sent.clone(), seen.clone())));
     }
     let mut redis_memory = 0;

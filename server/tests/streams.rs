@@ -275,21 +275,21 @@ async fn with_h2c_streams_share_one_http2_connection() {
         assert_eq!(response.version(), axum::http::Version::HTTP_2);
         bodies.push(response.into_body());
     }
-    let mut texts = vec![String::new(); bodies.len()];
-    for (body, text) in bodies.iter_mut().zip(&mut texts) {
-        while !text.contains("event: snapshot") {
+    // Reads a body's frames into its text until the text holds `event`.
+    async fn read_until(body: &mut hyper::body::Incoming, text: &mut String, event: &str) {
+        while !text.contains(event) {
             let frame = body.frame().await.unwrap().unwrap();
             text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
         }
     }
+    let mut texts = vec![String::new(); bodies.len()];
+    for (body, text) in bodies.iter_mut().zip(&mut texts) {
+        read_until(body, text, "event: snapshot").await;
+    }
     server.report(&batch, 0, "processing").await;
     for (body, text) in bodies.iter_mut().zip(&mut texts) {
-        let progress = tokio::time::timeout(Duration::from_secs(5), async {
-            while !text.contains("event: progress") {
-                let frame = body.frame().await.unwrap().unwrap();
-                text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
-            }
-        });
+        let progress =
+            tokio::time::timeout(Duration::from_secs(5), read_until(body, text, "event: progress"));
         assert!(progress.await.is_ok(), "no change event on a shared connection: {text}");
         assert!(text.contains("\"processing\""), "{text}");
     }
