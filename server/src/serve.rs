@@ -13,22 +13,35 @@
 //!
 //! HTTP/2 lets a proxy carry many streams on one connection: what a stream costs is then its
 //! HTTP/2 stream and its task, not a connection with hyper's two 8 KiB buffers, and the events
-//! of many streams leave in one write.
+//! of many streams leave in one write. hyper closes no idle HTTP/2 connection (the header
+//! timeout is HTTP/1's): here one with no request open for the header timeout is shut down,
+//! as an idle HTTP/1 connection is, so a client cannot hold connections it does not use.
 
-use std::{future::Future, io, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+use std::{
+    future::{Future, pending},
+    io,
+    net::SocketAddr,
+    pin::{Pin, pin},
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::{Router, extract::ConnectInfo};
+use axum::{Router, body::Body, extract::ConnectInfo, response::Response};
 use hyper::{
     Request,
-    body::Incoming,
+    body::{Frame, Incoming, SizeHint},
     server::conn::{http1, http2},
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
+    server::graceful::GracefulConnection,
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tower::ServiceExt;
 
 /// How HTTP/2 with prior knowledge starts (RFC 9113, 3.4). Its first four bytes, `PRI `, are
@@ -69,7 +82,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let protocols = Arc::new(protocols);
-    let graceful = GracefulShutdown::new();
+    // hyper-util's `GracefulShutdown` does the same, but a connection it watches cannot also
+    // be shut down when idle (its connection trait is sealed): every connection holds a
+    // receiver, told when the server stops; the server waits until all are dropped.
+    let (stop, stopping) = watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -83,10 +99,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         tune(&tcp);
-        tokio::spawn(serve_connection(tcp, peer, router.clone(), protocols.clone(), graceful.watcher()));
+        tokio::spawn(serve_connection(tcp, peer, router.clone(), protocols.clone(), stopping.clone()));
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stopping);
+    stop.send_replace(());
+    stop.closed().await;
 }
 
 async fn serve_connection(
@@ -94,7 +112,7 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     protocols: Arc<Protocols>,
-    watcher: Watcher,
+    stopping: watch::Receiver<()>,
 ) {
     let http2 = match &protocols.http2 {
         None => None,
@@ -106,15 +124,116 @@ async fn serve_connection(
         },
     };
     let io = TokioIo::new(tcp);
-    let service = TowerToHyperService::new(with_peer(router, peer));
+    let router = with_peer(router, peer);
     let served = if let Some(http2) = http2 {
-        // Boxed: inline, HTTP/2's larger connection would size every HTTP/1 connection's task.
-        Box::pin(watcher.watch(http2.serve_connection(io, service))).await
+        let (open, requests) = watch::channel(0);
+        let service = TowerToHyperService::new(counting_requests(router, Arc::new(open)));
+        // Boxed: inline, HTTP/2's larger connection (and its idle timer) would size every
+        // HTTP/1 connection's task.
+        let mut connection = Box::pin(http2.serve_connection(io, service));
+        Box::pin(drive(connection.as_mut(), stopping, idle(requests, protocols.header_timeout))).await
     } else {
-        watcher.watch(protocols.http1.serve_connection(io, service)).await
+        let connection = pin!(protocols.http1.serve_connection(io, TowerToHyperService::new(router)));
+        drive(connection, stopping, pending()).await
     };
     if let Err(error) = served {
         tracing::trace!(%error, "connection ended with an error");
+    }
+}
+
+/// Serves `connection` until it ends, shutting it down gracefully (what it is answering
+/// finishes, nothing new is taken) when the server stops or `idle` completes.
+async fn drive<C: GracefulConnection>(
+    mut connection: Pin<&mut C>,
+    mut stopping: watch::Receiver<()>,
+    idle: impl Future<Output = ()>,
+) -> Result<(), C::Error> {
+    tokio::select! {
+        served = connection.as_mut() => return served,
+        // Changed, or the server dropped its sender: stopping either way.
+        _ = stopping.changed() => {}
+        () = idle => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+/// Completes once no request has been open on the connection for `timeout`.
+async fn idle(mut requests: watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        if requests.wait_for(|&open| open == 0).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(timeout, requests.changed()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The router, counting in `open` the requests it is answering: from the call until the
+/// response's body is done or dropped (a stream's body lives as long as the stream).
+fn counting_requests(
+    router: impl tower::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static,
+    open: Arc<watch::Sender<usize>>,
+) -> impl tower::Service<Request<Incoming>, Response = Response, Error = std::convert::Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    router.map_future(move |answer| {
+        let counted = Open::new(open.clone());
+        async move {
+            let response = answer.await?;
+            Ok(response.map(|body| Body::new(CountedBody { body, _open: counted })))
+        }
+    })
+}
+
+/// One request open on a connection, for as long as this lives.
+struct Open(Arc<watch::Sender<usize>>);
+
+impl Open {
+    fn new(open: Arc<watch::Sender<usize>>) -> Self {
+        open.send_modify(|n| *n += 1);
+        Self(open)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A response's body that keeps its request counted as open until it is dropped.
+struct CountedBody {
+    body: Body,
+    _open: Open,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = <Body as hyper::body::Body>::Data;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -296,6 +296,57 @@ async fn with_h2c_streams_share_one_http2_connection() {
     assert_eq!(server.get(&batch).await.summary.counts.processing, 1, "HTTP/1 beside it");
 }
 
+/// An HTTP/2 connection with no request open for the header timeout is shut down, as an idle
+/// HTTP/1 connection is; one carrying a stream is not, however quiet the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_lives_while_it_carries_a_request() {
+    use http_body_util::{BodyExt, Empty};
+    let server = LiveServer::start(Options { h2c: true, header_timeout_secs: 1, ..Options::default() }).await;
+    server.subscribed().await;
+    let batch = server.create(1).await;
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        (sender, tokio::spawn(connection))
+    };
+    let (_unused, unused_connection) = connect().await;
+    let (mut sender, connection) = connect().await;
+    let started = std::time::Instant::now();
+    let request = axum::http::Request::get(format!(
+        "{}/api/batches/{}/stream",
+        server.url,
+        batch["batch_id"].as_str().unwrap()
+    ))
+    .header("authorization", format!("Bearer {}", server.token))
+    .body(Empty::<bytes::Bytes>::new())
+    .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), unused_connection).await;
+    assert!(closed.is_ok(), "a connection with no request was never closed");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before its time");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!connection.is_finished(), "the stream's connection was closed under it");
+    server.report(&batch, 0, "processing").await;
+    let mut text = String::new();
+    let progress = tokio::time::timeout(Duration::from_secs(5), async {
+        while !text.contains("event: progress") {
+            let frame = body.frame().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+        }
+    });
+    assert!(progress.await.is_ok(), "the stream, quiet past the timeout, still delivers: {text}");
+    // Its last request gone, the connection is idle and goes too.
+    drop(body);
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(closed.is_ok(), "the connection outlived its last request");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_survive_redis_restarting_mid_batch() {
     let mut redis = PrivateRedis::start().await;
