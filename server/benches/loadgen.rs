@@ -189,6 +189,11 @@ impl Server {
         Ok(self.http.post(url).json(&body).send().await?.error_for_status()?.json().await?)
     }
 
+    async fn summary(&self, batch: BatchId) -> anyhow::Result<BatchSummary> {
+        let url = format!("http://{}/api/batches/{batch}", self.addr);
+        Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
+    }
+
     /// (RSS in KiB, CPU seconds used so far)
     fn usage(&self) -> (u64, f64) {
         let pid = self.child.id();
@@ -324,8 +329,8 @@ struct Seen {
     received: AtomicU64,
     duplicates: AtomicU64,
     bytes: AtomicU64,
-    /// Watchers whose stream ended with `complete` after the final `seq`.
-    finished_on_final: AtomicU64,
+    /// The last `seq` of each watcher whose stream ended with `complete`.
+    ended_at: Mutex<Vec<u64>>,
     /// Watchers that have their first snapshot.
     ready: AtomicU64,
 }
@@ -336,13 +341,7 @@ struct Sent {
     at: Vec<Vec<AtomicU64>>,
 }
 
-async fn watcher(
-    mut lines: Lines,
-    batch: usize,
-    final_seq: u64,
-    sent: Arc<Sent>,
-    seen: Arc<Seen>,
-) -> anyhow::Result<()> {
+async fn watcher(mut lines: Lines, batch: usize, sent: Arc<Sent>, seen: Arc<Seen>) -> anyhow::Result<()> {
     let (mut seq, mut last, mut latencies, mut bytes) = (0u64, 0u64, Vec::new(), 0u64);
     while let Some(line) = lines.next_line().await? {
         bytes += line.len() as u64 + 1;
@@ -364,15 +363,20 @@ async fn watcher(
             }
             last = last.max(seq);
         } else if line == "event: complete" {
-            if last == final_seq {
-                seen.finished_on_final.fetch_add(1, Ordering::Relaxed);
-            }
+            seen.ended_at.lock().unwrap().push(last);
             break;
         }
     }
     seen.bytes.fetch_add(bytes, Ordering::Relaxed);
     seen.latencies_us.lock().unwrap().extend(latencies);
     Ok(())
+}
+
+impl Seen {
+    /// Watchers whose stream ended with `complete` after `seq`, the batch's last.
+    fn ended_on(&self, seq: u64) -> usize {
+        self.ended_at.lock().unwrap().iter().filter(|&&last| last == seq).count()
+    }
 }
 
 /// The change event a worker would publish: `seq`, and the batch terminal on the last one.
@@ -418,7 +422,7 @@ async fn fanout(
     for (b, batch) in created.iter().enumerate() {
         for _ in 0..watchers {
             let lines = opener.open(batch.summary.batch_id).await?;
-            tasks.push(tokio::spawn(watcher(lines, b, final_seq, sent.clone(), seen.clone())));
+            tasks.push(tokio::spawn(watcher(lines, b, sent.clone(), seen.clone())));
         }
     }
     // Every stream has its snapshot before the first event: a late one would miss events.
@@ -474,7 +478,7 @@ async fn fanout(
         expected - received,
         (expected - received) as f64 * 100.0 / expected as f64,
         seen.duplicates.load(Ordering::Relaxed),
-        seen.finished_on_final.load(Ordering::Relaxed),
+        seen.ended_on(final_seq),
         batches * watchers,
         received as f64 / elapsed,
         (per_batch * batches) as f64 / (published - started).as_secs_f64(),
@@ -509,14 +513,13 @@ async fn items(args: &Args) -> anyhow::Result<()> {
     let (_, cpu_before) = server.usage();
     let started = Instant::now();
     let batch = server.create(10_000).await?;
-    let final_seq = 1 + 2 * 10_000;
     let sent = Arc::new(Sent { start: Instant::now(), at: vec![Vec::new()] });
     let seen = Arc::new(Seen::default());
     let mut tasks = Vec::with_capacity(100);
     let mut opener = Opener::new(args, server.addr, &server.token);
     for _ in 0..100 {
         let lines = opener.open(batch.summary.batch_id).await?;
-        tasks.push(tokio::spawn(watcher(lines, 0, final_seq, sent.clone(), seen.clone())));
+        tasks.push(tokio::spawn(watcher(lines, 0, sent.clone(), seen.clone())));
     }
     let mut redis_memory = 0;
     for t in tasks {
@@ -534,6 +537,8 @@ async fn items(args: &Args) -> anyhow::Result<()> {
         info(redis::cmd("INFO").arg("stats").query_async(&mut conn).await?, "total_commands_processed")
             - commands_before;
     let received = seen.received.load(Ordering::Relaxed);
+    // Group commit joins changes into events: the batch's last `seq` is the server's to say.
+    let final_seq = server.summary(batch.summary.batch_id).await?.seq;
     println!(
         "10,000 items x 100 watchers through workers: {:.0} items/s, {} events per watcher, {:.0} bytes per event, \
          ended on the final state {}/100, server CPU {:.1} s ({:.0} % of one core), RSS {:.1} MB, \
@@ -541,7 +546,7 @@ async fn items(args: &Args) -> anyhow::Result<()> {
         10_000.0 / elapsed,
         received / 100,
         seen.bytes.load(Ordering::Relaxed) as f64 / received.max(1) as f64,
-        seen.finished_on_final.load(Ordering::Relaxed),
+        seen.ended_on(final_seq),
         cpu_after - cpu_before,
         (cpu_after - cpu_before) * 100.0 / elapsed,
         rss as f64 / 1024.0,

@@ -14,7 +14,7 @@
 //! HTTP/2 lets a proxy carry many streams on one connection: what a stream costs is then its
 //! HTTP/2 stream and its task, not a connection with hyper's two 8 KiB buffers, and the events
 //! of many streams leave in one write. hyper closes no idle HTTP/2 connection (the header
-//! timeout is HTTP/1's): here one with no request open for the header timeout is shut down,
+//! timeout is HTTP/1's): here one sending no answer for the header timeout is shut down,
 //! as an idle HTTP/1 connection is, so a client cannot hold connections it does not use.
 
 use std::{
@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Body, extract::ConnectInfo, response::Response};
+use axum::{Router, body::Body, extract::ConnectInfo, http, response::Response};
 use hyper::{
     Request,
     body::{Frame, Incoming, SizeHint},
@@ -158,7 +158,7 @@ async fn drive<C: GracefulConnection>(
     connection.await
 }
 
-/// Completes once no request has been open on the connection for `timeout`.
+/// Completes once no answer has been open on the connection for `timeout`.
 async fn idle(mut requests: watch::Receiver<usize>, timeout: Duration) {
     loop {
         if requests.wait_for(|&open| open == 0).await.is_err() {
@@ -170,8 +170,10 @@ async fn idle(mut requests: watch::Receiver<usize>, timeout: Duration) {
     }
 }
 
-/// The router, counting in `open` the requests it is answering: from the call until the
-/// response's body is done or dropped (a stream's body lives as long as the stream).
+/// The router, counting in `open` the answers it is sending: from the response until its body
+/// is done or dropped (a stream's body lives as long as the stream). A request still in its
+/// handler is not counted: a graceful shutdown lets it finish anyway. Counted from the call,
+/// every stream's task would hold a larger future (measured: 0.4 KB more per idle stream).
 fn counting_requests(
     router: impl tower::Service<
         Request<Incoming>,
@@ -182,16 +184,16 @@ fn counting_requests(
     + Send
     + 'static,
     open: Arc<watch::Sender<usize>>,
-) -> impl tower::Service<Request<Incoming>, Response = Response, Error = std::convert::Infallible, Future: Send>
-+ Clone
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = http::Response<CountedBody>,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
 + Send
 + 'static {
-    router.map_future(move |answer| {
-        let counted = Open::new(open.clone());
-        async move {
-            let response = answer.await?;
-            Ok(response.map(|body| Body::new(CountedBody { body, _open: counted })))
-        }
+    router.map_response(move |response: Response| {
+        response.map(|body| CountedBody { body, _open: Open::new(open.clone()) })
     })
 }
 
@@ -211,7 +213,7 @@ impl Drop for Open {
     }
 }
 
-/// A response's body that keeps its request counted as open until it is dropped.
+/// A response's body that keeps its answer counted as open until it is dropped.
 struct CountedBody {
     body: Body,
     _open: Open,
