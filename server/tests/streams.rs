@@ -6,11 +6,15 @@ mod common;
 use std::time::Duration;
 
 use batchwatch_core::{BatchId, BatchStatus, BatchSummary, Counts, StatusReport};
+use bytes::Bytes;
 use common::{
     eventually,
     server::{LiveServer, Options, PrivateRedis, assert_ends_on, read_to_end},
 };
 use futures::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
 use server::{
     batches::Access,
     redis_conn::RedisTarget,
@@ -246,41 +250,54 @@ async fn a_connection_that_sends_no_request_is_closed_but_a_stream_is_not() {
     assert!(next.is_ok_and(|event| event.is_some()), "the stream, quiet past the timeout, still delivers");
 }
 
+/// An HTTP/2 connection to `server` with prior knowledge (as a proxy speaking h2c opens one),
+/// and its task, which ends when the connection does.
+async fn h2c_connection(
+    server: &LiveServer,
+) -> (hyper::client::conn::http2::SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// A batch's stream, asked for on an HTTP/2 connection.
+async fn h2c_stream(
+    server: &LiveServer,
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    batch: &Value,
+) -> hyper::Response<hyper::body::Incoming> {
+    let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let request = axum::http::Request::get(url)
+        .header("authorization", format!("Bearer {}", server.token))
+        .body(Empty::new())
+        .unwrap();
+    sender.send_request(request).await.unwrap()
+}
+
+/// Reads a body's frames into its text until the text holds `event`.
+async fn read_until(body: &mut hyper::body::Incoming, text: &mut String, event: &str) {
+    while !text.contains(event) {
+        let frame = body.frame().await.unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+    }
+}
+
 /// With `H2C`, a proxy that speaks HTTP/2 to the server (with prior knowledge) carries many
 /// streams on one connection: each gets its snapshot and then the batch's changes. An HTTP/1
 /// request on another connection is served as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h2c_streams_share_one_http2_connection() {
-    use http_body_util::{BodyExt, Empty};
     let server = LiveServer::start(Options { h2c: true, ..Options::default() }).await;
     server.subscribed().await;
     let batch = server.create(1).await;
-    let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
+    let (mut sender, _connection) = h2c_connection(&server).await;
     let mut bodies = Vec::new();
     for _ in 0..3 {
-        let request = axum::http::Request::get(&url)
-            .header("authorization", format!("Bearer {}", server.token))
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let response = sender.clone().send_request(request).await.unwrap();
+        let response = h2c_stream(&server, &mut sender, &batch).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.version(), axum::http::Version::HTTP_2);
         bodies.push(response.into_body());
-    }
-    // Reads a body's frames into its text until the text holds `event`.
-    async fn read_until(body: &mut hyper::body::Incoming, text: &mut String, event: &str) {
-        while !text.contains(event) {
-            let frame = body.frame().await.unwrap().unwrap();
-            text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
-        }
     }
     let mut texts = vec![String::new(); bodies.len()];
     for (body, text) in bodies.iter_mut().zip(&mut texts) {
@@ -296,36 +313,17 @@ async fn with_h2c_streams_share_one_http2_connection() {
     assert_eq!(server.get(&batch).await.summary.counts.processing, 1, "HTTP/1 beside it");
 }
 
-/// An HTTP/2 connection with no request open for the header timeout is shut down, as an idle
+/// An HTTP/2 connection that sends no answer for the header timeout is shut down, as an idle
 /// HTTP/1 connection is; one carrying a stream is not, however quiet the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_connection_lives_while_it_carries_a_request() {
-    use http_body_util::{BodyExt, Empty};
+async fn an_http2_connection_lives_while_it_carries_a_stream() {
     let server = LiveServer::start(Options { h2c: true, header_timeout_secs: 1, ..Options::default() }).await;
     server.subscribed().await;
     let batch = server.create(1).await;
-    let connect = || async {
-        let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.unwrap();
-        let (sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        (sender, tokio::spawn(connection))
-    };
-    let (_unused, unused_connection) = connect().await;
-    let (mut sender, connection) = connect().await;
+    let (_unused, unused_connection) = h2c_connection(&server).await;
+    let (mut sender, connection) = h2c_connection(&server).await;
     let started = std::time::Instant::now();
-    let request = axum::http::Request::get(format!(
-        "{}/api/batches/{}/stream",
-        server.url,
-        batch["batch_id"].as_str().unwrap()
-    ))
-    .header("authorization", format!("Bearer {}", server.token))
-    .body(Empty::<bytes::Bytes>::new())
-    .unwrap();
-    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let mut body = h2c_stream(&server, &mut sender, &batch).await.into_body();
 
     let closed = tokio::time::timeout(Duration::from_secs(10), unused_connection).await;
     assert!(closed.is_ok(), "a connection with no request was never closed");
@@ -334,17 +332,13 @@ async fn an_http2_connection_lives_while_it_carries_a_request() {
     assert!(!connection.is_finished(), "the stream's connection was closed under it");
     server.report(&batch, 0, "processing").await;
     let mut text = String::new();
-    let progress = tokio::time::timeout(Duration::from_secs(5), async {
-        while !text.contains("event: progress") {
-            let frame = body.frame().await.unwrap().unwrap();
-            text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
-        }
-    });
+    let progress =
+        tokio::time::timeout(Duration::from_secs(5), read_until(&mut body, &mut text, "event: progress"));
     assert!(progress.await.is_ok(), "the stream, quiet past the timeout, still delivers: {text}");
-    // Its last request gone, the connection is idle and goes too.
+    // Its last stream gone, the connection is idle and goes too.
     drop(body);
     let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    assert!(closed.is_ok(), "the connection outlived its last request");
+    assert!(closed.is_ok(), "the connection outlived its last stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
