@@ -39,6 +39,12 @@ impl Rate {
     }
 }
 
+/// The time left as the page says it: `about 3m 05s left`; never `about 0s left` while items
+/// remain, which reads as if the batch were stuck.
+pub fn time_left(secs: f64) -> String {
+    if secs < 0.5 { "under a second left".to_owned() } else { format!("about {} left", human_duration(secs)) }
+}
+
 /// A duration as people read it: `42s`, `3m 05s`, `2h 01m`.
 pub fn human_duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
@@ -91,5 +97,12 @@ mod tests {
         assert_eq!(human_duration(185.0), "3m 05s");
         assert_eq!(human_duration(7_260.0), "2h 01m");
         assert_eq!(human_duration(-3.0), "0s");
+    }
+
+    #[test]
+    fn time_left_is_never_about_nothing() {
+        assert_eq!(time_left(0.4), "under a second left");
+        assert_eq!(time_left(0.6), "about 1s left");
+        assert_eq!(time_left(185.0), "about 3m 05s left");
     }
 }

@@ -126,12 +126,12 @@ async fn serve_connection(
     let io = TokioIo::new(tcp);
     let router = with_peer(router, peer);
     let served = if let Some(http2) = http2 {
-        let (open, requests) = watch::channel(0);
-        let service = TowerToHyperService::new(counting_requests(router, Arc::new(open)));
+        let (open, answers) = watch::channel(0);
+        let service = TowerToHyperService::new(counting_answers(router, Arc::new(open)));
         // Boxed: inline, HTTP/2's larger connection (and its idle timer) would size every
         // HTTP/1 connection's task.
         let mut connection = Box::pin(http2.serve_connection(io, service));
-        Box::pin(drive(connection.as_mut(), stopping, idle(requests, protocols.header_timeout))).await
+        Box::pin(drive(connection.as_mut(), stopping, idle(answers, protocols.header_timeout))).await
     } else {
         let connection = pin!(protocols.http1.serve_connection(io, TowerToHyperService::new(router)));
         drive(connection, stopping, pending()).await
@@ -159,12 +159,12 @@ async fn drive<C: GracefulConnection>(
 }
 
 /// Completes once no answer has been open on the connection for `timeout`.
-async fn idle(mut requests: watch::Receiver<usize>, timeout: Duration) {
+async fn idle(mut answers: watch::Receiver<usize>, timeout: Duration) {
     loop {
-        if requests.wait_for(|&open| open == 0).await.is_err() {
+        if answers.wait_for(|&open| open == 0).await.is_err() {
             return;
         }
-        if tokio::time::timeout(timeout, requests.changed()).await.is_err() {
+        if tokio::time::timeout(timeout, answers.changed()).await.is_err() {
             return;
         }
     }
@@ -174,7 +174,7 @@ async fn idle(mut requests: watch::Receiver<usize>, timeout: Duration) {
 /// is done or dropped (a stream's body lives as long as the stream). A request still in its
 /// handler is not counted: a graceful shutdown lets it finish anyway. Counted from the call,
 /// every stream's task would hold a larger future (measured: 0.4 KB more per idle stream).
-fn counting_requests(
+fn counting_answers(
     router: impl tower::Service<
         Request<Incoming>,
         Response = Response,
@@ -197,7 +197,7 @@ fn counting_requests(
     })
 }
 
-/// One request open on a connection, for as long as this lives.
+/// One answer open on a connection, for as long as this lives.
 struct Open(Arc<watch::Sender<usize>>);
 
 impl Open {

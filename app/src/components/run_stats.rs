@@ -3,7 +3,7 @@
 
 use batchwatch_core::{
     BatchSummary,
-    rate::{Rate, human_duration},
+    rate::{Rate, human_duration, time_left},
 };
 use leptos::prelude::*;
 
@@ -25,7 +25,7 @@ pub fn RunStats(
         rate_version.track();
         let remaining = summary.with(|s| s.counts.total - s.counts.finished());
         rate.with_value(|r| match (r.per_second(), r.eta_secs(remaining)) {
-            (Some(per_s), Some(eta)) => format!("{per_s:.1} items/s · about {} left", human_duration(eta)),
+            (Some(per_s), Some(eta)) => format!("{per_s:.1} items/s · {}", time_left(eta)),
             _ => "measuring speed…".to_owned(),
         })
     };
