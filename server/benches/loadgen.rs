@@ -189,6 +189,7 @@ impl Server {
         Ok(self.http.post(url).json(&body).send().await?.error_for_status()?.json().await?)
     }
 
+    /// The batch's summary, as `GET /api/batches/{id}` answers it.
     async fn summary(&self, batch: BatchId) -> anyhow::Result<BatchSummary> {
         let url = format!("http://{}/api/batches/{batch}", self.addr);
         Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
