@@ -160,8 +160,9 @@ pub struct Config {
     pub header_timeout_secs: u64,
 
     /// Also serve HTTP/2 without TLS, with prior knowledge (h2c), as a proxy in front can speak
-    /// it to its upstream: many streams then share one connection. Off by default: hyper closes
-    /// no idle HTTP/2 connection, so serve it to such a proxy only.
+    /// it to its upstream: many streams then share one connection. An HTTP/2 connection that
+    /// sends no answer for `HEADER_TIMEOUT_SECS` is shut down. Off by default: no browser
+    /// speaks it.
     #[arg(long, env = "H2C", default_value_t = false)]
     pub h2c: bool,
 
