@@ -236,12 +236,12 @@ impl Drop for Server {
     }
 }
 
-/// Opens a batch's stream as `token`'s user. HTTP/1.0: the body comes unchunked, so the bytes
-/// read are the event stream itself.
+/// Opens a batch's stream as `token`'s user, over HTTP/1.1 as a browser does. The body comes
+/// chunked: the watchers read the chunks' size lines as lines that are no event's.
 async fn open_stream(addr: SocketAddr, token: &str, id: BatchId) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr).await?;
     let request = format!(
-        "GET /api/batches/{id}/stream HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        "GET /api/batches/{id}/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     Ok(stream)

@@ -1,13 +1,15 @@
 //! The accept loop: each connection served by hyper, HTTP/1 (or HTTP/2 with prior knowledge,
-//! h2c, as a proxy can speak it to its upstream, when `H2C` is set), with the router.
+//! h2c, as a proxy can speak it to its upstream, when `H2C` is set), with the router; one
+//! whose first request opens an event stream is answered without hyper, leaner
+//! ([`stream_connection`]).
 //!
 //! Why not `axum::serve`: it hands every connection to hyper-util's `auto` builder, which first
 //! reads up to 24 bytes to tell HTTP/2's preface from an HTTP/1 request and gives them back
 //! through a rewind. hyper's HTTP/1 reader then gets those bytes alone as its first read, and
 //! growing its 8 KiB buffer for the rest of the head doubles it: 16 KiB on every connection
 //! for as long as it is open, 163 of the 181 MB of heap at 10,000 open streams (heaptrack).
-//! Here HTTP/1 is served at once (and with `H2C` the first bytes are peeked, not read): hyper's
-//! HTTP/1 reader takes the whole head into 8 KiB. The rest is what `axum::serve` does (the
+//! Here the first request's head is peeked, not read: hyper's HTTP/1 reader then takes it
+//! whole into 8 KiB. The rest is what `axum::serve` does (the
 //! peer's address for `ConnectInfo`, accept errors that do not stop the loop, a graceful
 //! shutdown) and a timeout on reading a request's head, which `axum::serve` does not set.
 //!
@@ -43,6 +45,10 @@ use tokio::{
     sync::watch,
 };
 use tower::ServiceExt;
+
+use self::stream_connection::Head;
+
+mod stream_connection;
 
 /// How HTTP/2 with prior knowledge starts (RFC 9113, 3.4). Its first four bytes, `PRI `, are
 /// no HTTP/1 request's.
@@ -114,30 +120,81 @@ async fn serve_connection(
     protocols: Arc<Protocols>,
     stopping: watch::Receiver<()>,
 ) {
-    let http2 = match &protocols.http2 {
-        None => None,
-        Some(http2) => match tokio::time::timeout(protocols.header_timeout, is_http2(&tcp)).await {
-            Ok(Ok(Some(true))) => Some(http2),
-            Ok(Ok(Some(false))) => None,
-            // Closed, failed or silent before its first bytes.
+    let first =
+        match tokio::time::timeout(protocols.header_timeout, first_request(&tcp, protocols.http2.is_some()))
+            .await
+        {
+            Ok(Ok(Some(first))) => first,
+            // Closed, failed or silent before its first request's head.
             _ => return,
-        },
-    };
-    let io = TokioIo::new(tcp);
-    let router = with_peer(router, peer);
-    let served = if let Some(http2) = http2 {
-        let (open, answers) = watch::channel(0);
-        let service = TowerToHyperService::new(counting_answers(router, Arc::new(open)));
-        // Boxed: inline, HTTP/2's larger connection (and its idle timer) would size every
-        // HTTP/1 connection's task.
-        let mut connection = Box::pin(http2.serve_connection(io, service));
-        Box::pin(drive(connection.as_mut(), stopping, idle(answers, protocols.header_timeout))).await
-    } else {
-        let connection = pin!(protocols.http1.serve_connection(io, TowerToHyperService::new(router)));
-        drive(connection, stopping, pending()).await
+        };
+    // Each branch's connection is boxed: inline, the largest would size every connection's task,
+    // a stream's lean one too.
+    let served = match first {
+        First::Stream(mut request, head_len) => {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // `stopping` lives as long as this: the stream ends when the server stops (its
+            // watcher is told to reconnect), and the server waits for that.
+            let served = Box::pin(stream_connection::serve(tcp, *request, head_len, router)).await;
+            if let Err(error) = served {
+                tracing::trace!(%error, "stream connection ended with an error");
+            }
+            return;
+        }
+        First::Http2 => {
+            let http2 = protocols.http2.as_ref().expect("HTTP/2 is only told apart when served");
+            let (open, answers) = watch::channel(0);
+            let service = TowerToHyperService::new(counting_answers(with_peer(router, peer), Arc::new(open)));
+            let mut connection = Box::pin(http2.serve_connection(TokioIo::new(tcp), service));
+            Box::pin(drive(connection.as_mut(), stopping, idle(answers, protocols.header_timeout))).await
+        }
+        First::Other => {
+            let service = TowerToHyperService::new(with_peer(router, peer));
+            let mut connection = Box::pin(protocols.http1.serve_connection(TokioIo::new(tcp), service));
+            Box::pin(drive(connection.as_mut(), stopping, pending())).await
+        }
     };
     if let Err(error) = served {
         tracing::trace!(%error, "connection ended with an error");
+    }
+}
+
+/// How a connection starts.
+enum First {
+    /// HTTP/2's preface (only told apart with `H2C`).
+    Http2,
+    /// An HTTP/1 request that opens an event stream, answered without hyper (see
+    /// [`stream_connection`]), and its head's length.
+    Stream(Box<Request<Body>>, usize),
+    /// Any other HTTP/1 request.
+    Other,
+}
+
+/// What a connection's first bytes start, peeked (`None`: it closed first). Waits for a whole
+/// head (up to [`stream_connection::MAX_HEAD`]); the caller bounds the wait.
+async fn first_request(tcp: &TcpStream, h2c: bool) -> io::Result<Option<First>> {
+    let mut bytes = vec![0; stream_connection::MAX_HEAD];
+    loop {
+        let peeked = tcp.peek(&mut bytes).await?;
+        if peeked == 0 {
+            return Ok(None);
+        }
+        let first = &bytes[..peeked];
+        let preface = &first[..peeked.min(H2_PREFACE.len())];
+        if h2c && H2_PREFACE.starts_with(preface) {
+            if preface.len() == H2_PREFACE.len() {
+                return Ok(Some(First::Http2));
+            }
+        } else {
+            match stream_connection::stream_request(first) {
+                Head::Stream(request, head_len) => return Ok(Some(First::Stream(request, head_len))),
+                Head::Other => return Ok(Some(First::Other)),
+                Head::Partial => {}
+            }
+        }
+        // Not enough to tell ("P" may be "POST"): peeking again returns at once, so wait a
+        // little for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -236,26 +293,6 @@ impl hyper::body::Body for CountedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// Whether a connection speaks HTTP/2 (`None`: it closed first), from its first bytes, peeked.
-async fn is_http2(tcp: &TcpStream) -> io::Result<Option<bool>> {
-    let mut first = [0; H2_PREFACE.len()];
-    loop {
-        let peeked = tcp.peek(&mut first).await?;
-        if peeked == 0 {
-            return Ok(None);
-        }
-        if !H2_PREFACE.starts_with(&first[..peeked]) {
-            return Ok(Some(false));
-        }
-        if peeked == first.len() {
-            return Ok(Some(true));
-        }
-        // Fewer bytes than it takes to tell ("P" may be "POST"): peeking again returns at once,
-        // so wait a little for the rest (within the header timeout).
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -100,7 +100,7 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
     let items = 1_000;
     let batch =
         server.create_named((0..items).map(|i| format!("{i:04}-{}", "x".repeat(480))).collect()).await;
-    let mut conn = open_unread(&server, &batch).await;
+    let mut conn = open_unread(&server, &batch, "HTTP/1.1").await;
     for i in 0..items {
         server.report(&batch, i, "processing").await;
         server.report(&batch, i, "done").await;
@@ -130,15 +130,17 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
 }
 
 /// Opens a batch's stream as a client with a tiny receive buffer that reads nothing until the
-/// test says so. HTTP/1.0 keeps the body unchunked: the raw bytes are the event stream itself.
-async fn open_unread(server: &LiveServer, batch: &serde_json::Value) -> tokio::net::TcpStream {
+/// test says so. `version` picks who answers: `HTTP/1.1`, the server's own lean path for a
+/// connection that opens a stream; `HTTP/1.0` (its body unchunked), hyper, as for a stream
+/// asked on a connection kept alive.
+async fn open_unread(server: &LiveServer, batch: &serde_json::Value, version: &str) -> tokio::net::TcpStream {
     let addr = server.url.trim_start_matches("http://").to_owned();
     let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
     let request =
-        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
+        format!("GET {path} {version}\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
     conn.write_all(request.as_bytes()).await.unwrap();
     eventually("the stream to open", || async { (server.state.batches.hub().watched() == 1).then_some(()) })
         .await;
@@ -184,7 +186,7 @@ async fn a_stream_nobody_reads_still_ends_at_its_age_and_gives_its_place_back() 
     let server =
         LiveServer::start(Options { max_streams_per_user: 1, max_age_secs: 2, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
-    let _unread = open_unread(&server, &batch).await;
+    let _unread = open_unread(&server, &batch, "HTTP/1.0").await;
     flood(&server, &batch).await;
     released(&server, "the unread stream to end at its maximum age").await;
     let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
@@ -199,7 +201,7 @@ async fn a_stream_nobody_reads_still_ends_at_its_age_and_gives_its_place_back() 
 async fn revoking_the_token_ends_a_stream_nobody_reads() {
     let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
-    let _unread = open_unread(&server, &batch).await;
+    let _unread = open_unread(&server, &batch, "HTTP/1.1").await;
     flood(&server, &batch).await;
     let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
     server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
@@ -207,19 +209,90 @@ async fn revoking_the_token_ends_a_stream_nobody_reads() {
 }
 
 /// A connection whose writes stall past `WRITE_STALL_SECS` is dropped by the kernel, and its
-/// stream ends with it: nothing else would end a stream that lives for half an hour.
+/// stream ends with it: nothing else would end a stream that lives for half an hour. Whoever
+/// answers it, the server's stream path or hyper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_whose_writes_stall_is_dropped() {
     let server = LiveServer::start(Options { write_stall_secs: 1, ..Options::default() }).await;
-    let batch = batch_too_big_for_the_buffers(&server).await;
-    let mut unread = open_unread(&server, &batch).await;
-    flood(&server, &batch).await;
-    released(&server, "the stalled connection's stream to end").await;
-    // The client reads what reached it, then finds the connection gone.
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let batch = batch_too_big_for_the_buffers(&server).await;
+        let mut unread = open_unread(&server, &batch, version).await;
+        flood(&server, &batch).await;
+        released(&server, "the stalled connection's stream to end").await;
+        // The client reads what reached it, then finds the connection gone.
+        let mut raw = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), unread.read_to_end(&mut raw)).await;
+        assert!(read.is_ok(), "{version}: the connection was closed");
+        assert!(raw.len() < 2_000_000, "{version}: the events never got through: {} bytes", raw.len());
+    }
+}
+
+/// The head of an answer on a stream's own connection (see `serve/stream_connection.rs`), and
+/// what follows it, read from a raw connection until `until` shows up (`None`: until the server
+/// closes).
+async fn raw_get(
+    server: &LiveServer,
+    path: &str,
+    until: Option<&str>,
+) -> (tokio::net::TcpStream, String, String) {
+    let addr = server.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
+    conn.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), unread.read_to_end(&mut raw)).await;
-    assert!(read.is_ok(), "the connection was closed");
-    assert!(raw.len() < 2_000_000, "the events never got through: {} bytes", raw.len());
+    let mut buf = [0; 4096];
+    while until.is_none_or(|until| !String::from_utf8_lossy(&raw).contains(until)) {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+    (conn, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// A connection whose first request opens a stream is answered without hyper: the answer is
+/// still HTTP/1.1 as hyper writes it (status, the router's headers, a date, the body chunked),
+/// says the connection closes after it, and ends its stream as soon as the client leaves, with
+/// no write needed to find out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_s_own_connection_answers_as_hyper_would() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(1).await;
+    let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
+    let (conn, head, body) = raw_get(&server, &path, Some("event: snapshot")).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "x-content-type-options: nosniff",
+    ] {
+        assert!(head.contains(line), "{line} missing: {head}");
+    }
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    // The first chunk: its size in hex, then exactly that many bytes.
+    let (size, rest) = body.split_once("\r\n").unwrap();
+    let size = usize::from_str_radix(size, 16).unwrap();
+    assert_eq!(&rest[..size], "retry: 1000\n\n");
+    assert_eq!(&rest[size..size + 2], "\r\n");
+    assert_eq!(server.state.batches.hub().watched(), 1);
+    drop(conn);
+    // The keep-alive is 15 s away: the stream ends because the server saw the client go.
+    released(&server, "the stream of a client that left to end").await;
+
+    // An answer that is not a stream: its length is known, and the connection closes after it.
+    let unknown = format!("/api/batches/{}/stream", BatchId::new());
+    let (_conn, head, body) = raw_get(&server, &unknown, None).await;
+    assert!(head.starts_with("http/1.1 404 not found\r\n"), "{head}");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "not_found", "{body}");
 }
 
 /// A connection that sends half a request's head, or nothing more after its answer, is closed
