@@ -25,7 +25,8 @@ use tokio::{
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Which shape to run: `fanout` (1 batch, many watchers), `batches` (many batches, one
+    /// Which shape to run: `fanout` (1 batch, many watchers), `wide` (1 batch, 10,000
+    /// watchers: memory per active stream, CPU per delivery), `batches` (many batches, one
     /// watcher each), `saturate` (publish as fast as the server delivers), `items` (a
     /// 10,000-item batch through the real worker path), `idle` (10,000 streams that only get
     /// keep-alives: memory per stream, CPU at idle), `bulk` (a 100,000-item batch driven by
@@ -67,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
     if all || args.scenario == "fanout" {
         fanout(&args, 1, 1_000, 500, 50.0).await?;
         fanout(&args, 1, 5_000, 250, 50.0).await?;
+    }
+    if all || args.scenario == "wide" {
+        fanout(&args, 1, 10_000, 200, 20.0).await?;
     }
     if all || args.scenario == "batches" {
         fanout(&args, 1_000, 1, 5_000, 500.0).await?;
@@ -419,6 +423,7 @@ async fn fanout(
     });
     let seen = Arc::new(Seen::default());
     let mut tasks = Vec::new();
+    let (rss_start, _) = server.usage();
     let mut opener = Opener::new(args, server.addr, &server.token);
     for (b, batch) in created.iter().enumerate() {
         for _ in 0..watchers {
@@ -453,6 +458,8 @@ async fn fanout(
         }
     }
     let published = Instant::now();
+    // The streams have all been carrying events, and are all still open.
+    let (rss_live, _) = server.usage();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
     }
@@ -471,7 +478,8 @@ async fn fanout(
     println!(
         "{batches} batch(es) x {watchers} watcher(s){over}, {} updates at {}: p50 {:.2} ms, p99 {:.2} ms, \
          lost {} ({:.1} %), duplicates {}, ended on the final state {}/{}, {:.0} deliveries/s, \
-         publish {:.0}/s, server RSS {:.1} MB (before publishing {:.1} MB), server CPU {:.2} s = {:.2} µs/delivery",
+         publish {:.0}/s, server RSS {:.1} MB (before publishing {:.1} MB; {:.1} KB per stream while live), \
+         server CPU {:.2} s = {:.2} µs/delivery",
         per_batch * batches,
         if rate > 0.0 { format!("{rate}/s") } else { "full speed".into() },
         pct(0.50),
@@ -485,6 +493,7 @@ async fn fanout(
         (per_batch * batches) as f64 / (published - started).as_secs_f64(),
         rss_after as f64 / 1024.0,
         rss_before as f64 / 1024.0,
+        rss_live.saturating_sub(rss_start) as f64 / (batches * watchers) as f64,
         cpu,
         cpu * 1e6 / received.max(1) as f64,
     );
