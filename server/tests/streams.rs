@@ -100,7 +100,7 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
     let items = 1_000;
     let batch =
         server.create_named((0..items).map(|i| format!("{i:04}-{}", "x".repeat(480))).collect()).await;
-    let mut conn = open_unread(&server, &batch, "HTTP/1.1").await;
+    let mut conn = open_unread(&server, &batch, Via::OwnConnection).await;
     for i in 0..items {
         server.report(&batch, i, "processing").await;
         server.report(&batch, i, "done").await;
@@ -129,18 +129,34 @@ async fn a_watcher_that_stops_reading_skips_ahead_and_gets_the_latest_state() {
     assert_ends_on(&seen, 1 + published as u64);
 }
 
+/// Who answers a stream: the server's own lean path, for a connection whose first request it
+/// is (see `serve/stream_connection.rs`), or hyper, for one asked on a connection kept alive
+/// from an earlier request.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    OwnConnection,
+    KeptAlive,
+}
+
 /// Opens a batch's stream as a client with a tiny receive buffer that reads nothing until the
-/// test says so. `version` picks who answers: `HTTP/1.1`, the server's own lean path for a
-/// connection that opens a stream; `HTTP/1.0` (its body unchunked), hyper, as for a stream
-/// asked on a connection kept alive.
-async fn open_unread(server: &LiveServer, batch: &serde_json::Value, version: &str) -> tokio::net::TcpStream {
+/// test says so. HTTP/1.0 keeps the body unchunked: the raw bytes are the event stream itself.
+async fn open_unread(server: &LiveServer, batch: &serde_json::Value, via: Via) -> tokio::net::TcpStream {
     let addr = server.url.trim_start_matches("http://").to_owned();
     let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
+    if let Via::KeptAlive = via {
+        conn.write_all(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"}") {
+            let mut byte = [0];
+            assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "{}", String::from_utf8_lossy(&answer));
+            answer.push(byte[0]);
+        }
+    }
     let request =
-        format!("GET {path} {version}\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
     conn.write_all(request.as_bytes()).await.unwrap();
     eventually("the stream to open", || async { (server.state.batches.hub().watched() == 1).then_some(()) })
         .await;
@@ -186,7 +202,7 @@ async fn a_stream_nobody_reads_still_ends_at_its_age_and_gives_its_place_back() 
     let server =
         LiveServer::start(Options { max_streams_per_user: 1, max_age_secs: 2, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
-    let _unread = open_unread(&server, &batch, "HTTP/1.0").await;
+    let _unread = open_unread(&server, &batch, Via::KeptAlive).await;
     flood(&server, &batch).await;
     released(&server, "the unread stream to end at its maximum age").await;
     let url = format!("{}/api/batches/{}/stream", server.url, batch["batch_id"].as_str().unwrap());
@@ -201,7 +217,7 @@ async fn a_stream_nobody_reads_still_ends_at_its_age_and_gives_its_place_back() 
 async fn revoking_the_token_ends_a_stream_nobody_reads() {
     let server = LiveServer::start(Options { keepalive_secs: 1, ..Options::default() }).await;
     let batch = batch_too_big_for_the_buffers(&server).await;
-    let _unread = open_unread(&server, &batch, "HTTP/1.1").await;
+    let _unread = open_unread(&server, &batch, Via::OwnConnection).await;
     flood(&server, &batch).await;
     let who = server.state.accounts.authenticate(&server.token).await.unwrap().unwrap();
     server.state.accounts.revoke(&who.token_id, 1).await.unwrap();
@@ -210,20 +226,24 @@ async fn revoking_the_token_ends_a_stream_nobody_reads() {
 
 /// A connection whose writes stall past `WRITE_STALL_SECS` is dropped by the kernel, and its
 /// stream ends with it: nothing else would end a stream that lives for half an hour. Whoever
-/// answers it, the server's stream path or hyper.
+/// answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_whose_writes_stall_is_dropped() {
     let server = LiveServer::start(Options { write_stall_secs: 1, ..Options::default() }).await;
-    for version in ["HTTP/1.1", "HTTP/1.0"] {
+    for via in [Via::OwnConnection, Via::KeptAlive] {
         let batch = batch_too_big_for_the_buffers(&server).await;
-        let mut unread = open_unread(&server, &batch, version).await;
+        let mut unread = open_unread(&server, &batch, via).await;
         flood(&server, &batch).await;
         released(&server, "the stalled connection's stream to end").await;
         // The client reads what reached it, then finds the connection gone.
         let mut raw = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), unread.read_to_end(&mut raw)).await;
-        assert!(read.is_ok(), "{version}: the connection was closed");
-        assert!(raw.len() < 2_000_000, "{version}: the events never got through: {} bytes", raw.len());
+        assert!(read.is_ok(), "{via:?}: the connection was closed");
+        assert!(raw.len() < 2_000_000, "{via:?}: the events never got through: {} bytes", raw.len());
+        // Told apart by the head: only the lean path says the connection closes after it.
+        let head = String::from_utf8_lossy(&raw[..raw.len().min(512)]).to_ascii_lowercase();
+        let own = head.split("\r\n\r\n").next().unwrap().contains("connection: close");
+        assert_eq!(own, matches!(via, Via::OwnConnection), "{via:?}: {head}");
     }
 }
 
