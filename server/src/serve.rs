@@ -1,17 +1,19 @@
 //! The accept loop: each connection served by hyper, HTTP/1 (or HTTP/2 with prior knowledge,
-//! h2c, as a proxy can speak it to its upstream, when `H2C` is set), with the router; one
-//! whose first request opens an event stream is answered without hyper, leaner
-//! ([`stream_connection`]).
+//! h2c, as a proxy can speak it to its upstream, when `H2C` is set), with the router. Each
+//! HTTP/1 request's head is peeked first: one that opens an event stream is answered without
+//! hyper, leaner ([`stream_connection`]); a request without a body is answered by hyper alone,
+//! and the connection taken back for its next request ([`serve_one`]); anything else is
+//! hyper's for the rest of the connection.
 //!
 //! Why not `axum::serve`: it hands every connection to hyper-util's `auto` builder, which first
 //! reads up to 24 bytes to tell HTTP/2's preface from an HTTP/1 request and gives them back
 //! through a rewind. hyper's HTTP/1 reader then gets those bytes alone as its first read, and
 //! growing its 8 KiB buffer for the rest of the head doubles it: 16 KiB on every connection
 //! for as long as it is open, 163 of the 181 MB of heap at 10,000 open streams (heaptrack).
-//! Here the first request's head is peeked, not read: hyper's HTTP/1 reader then takes it
-//! whole into 8 KiB. The rest is what `axum::serve` does (the
-//! peer's address for `ConnectInfo`, accept errors that do not stop the loop, a graceful
-//! shutdown) and a timeout on reading a request's head, which `axum::serve` does not set.
+//! Here the head is peeked, not read: hyper's HTTP/1 reader then takes it whole into 8 KiB.
+//! The rest is what `axum::serve` does (the peer's address for `ConnectInfo`, accept errors
+//! that do not stop the loop, a graceful shutdown) and a timeout on reading a request's head
+//! (and on waiting for a kept-alive connection's next one), which `axum::serve` does not set.
 //!
 //! HTTP/2 lets a proxy carry many streams on one connection: what a stream costs is then its
 //! HTTP/2 stream and its task, not a connection with hyper's two 8 KiB buffers, and the events
@@ -20,7 +22,7 @@
 //! as an idle HTTP/1 connection is, so a client cannot hold connections it does not use.
 
 use std::{
-    future::{Future, pending},
+    future::{Future, pending, poll_fn},
     io,
     net::SocketAddr,
     pin::{Pin, pin},
@@ -30,6 +32,7 @@ use std::{
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo, http, response::Response};
+use bytes::Bytes;
 use hyper::{
     Request,
     body::{Frame, Incoming, SizeHint},
@@ -41,8 +44,9 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{Notify, watch},
 };
 use tower::ServiceExt;
 
@@ -114,65 +118,199 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     router: Router,
     protocols: Arc<Protocols>,
-    stopping: watch::Receiver<()>,
+    mut stopping: watch::Receiver<()>,
 ) {
-    let first =
-        match tokio::time::timeout(protocols.header_timeout, first_request(&tcp, protocols.http2.is_some()))
-            .await
-        {
-            Ok(Ok(Some(first))) => first,
-            // Closed, failed or silent before its first request's head.
-            _ => return,
+    // Only a connection's first bytes can be HTTP/2's preface.
+    let mut h2c = protocols.http2.is_some();
+    loop {
+        let next = tokio::time::timeout(protocols.header_timeout, first_request(&tcp, h2c));
+        let first = tokio::select! {
+            next = next => match next {
+                Ok(Ok(Some(first))) => first,
+                // Closed, failed or silent before its request's head (a connection kept alive
+                // waits for its next one no longer either).
+                _ => return,
+            },
+            // The server is stopping: a connection between requests is closed at once.
+            _ = stopping.changed() => return,
         };
-    // Each branch's connection is boxed: inline, the largest would size every connection's task,
-    // a stream's lean one too.
-    let served = match first {
-        First::Stream(mut request, head_len) => {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            // `stopping` lives as long as this: the stream ends when the server stops (its
-            // watcher is told to reconnect), and the server waits for that.
-            let served = Box::pin(stream_connection::serve(tcp, *request, head_len, router)).await;
-            if let Err(error) = served {
-                tracing::trace!(%error, "stream connection ended with an error");
+        h2c = false;
+        // Each branch's connection is boxed: inline, the largest would size every connection's
+        // task, a stream's lean one too.
+        let served = match first {
+            First::Stream(mut request, head_len) => {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                // `stopping` lives as long as this: the stream ends when the server stops (its
+                // watcher is told to reconnect), and the server waits for that.
+                let served = Box::pin(stream_connection::serve(tcp, *request, head_len, router)).await;
+                if let Err(error) = served {
+                    tracing::trace!(%error, "stream connection ended with an error");
+                }
+                return;
             }
-            return;
+            First::Http1 { alone: true } => {
+                match Box::pin(serve_one(tcp, peer, router.clone(), &protocols.http1, &mut stopping)).await {
+                    Some(back) => {
+                        tcp = back;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            First::Http2 => {
+                let http2 = protocols.http2.as_ref().expect("HTTP/2 is only told apart when served");
+                let (open, answers) = watch::channel(0);
+                let open = Arc::new(open);
+                let service =
+                    TowerToHyperService::new(guarding_answers(with_peer(router, peer), move || {
+                        Open::new(open.clone())
+                    }));
+                let mut connection = Box::pin(http2.serve_connection(TokioIo::new(tcp), service));
+                Box::pin(drive(connection.as_mut(), stopping, idle(answers, protocols.header_timeout))).await
+            }
+            First::Http1 { alone: false } => {
+                let service = TowerToHyperService::new(with_peer(router, peer));
+                let mut connection = Box::pin(protocols.http1.serve_connection(TokioIo::new(tcp), service));
+                Box::pin(drive(connection.as_mut(), stopping, pending())).await
+            }
+        };
+        if let Err(error) = served {
+            tracing::trace!(%error, "connection ended with an error");
         }
-        First::Http2 => {
-            let http2 = protocols.http2.as_ref().expect("HTTP/2 is only told apart when served");
-            let (open, answers) = watch::channel(0);
-            let service = TowerToHyperService::new(counting_answers(with_peer(router, peer), Arc::new(open)));
-            let mut connection = Box::pin(http2.serve_connection(TokioIo::new(tcp), service));
-            Box::pin(drive(connection.as_mut(), stopping, idle(answers, protocols.header_timeout))).await
-        }
-        First::Other => {
-            let service = TowerToHyperService::new(with_peer(router, peer));
-            let mut connection = Box::pin(protocols.http1.serve_connection(TokioIo::new(tcp), service));
-            Box::pin(drive(connection.as_mut(), stopping, pending())).await
-        }
-    };
-    if let Err(error) = served {
-        tracing::trace!(%error, "connection ended with an error");
+        return;
     }
 }
 
-/// How a connection starts.
+/// Answers one HTTP/1 request with hyper, then takes the connection back (`None`: it is
+/// over). Between requests a connection kept alive then waits without hyper's two 8 KiB
+/// buffers, and a stream asked next on it is answered lean (browsers ask theirs on the
+/// connections that loaded the page). Only for a request hyper reads whole with its head
+/// (no body): nothing of it is left on the socket for the next one.
+async fn serve_one(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    http1: &http1::Builder,
+    stopping: &mut watch::Receiver<()>,
+) -> Option<TcpStream> {
+    let answered = Arc::new(Notify::new());
+    let done = answered.clone();
+    let service = guarding_answers(with_peer(router.clone(), peer), move || Answered(done.clone()))
+        // Boxed: hyper hands a connection back only with a service whose futures are `Unpin`.
+        .map_future(|future| Box::pin(future) as Pin<Box<dyn Future<Output = _> + Send>>);
+    let mut connection = http1.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+    let stop = tokio::select! {
+        // The answer first: once it is sent, hyper must not start reading the next request.
+        biased;
+        () = answered.notified() => false,
+        _ = stopping.changed() => true,
+        served = poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+            // Over before its answer was sent: closed or failed.
+            if let Err(error) = served {
+                tracing::trace!(%error, "connection ended with an error");
+            }
+            return None;
+        }
+    };
+    // Ends the connection once what is in flight is written, without closing the socket.
+    Pin::new(&mut connection).graceful_shutdown();
+    if let Err(error) = poll_fn(|cx| connection.poll_without_shutdown(cx)).await {
+        tracing::trace!(%error, "connection ended with an error");
+        return None;
+    }
+    if stop {
+        return None;
+    }
+    let parts = connection.into_parts();
+    let tcp = parts.io.into_inner();
+    if parts.read_buf.is_empty() {
+        return Some(tcp);
+    }
+    // The client sent more before hyper stopped (requests pipelined): hyper read it, and
+    // serves the connection from there on.
+    let io = TokioIo::new(Rewind { first: parts.read_buf, tcp });
+    let mut connection =
+        Box::pin(http1.serve_connection(io, TowerToHyperService::new(with_peer(router, peer))));
+    if let Err(error) = drive(connection.as_mut(), stopping.clone(), pending()).await {
+        tracing::trace!(%error, "connection ended with an error");
+    }
+    None
+}
+
+/// Told when its answer's body is done or dropped.
+struct Answered(Arc<Notify>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// A connection whose first bytes were read already: they are read again first.
+struct Rewind {
+    first: Bytes,
+    tcp: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.first.is_empty() {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        let n = this.first.len().min(buf.remaining());
+        buf.put_slice(&this.first.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// How a connection's next request starts.
 enum First {
-    /// HTTP/2's preface (only told apart with `H2C`).
+    /// HTTP/2's preface (only told apart with `H2C`, on a connection's first bytes).
     Http2,
     /// An HTTP/1 request that opens an event stream, answered without hyper (see
     /// [`stream_connection`]), and its head's length.
     Stream(Box<Request<Body>>, usize),
-    /// Any other HTTP/1 request.
-    Other,
+    /// Any other HTTP/1 request, for hyper; `alone`: hyper answers this one only (see
+    /// [`serve_one`]).
+    Http1 { alone: bool },
 }
 
-/// What a connection's first bytes start, peeked (`None`: it closed first). Waits for a whole
+/// What a connection's next bytes start, peeked (`None`: it closed first). Waits for a whole
 /// head (up to [`stream_connection::MAX_HEAD`]); the caller bounds the wait.
 async fn first_request(tcp: &TcpStream, h2c: bool) -> io::Result<Option<First>> {
+    // Nothing is held while a connection waits for its first bytes.
+    tcp.readable().await?;
     let mut bytes = vec![0; stream_connection::MAX_HEAD];
     loop {
         let peeked = tcp.peek(&mut bytes).await?;
@@ -188,7 +326,7 @@ async fn first_request(tcp: &TcpStream, h2c: bool) -> io::Result<Option<First>> 
         } else {
             match stream_connection::stream_request(first) {
                 Head::Stream(request, head_len) => return Ok(Some(First::Stream(request, head_len))),
-                Head::Other => return Ok(Some(First::Other)),
+                Head::Other { alone } => return Ok(Some(First::Http1 { alone })),
                 Head::Partial => {}
             }
         }
@@ -227,11 +365,12 @@ async fn idle(mut answers: watch::Receiver<usize>, timeout: Duration) {
     }
 }
 
-/// The router, counting in `open` the answers it is sending: from the response until its body
-/// is done or dropped (a stream's body lives as long as the stream). A request still in its
-/// handler is not counted: a graceful shutdown lets it finish anyway. Counted from the call,
-/// every stream's task would hold a larger future (measured: 0.4 KB more per idle stream).
-fn counting_answers(
+/// The router, each answer's body holding a guard from `guard` until it is done or dropped (a
+/// stream's body lives as long as the stream): the guard tells when the answer is over. A
+/// request still in its handler holds none: a graceful shutdown lets it finish anyway. Guarded
+/// from the call, every stream's task would hold a larger future (measured: 0.4 KB more per
+/// idle stream).
+fn guarding_answers<G: Send + 'static>(
     router: impl tower::Service<
         Request<Incoming>,
         Response = Response,
@@ -240,21 +379,19 @@ fn counting_answers(
     > + Clone
     + Send
     + 'static,
-    open: Arc<watch::Sender<usize>>,
+    guard: impl Fn() -> G + Clone + Send + 'static,
 ) -> impl tower::Service<
     Request<Incoming>,
-    Response = http::Response<CountedBody>,
+    Response = http::Response<GuardedBody<G>>,
     Error = std::convert::Infallible,
     Future: Send,
 > + Clone
 + Send
 + 'static {
-    router.map_response(move |response: Response| {
-        response.map(|body| CountedBody { body, _open: Open::new(open.clone()) })
-    })
+    router.map_response(move |response: Response| response.map(|body| GuardedBody { body, _guard: guard() }))
 }
 
-/// One answer open on a connection, for as long as this lives.
+/// One answer open on a connection, counted for as long as this lives.
 struct Open(Arc<watch::Sender<usize>>);
 
 impl Open {
@@ -270,13 +407,13 @@ impl Drop for Open {
     }
 }
 
-/// A response's body that keeps its answer counted as open until it is dropped.
-struct CountedBody {
+/// A response's body, and what must live until it is done or dropped.
+struct GuardedBody<G> {
     body: Body,
-    _open: Open,
+    _guard: G,
 }
 
-impl hyper::body::Body for CountedBody {
+impl<G: Unpin> hyper::body::Body for GuardedBody<G> {
     type Data = <Body as hyper::body::Body>::Data;
     type Error = <Body as hyper::body::Body>::Error;
 
@@ -327,4 +464,37 @@ async fn accept_failed(error: io::Error) {
     }
     tracing::error!(%error, "accepting a connection failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A connection kept alive between requests does not hold the server's stop up: it is
+    /// closed at once, not after the header timeout.
+    #[tokio::test]
+    async fn stopping_closes_a_connection_between_requests_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", get(|| async { "hi" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let protocols = Protocols::new(Duration::from_secs(60), false);
+        let server = tokio::spawn(serve(listener, router, |_| {}, protocols, async move {
+            let _ = stopped.await;
+        }));
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"hi") {
+            let mut byte = [0];
+            assert_eq!(conn.read(&mut byte).await.unwrap(), 1);
+            answer.push(byte[0]);
+        }
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stopped").unwrap();
+        assert_eq!(conn.read(&mut [0; 16]).await.unwrap(), 0, "the connection was closed");
+    }
 }

@@ -343,6 +343,60 @@ async fn a_connection_that_sends_no_request_is_closed_but_a_stream_is_not() {
     assert!(next.is_ok_and(|event| event.is_some()), "the stream, quiet past the timeout, still delivers");
 }
 
+/// Reads from `conn` until `text` holds `until` `times` times.
+async fn read_until_text(conn: &mut tokio::net::TcpStream, text: &mut String, until: &str, times: usize) {
+    let mut buf = [0; 4096];
+    while text.matches(until).count() < times {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before {until:?}: {text}");
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+}
+
+/// Between requests a connection kept alive is the server's again, not hyper's: a stream asked
+/// next on it (as a browser asks its streams on the connections that loaded the page) is
+/// answered lean; requests sent together (pipelined) are all answered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_kept_alive_is_taken_back_between_requests() {
+    let server = LiveServer::start(Options::default()).await;
+    let batch = server.create(1).await;
+    let addr = server.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut text = String::new();
+    for _ in 0..2 {
+        conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        read_until_text(&mut conn, &mut text, "\"ok\"}", 1).await;
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(!text.to_ascii_lowercase().contains("connection: close"), "{text}");
+        text.clear();
+    }
+    let path = format!("/api/batches/{}/stream", batch["batch_id"].as_str().unwrap());
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", server.token);
+    conn.write_all(request.as_bytes()).await.unwrap();
+    read_until_text(&mut conn, &mut text, "event: snapshot", 1).await;
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok") && head.contains("connection: close"), "{head}");
+
+    let mut pipelined = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let two = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2) + &request;
+    pipelined.write_all(two.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    read_until_text(&mut pipelined, &mut text, "event: snapshot", 1).await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{text}");
+    assert_eq!(text.matches("{\"status\":\"ok\"}").count(), 2, "{text}");
+
+    // The next request's first bytes came with the first: hyper holds them when the connection
+    // is taken back, and it answers the rest of the connection.
+    let mut split = tokio::net::TcpStream::connect(addr).await.unwrap();
+    split.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /hea").await.unwrap();
+    let mut text = String::new();
+    read_until_text(&mut split, &mut text, "\"ok\"}", 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    split.write_all(b"lth HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    read_until_text(&mut split, &mut text, "\"ok\"}", 2).await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+}
+
 /// An HTTP/2 connection to `server` with prior knowledge (as a proxy speaking h2c opens one),
 /// and its task, which ends when the connection does.
 async fn h2c_connection(

@@ -36,8 +36,10 @@ const MAX_HEADERS: usize = 48;
 pub enum Head {
     /// A request that opens a stream, and the length of its head.
     Stream(Box<Request<Body>>, usize),
-    /// Any other request, or a head that is complete but not taken here.
-    Other,
+    /// Any other request, or a head that is complete but not taken here: hyper answers it.
+    /// `alone`: an HTTP/1.1 request without a body, an upgrade or `Connection: close`, after
+    /// whose answer the connection can be taken back from hyper (see `serve::serve_one`).
+    Other { alone: bool },
     /// Not all of the head yet.
     Partial,
 }
@@ -49,11 +51,11 @@ pub fn stream_request(bytes: &[u8]) -> Head {
     match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => match stream_parts(&parsed) {
             Some(request) => Head::Stream(Box::new(request), len),
-            None => Head::Other,
+            None => Head::Other { alone: parsed.version == Some(1) && plain(&parsed) && !closes(&parsed) },
         },
         Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => Head::Partial,
         // Malformed, or too long for here: hyper answers it.
-        _ => Head::Other,
+        _ => Head::Other { alone: false },
     }
 }
 
@@ -65,21 +67,28 @@ fn stream_parts(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
         // What nginx speaks to its upstreams unless told otherwise.
         _ => Version::HTTP_10,
     };
-    if parsed.method != Some("GET") || !is_stream_route(path) {
+    if parsed.method != Some("GET") || !is_stream_route(path) || !plain(parsed) {
         return None;
     }
     let mut request = Request::builder().method(Method::GET).uri(path).version(version);
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        // A body (however framed), an upgrade or an expectation: hyper knows what to do.
-        if [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::UPGRADE, header::EXPECT]
-            .contains(&name)
-        {
-            return None;
-        }
         request = request.header(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     request.body(Body::empty()).ok()
+}
+
+/// No body (however framed), upgrade or expectation: hyper knows what to do with those.
+fn plain(parsed: &httparse::Request<'_, '_>) -> bool {
+    let framing = ["content-length", "transfer-encoding", "upgrade", "expect"];
+    !parsed.headers.iter().any(|h| framing.iter().any(|name| h.name.eq_ignore_ascii_case(name)))
+}
+
+/// Whether the client says this is the connection's last request.
+fn closes(parsed: &httparse::Request<'_, '_>) -> bool {
+    parsed.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).any(|h| {
+        String::from_utf8_lossy(h.value).split(',').any(|token| token.trim().eq_ignore_ascii_case("close"))
+    })
 }
 
 /// `/api/stream` and `/api/batches/{id}/stream`, with or without a query.
@@ -318,13 +327,28 @@ mod tests {
             "GET /api/stream HTTP/1.1\r\nBad Header: x\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
-            assert!(matches!(stream_request(head.as_bytes()), Head::Other), "{head:?}");
+            assert!(matches!(stream_request(head.as_bytes()), Head::Other { .. }), "{head:?}");
         }
         let many = "a: b\r\n".repeat(MAX_HEADERS + 1);
         assert!(matches!(
             stream_request(format!("GET /api/stream HTTP/1.1\r\n{many}\r\n").as_bytes()),
-            Head::Other
+            Head::Other { alone: false }
         ));
+    }
+
+    #[test]
+    fn tells_which_requests_hyper_can_answer_alone() {
+        let alone = |head: &str| matches!(stream_request(head.as_bytes()), Head::Other { alone: true });
+        assert!(alone("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(alone("GET /pkg/a.wasm HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(alone("DELETE /api/x HTTP/1.1\r\n\r\n"));
+        assert!(!alone("GET / HTTP/1.1\r\nConnection: Keep-Alive, Close\r\n\r\n"));
+        assert!(!alone("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!alone("POST /api/batches HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"));
+        assert!(!alone("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(!alone("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
+        assert!(!alone("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"));
+        assert!(!alone("NOT HTTP\r\n\r\n"));
     }
 
     #[test]
@@ -332,6 +356,6 @@ mod tests {
         assert!(matches!(stream_request(b"GE"), Head::Partial));
         assert!(matches!(stream_request(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n"), Head::Partial));
         let long = format!("GET /api/stream HTTP/1.1\r\nx: {}", "a".repeat(MAX_HEAD));
-        assert!(matches!(stream_request(&long.as_bytes()[..MAX_HEAD]), Head::Other));
+        assert!(matches!(stream_request(&long.as_bytes()[..MAX_HEAD]), Head::Other { .. }));
     }
 }
