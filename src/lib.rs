@@ -25,7 +25,8 @@ pub use error::Error;
 pub use id::{BatchId, ItemId};
 pub use new_batch::{NewBatch, NewItems};
 pub use progress::{
-    Applied, BatchProgress, BatchSummary, Counts, ItemProgress, Page, latest_each, merge_events,
+    Applied, BatchProgress, BatchSummary, Counts, ItemProgress, LeftOut, Page, latest_each, leave_out_items,
+    merge_events,
 };
 pub use report::{ItemReport, StatusReport};
 pub use status::{BatchStatus, ItemStatus};

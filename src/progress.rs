@@ -171,6 +171,21 @@ pub struct BatchProgress {
     /// event is one change, after `seq - 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// In an event that joins more changes than one event lists ([`leave_out_items`]): what it
+    /// leaves out. `items` is then empty, and a page reads the rows it shows again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<LeftOut>,
+}
+
+/// The changes a joined event does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct LeftOut {
+    /// Item changes joined (an item that changed twice counts twice).
+    pub changes: u32,
+    /// When the oldest of them was made (ms since the epoch): what the event's summary holds
+    /// is no older.
+    pub oldest: Millis,
 }
 
 /// What applying an event did to the state a client holds.
@@ -200,7 +215,7 @@ impl Applied {
 impl BatchProgress {
     /// A snapshot, or a change event of one change.
     pub fn new(summary: BatchSummary, items: Vec<ItemProgress>) -> Self {
-        Self { summary, items, since: None }
+        Self { summary, items, since: None, left_out: None }
     }
 
     /// The `seq` a state needs at least for this event to apply to it.
@@ -209,6 +224,8 @@ impl BatchProgress {
     }
 
     /// Applies a change event in `seq` order: items are replaced by id, the summary taken whole.
+    /// An event that leaves its items out ([`LeftOut`]) changes the summary alone: the items
+    /// held may then be behind, and are read again.
     pub fn apply(&mut self, event: &BatchProgress) -> Applied {
         let order = Applied::order(self.summary.seq, event);
         if order != Applied::Applied {
@@ -255,9 +272,32 @@ pub fn merge_events(mut events: Vec<BatchProgress>, max_items: usize) -> Vec<Bat
             let since = run[0].after();
             let summary = run.last().expect("a run is not empty").summary.clone();
             let items = latest_each(run.into_iter().flat_map(|event| event.items).collect(), |item| item.id);
-            BatchProgress { summary, items, since: Some(since) }
+            BatchProgress { summary, items, since: Some(since), left_out: None }
         })
         .collect()
+}
+
+/// Consecutive change events (in `seq` order, as [`merge_events`] gives them) joined into one
+/// that lists none of their items, only how many changes it holds: what a batch's watchers are
+/// offered when its changes come faster than their pace carries in events of a page each.
+/// Its summary is the last one's, as whole as any.
+pub fn leave_out_items(events: Vec<BatchProgress>) -> Option<BatchProgress> {
+    let since = events.first()?.after();
+    let mut changes = 0;
+    let mut oldest = Millis::MAX;
+    for event in &events {
+        changes += event.left_out.map_or(event.items.len() as u32, |left| left.changes);
+        let first = event.left_out.map(|left| left.oldest);
+        let first = first.or(event.items.iter().map(|item| item.updated_at).min());
+        oldest = oldest.min(first.unwrap_or(event.summary.updated_at));
+    }
+    let summary = events.into_iter().last()?.summary;
+    Some(BatchProgress {
+        summary,
+        items: Vec::new(),
+        since: Some(since),
+        left_out: Some(LeftOut { changes, oldest }),
+    })
 }
 
 /// Each item once, where it first appeared (items added to a batch keep their order), as it
@@ -328,6 +368,7 @@ mod tests {
                 })
                 .collect(),
             since: None,
+            left_out: None,
         }
     }
 
@@ -492,6 +533,37 @@ mod tests {
         let mut state = start.clone();
         assert_eq!(state.apply(&merged[0]), Applied::Applied);
         assert_eq!(state.apply(&merged[1]), Applied::Gap, "3 is missing");
+    }
+
+    #[test]
+    fn events_joined_past_a_page_list_no_items_and_count_what_they_leave_out() {
+        let start = batch(3);
+        let mut events = vec![
+            event(&start, 2, 0, ItemStatus::Processing),
+            event(&start, 3, 1, ItemStatus::Processing),
+            event(&start, 4, 0, ItemStatus::Done),
+        ];
+        events[1].items[0].updated_at = 7;
+        events[2].summary.counts = Counts { completed: 1, queued: 2, total: 3, ..Counts::default() };
+        let joined = leave_out_items(events.clone()).unwrap();
+        assert_eq!((joined.after(), joined.summary.seq), (1, 4));
+        assert!(joined.items.is_empty());
+        assert_eq!(joined.left_out, Some(LeftOut { changes: 3, oldest: 7 }));
+        assert_eq!(joined.summary, events[2].summary, "the newest summary");
+        // Joined again with what follows, it counts what the first left out.
+        let next = event(&start, 5, 2, ItemStatus::Processing);
+        let again = leave_out_items(vec![joined.clone(), next]).unwrap();
+        assert_eq!((again.after(), again.summary.seq), (1, 5));
+        assert_eq!(again.left_out, Some(LeftOut { changes: 4, oldest: 7 }));
+        // A state anywhere in 1..4 takes it: the summary, and nothing else.
+        let mut state = start.clone();
+        assert_eq!(state.apply(&joined), Applied::Applied);
+        assert_eq!((state.summary.seq, &state.items), (4, &start.items));
+        let json = serde_json::to_value(&joined).unwrap();
+        assert_eq!(json["left_out"], serde_json::json!({ "changes": 3, "oldest": 7 }));
+        assert_eq!(serde_json::from_value::<BatchProgress>(json).unwrap(), joined);
+        assert!(serde_json::to_value(&start).unwrap().get("left_out").is_none());
+        assert_eq!(leave_out_items(Vec::new()), None);
     }
 
     #[test]

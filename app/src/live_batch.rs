@@ -24,6 +24,11 @@ use leptos::prelude::*;
 /// stream's pace.
 const RECENT_ITEMS: usize = 5_000;
 
+/// The least time between two reads of the rows on screen: while a batch changes faster than
+/// events list its items, every event asks for one, and the rows follow at this pace.
+#[cfg(feature = "hydrate")]
+const REREAD_EVERY_MS: f64 = 500.0;
+
 /// One row of the item list.
 #[derive(Clone, Copy)]
 pub struct ItemCell {
@@ -85,6 +90,9 @@ pub struct LiveState {
     recent: StoredValue<Recent>,
     /// Asks for the page of items to be read again: it may have missed changes, or emptied.
     pub reread: RwSignal<u32>,
+    /// When the rows were last asked for, and whether a later ask waits for its turn.
+    #[cfg(feature = "hydrate")]
+    rereads: StoredValue<(f64, bool)>,
 }
 
 impl LiveState {
@@ -100,6 +108,8 @@ impl LiveState {
             }),
             recent: StoredValue::new(Recent::starting_at(seq)),
             reread,
+            #[cfg(feature = "hydrate")]
+            rereads: StoredValue::new((f64::MIN, false)),
         }
     }
 
@@ -133,10 +143,14 @@ impl LiveState {
         self.ask_reread();
     }
 
-    /// Applies a change event in `seq` order to the summary and the rows on screen.
+    /// Applies a change event in `seq` order to the summary and the rows on screen. One that
+    /// leaves its items out (the batch changes faster than events list them) is taken like a
+    /// snapshot: the rows are read again.
     pub fn apply(&self, event: BatchProgress) -> Applied {
         let order = Applied::order(self.summary.with_untracked(|s| s.seq), &event);
-        if order == Applied::Applied {
+        if order == Applied::Applied && event.left_out.is_some() {
+            self.replace(event);
+        } else if order == Applied::Applied {
             let mut moved = false;
             let mut changed = Vec::new();
             self.window.update_untracked(|window| {
@@ -165,6 +179,30 @@ impl LiveState {
     }
 
     fn ask_reread(&self) {
+        #[cfg(feature = "hydrate")]
+        {
+            let now = js_sys::Date::now();
+            let Some((last, waiting)) = self.rereads.try_get_value() else { return };
+            let wait = last + REREAD_EVERY_MS - now;
+            if waiting {
+                return;
+            }
+            if wait > 0.0 {
+                self.rereads.set_value((last, true));
+                let this = *self;
+                // The page may be gone by then: nothing is asked of what it left.
+                set_timeout(
+                    move || {
+                        if this.rereads.try_set_value((js_sys::Date::now(), false)).is_none() {
+                            this.reread.try_update(|n| *n += 1);
+                        }
+                    },
+                    std::time::Duration::from_millis(wait as u64),
+                );
+                return;
+            }
+            self.rereads.set_value((now, false));
+        }
         self.reread.update(|n| *n += 1);
     }
 }

@@ -635,8 +635,13 @@ async fn bulk(args: &Args, extra: &[(&str, String)], rate: Option<f64>) -> anyho
     }
     // Ten more the reporters leave alone: the batch stays open for the latency probe below.
     let probes = server.append(id, (0..10).map(|i| format!("probe-{i}.jpg")).collect()).await?;
+    // Freshness is that of the reports: the appends' events (when the pace joins them, their
+    // oldest change is an append's start) are let through first, and not counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watchers.restart_freshness();
     let (_, cpu_before) = server.usage();
     let (progress_before, snapshots_before) = watchers.counts();
+    let received_before = watchers.received();
     let started = Instant::now();
     let reporters = items.chunks(items.len() / 4).enumerate().map(|(n, share)| {
         let (http, url, share) = (server.http.clone(), url("/items/status"), share.to_vec());
@@ -673,6 +678,7 @@ async fn bulk(args: &Args, extra: &[(&str, String)], rate: Option<f64>) -> anyho
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (progress_after, snapshots_after) = watchers.counts();
     let (events, resyncs) = (progress_after - progress_before, snapshots_after - snapshots_before);
+    let received = watchers.received() - received_before;
     let (p50, p99) = watchers.freshness();
     drop(watchers);
 
@@ -706,13 +712,14 @@ async fn bulk(args: &Args, extra: &[(&str, String)], rate: Option<f64>) -> anyho
     let changes = 2 * items.len();
     Ok(format!(
         "{changes} changes in {elapsed:.1} s = {:.0} changes/s ({} items, 4 reporters, 1,000 reports a call{}); \
-         100 watchers got {:.1} events/s each ({resyncs} resync snapshots), freshness p50 {p50} ms, \
-         p99 {p99} ms; server CPU {:.1} s, RSS {:.1} MB; \
+         100 watchers got {:.1} events/s and {:.0} KB/s each ({resyncs} resync snapshots), freshness p50 \
+         {p50} ms, p99 {p99} ms; server CPU {:.1} s, RSS {:.1} MB; \
          one report p50 {:.2} ms on a 10-item batch, {:.2} ms on the {}-item one",
         changes as f64 / elapsed,
         items.len(),
         rate.map_or(String::new(), |rate| format!(", paced to {rate:.0} changes/s")),
         events as f64 / 100.0 / elapsed,
+        received as f64 / 100.0 / 1024.0 / elapsed,
         cpu_after - cpu_before,
         rss as f64 / 1024.0,
         median(&mut on_small),
@@ -803,6 +810,8 @@ async fn on_database<F: Future<Output = anyhow::Result<String>>>(
 struct Watchers {
     progress: Arc<AtomicU64>,
     snapshots: Arc<AtomicU64>,
+    /// Bytes of the streams' bodies, all watchers together.
+    bytes: Arc<AtomicU64>,
     staleness_ms: Arc<Mutex<Vec<u32>>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -812,13 +821,18 @@ impl Watchers {
         let mut watchers = Self {
             progress: Arc::default(),
             snapshots: Arc::default(),
+            bytes: Arc::default(),
             staleness_ms: Arc::default(),
             readers: Vec::new(),
         };
         for i in 0..n {
             let stream = open_stream(server.addr, &server.token, id).await?;
-            let (progress, snapshots, staleness) =
-                (watchers.progress.clone(), watchers.snapshots.clone(), watchers.staleness_ms.clone());
+            let (progress, snapshots, bytes, staleness) = (
+                watchers.progress.clone(),
+                watchers.snapshots.clone(),
+                watchers.bytes.clone(),
+                watchers.staleness_ms.clone(),
+            );
             watchers.readers.push(tokio::spawn(async move {
                 // One buffer for every line, and no UTF-8 check: an event of 500 items is
                 // ~80 KB, and 90 of the 100 only count them, so the tool's own work stays
@@ -826,6 +840,7 @@ impl Watchers {
                 let (mut reader, mut line) = (BufReader::new(stream), Vec::new());
                 let mut in_progress = false;
                 while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+                    bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
                     match line.trim_ascii_end() {
                         b"event: progress" => {
                             progress.fetch_add(1, Ordering::Relaxed);
@@ -839,7 +854,10 @@ impl Watchers {
                                 // Reports and workers' changes only: the items an append adds
                                 // arrive pending, stamped when its transaction began.
                                 let changed = event.items.iter().filter(|i| i.status != ItemStatus::Pending);
-                                if let Some(oldest) = changed.map(|i| i.updated_at).min() {
+                                // An event that leaves its items out says when the oldest
+                                // change it joins was made.
+                                let left_out = event.left_out.map(|left| left.oldest);
+                                if let Some(oldest) = changed.map(|i| i.updated_at).min().or(left_out) {
                                     staleness.lock().unwrap().push((now - oldest).max(0) as u32);
                                 }
                                 in_progress = false;
@@ -860,6 +878,11 @@ impl Watchers {
     /// (progress events, snapshots) so far.
     fn counts(&self) -> (u64, u64) {
         (self.progress.load(Ordering::Relaxed), self.snapshots.load(Ordering::Relaxed))
+    }
+
+    /// Bytes received so far, all watchers together.
+    fn received(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Forgets the freshness measured so far.

@@ -439,7 +439,7 @@ impl Batches {
         Ok((summary, judged))
     }
 
-    /// Commits changes, then brings the cache up to date before publishing each, so that a
+    /// Commits changes, then brings the cache up to date before publishing them, so that a
     /// watcher woken by an event reads it fresh. Returns their events, in order.
     ///
     /// Two commits of one batch can announce out of order (a bulk call beside the group
@@ -447,11 +447,12 @@ impl Batches {
     /// back in `seq` order, so no lock is held from commit to publish.
     async fn announce(&self, uncommitted: Uncommitted) -> Result<Vec<BatchProgress>> {
         let (owner, events) = uncommitted.commit().await?;
-        for event in &events {
-            metrics::committed(event);
-            self.cache.apply(&event.summary).await;
-            self.hub.publish(&owner, event).await;
+        events.iter().for_each(metrics::committed);
+        if let Some(last) = events.last() {
+            // The cache keeps the newest summary: the last one is all it needs.
+            self.cache.apply(&last.summary).await;
         }
+        self.hub.publish_all(&owner, &events).await;
         Ok(events)
     }
 }

@@ -155,7 +155,8 @@ async fn two_servers_and_two_worker_processes_finish_every_item_exactly_once() {
             }
         }
     }
-    assert_eq!(finished.len(), 20_000);
+    let left_out: Vec<&Value> = seen.iter().filter_map(|(_, d)| d.as_ref()?.get("left_out")).collect();
+    assert_eq!(finished.len(), 20_000, "events that left their items out: {left_out:?}");
     assert!(finished.values().all(|n| *n == 1), "an item finished twice");
     let export = http.get(format!("{a}/api/batches/{id}/export?format=ndjson")).send().await.unwrap();
     let export = export.text().await.unwrap();

@@ -18,12 +18,15 @@
 //!
 //!
 //! Events reach a batch's watchers at a bounded pace, whatever the rate of changes and however
-//! many processes make them: one event per `EVENT_INTERVAL_MS` in the long run (a token bucket
-//! half an interval deep, so that an event a little early, as publishers' timers are, does not
-//! wait for the interval's end: that wait was most of the fan-out's latency). A quiet batch's
-//! event goes out at once; on a busy batch, what arrives before its turn waits for it and goes
-//! out joined into one event (`merge_events`: each item once, as it ended; at most
-//! [`EVENT_ITEMS`] items), framed once for every watcher. The same wait puts events of several
+//! many processes make them: about one event per `EVENT_INTERVAL_MS` in the long run, with a
+//! reserve for bursts (`pace.rs`). A quiet batch's event goes out at once; on a busy batch,
+//! what arrives before its turn waits for it and goes out joined (`merge_events`: each item
+//! once, as it ended; at most [`EVENT_ITEMS`] items an event), framed once for every watcher.
+//! When what waited is more than the pace lets go in events of a page each (above 25,000 item
+//! changes a second at the default interval, once the reserve is spent), the last event the
+//! pace allows lists none of the items and says how many changes it left out
+//! (`leave_out_items`): its summary is whole, and a page reads the rows it shows again, so a
+//! watcher's work and traffic stay bounded at any rate rather than growing with it. The same wait puts events of several
 //! processes back in order: one process's event can overtake another's that it follows, and an
 //! event that does not follow what the watchers were offered waits (up to [`HOLD`]) for the
 //! missing one. Only a missing event that never comes (its process died) leaves a gap, which
@@ -57,7 +60,9 @@ use std::{
     time::Duration,
 };
 
-use batchwatch_core::{BatchId, BatchProgress, BatchSummary, account::Ended, keys, merge_events};
+use batchwatch_core::{
+    BatchId, BatchProgress, BatchSummary, account::Ended, keys, leave_out_items, merge_events,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::{
@@ -67,7 +72,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
-    live::frame::frame,
+    live::{frame::frame, pace::Pace},
     metrics::{self, Sent},
     redis_conn::{RedisConn, RedisTarget},
     store::items::EVENT_ITEMS,
@@ -122,10 +127,7 @@ struct Topic {
     snapshot: Option<(u64, Bytes)>,
     /// Events waiting for the end of the interval, or for one they follow.
     pending: Vec<BatchProgress>,
-    /// The pace, as a token bucket half an interval deep (GCRA): an event may go out once
-    /// `spent_until` is at most half an interval ahead, and each event offered moves it one
-    /// interval on.
-    spent_until: tokio::time::Instant,
+    pace: Pace,
     /// When `pending` is looked at next.
     flush_at: Option<tokio::time::Instant>,
     /// Since when `pending` starts with an event that does not follow `seq`.
@@ -219,7 +221,7 @@ impl Hub {
             seq: 0,
             snapshot: None,
             pending: Vec::new(),
-            spent_until: tokio::time::Instant::now(),
+            pace: Pace::new(self.inner.interval, tokio::time::Instant::now()),
             flush_at: None,
             gap_since: None,
         });
@@ -268,18 +270,28 @@ impl Hub {
     /// few times in the background; what is still lost, every server's catch-up finds in the
     /// database within seconds (a user's stream hears of the batch at its next change).
     pub async fn publish(&self, owner: &str, event: &BatchProgress) {
-        self.send(owner, &event.summary, Some(event)).await;
+        self.send(owner, &event.summary, std::slice::from_ref(event)).await;
+    }
+
+    /// Publishes the events of one commit, in order, in one round trip: an append's or a
+    /// cancel's pages reach every watcher together, not one by one behind the changes
+    /// committed after them.
+    pub async fn publish_all(&self, owner: &str, events: &[BatchProgress]) {
+        if let Some(last) = events.last() {
+            self.send(owner, &last.summary, events).await;
+        }
     }
 
     /// Tells the owner's streams of a batch just created.
     pub async fn publish_new(&self, owner: &str, summary: &BatchSummary) {
-        self.send(owner, summary, None).await;
+        self.send(owner, summary, &[]).await;
     }
 
-    async fn send(&self, owner: &str, summary: &BatchSummary, event: Option<&BatchProgress>) {
+    /// Publishes `events` on their batch's channel and `summary`, their newest, on the owner's.
+    async fn send(&self, owner: &str, summary: &BatchSummary, events: &[BatchProgress]) {
         let id = summary.batch_id;
         let Some(conn) = &self.inner.publisher else {
-            if let Some(event) = event {
+            for event in events {
                 self.deliver_event(event.clone());
             }
             return self.deliver_user(owner, summary.clone());
@@ -288,18 +300,13 @@ impl Hub {
         let mut pipe = redis::pipe();
         if let RedisConn::Cluster(_) = conn {
             // A creation has no event of its own: its summary goes as one without items.
-            let created;
-            let event = match event {
-                Some(event) => event,
-                None => {
-                    created = BatchProgress::new(summary.clone(), Vec::new());
-                    &created
-                }
-            };
+            let created = [BatchProgress::new(summary.clone(), Vec::new())];
             let channel = keys::partition_channel(prefix, keys::partition_of(id));
-            pipe.cmd(publish).arg(channel).arg(json(&Routed { batch: id, owner, event })).ignore();
+            for event in if events.is_empty() { &created[..] } else { events } {
+                pipe.cmd(publish).arg(&channel).arg(json(&Routed { batch: id, owner, event })).ignore();
+            }
         } else {
-            if let Some(event) = event {
+            for event in events {
                 pipe.cmd(publish).arg(keys::channel(prefix, id)).arg(json(event)).ignore();
             }
             // Batches made before accounts have no owner to tell.
@@ -400,20 +407,21 @@ impl Hub {
         }
     }
 
-    /// Offers what is pending for a batch if its interval is over (at once for a quiet batch),
+    /// Offers what is pending for a batch as far as its pace allows (at once for a quiet batch),
     /// joined, in order, as far as nothing is missing; and makes sure that what is left is
     /// looked at again when its time comes.
     fn flush(&self, id: BatchId, topic: &mut Topic) {
         let now = tokio::time::Instant::now();
-        let next = self.allowed_at(topic);
-        if now < next {
-            return self.flush_at(id, topic, next);
+        let allowed = topic.pace.available(now) as usize;
+        if allowed == 0 {
+            return self.flush_at(id, topic, topic.pace.next_at());
         }
         topic.pending.sort_by_key(|event| event.summary.seq);
         topic.pending.retain(|event| event.summary.seq > topic.seq);
-        let mut offered = 0;
+        let mut ready = Vec::new();
         for event in merge_events(std::mem::take(&mut topic.pending), EVENT_ITEMS) {
-            let gap = topic.seq != 0 && event.after() > topic.seq;
+            let offered = ready.last().map_or(topic.seq, |last: &BatchProgress| last.summary.seq);
+            let gap = offered != 0 && event.after() > offered;
             let waited_enough = topic.gap_since.is_some_and(|since| now >= since + HOLD);
             if !topic.pending.is_empty() || (gap && !waited_enough) {
                 topic.pending.push(event);
@@ -422,18 +430,22 @@ impl Hub {
             if gap {
                 tracing::debug!(batch = %id, offered = topic.seq, next = event.after(), "an event never came; going on without it");
             }
+            ready.push(event);
+        }
+        if ready.len() > allowed {
+            let rest = ready.split_off(allowed - 1);
+            ready.extend(leave_out_items(rest));
+        }
+        let offered = ready.len() as u32;
+        if offered > 0 {
+            topic.pace.spend(now, offered);
+        }
+        for event in ready {
             let payload = json(&event);
             let seq = event.summary.seq;
             let bytes = frame("progress", Some(seq), &payload);
             let over = event.summary.is_over();
             offer(topic, Framed { kind: Sent::Progress, seq, over, bytes });
-            offered += 1;
-        }
-        if offered > 0 {
-            // Each event offered spends an interval, but a burst (an append's many events)
-            // holds the next one back by no more than two.
-            let spent = topic.spent_until.max(now) + self.inner.interval * offered;
-            topic.spent_until = spent.min(now + self.inner.interval * 2);
         }
         topic.gap_since = match topic.pending.first() {
             Some(_) => Some(topic.gap_since.unwrap_or(now)),
@@ -441,14 +453,8 @@ impl Hub {
         };
         if let Some(since) = topic.gap_since {
             let at = if offered > 0 { now + self.inner.interval } else { since + HOLD };
-            let allowed = self.allowed_at(topic);
-            self.flush_at(id, topic, at.max(allowed));
+            self.flush_at(id, topic, at.max(topic.pace.next_at()));
         }
-    }
-
-    /// When the batch's next event may go out (see `Topic::spent_until`).
-    fn allowed_at(&self, topic: &Topic) -> tokio::time::Instant {
-        topic.spent_until.checked_sub(self.inner.interval / 2).unwrap_or(topic.spent_until)
     }
 
     /// Takes a summary published on a user's channel, if they have a stream here.
@@ -856,6 +862,7 @@ mod tests {
     use batchwatch_core::{BatchSummary, Counts};
 
     use super::*;
+    use crate::live::pace;
 
     fn event(id: BatchId, seq: u64, terminal: bool) -> BatchProgress {
         let counts =
@@ -921,6 +928,69 @@ mod tests {
         // Events for nobody are dropped without work.
         hub.publish("u", &event(id, 2, false)).await;
         assert_eq!(hub.watched(), 0);
+    }
+
+    /// A change of `items` items, each made at `seq` ms.
+    fn page(id: BatchId, seq: u64, items: usize) -> BatchProgress {
+        let item = |position| batchwatch_core::ItemProgress {
+            id: batchwatch_core::ItemId::new(),
+            name: "i".into(),
+            status: batchwatch_core::ItemStatus::Processing,
+            error: None,
+            attempts: 1,
+            position,
+            updated_at: seq as i64,
+        };
+        BatchProgress::new(event(id, seq, false).summary, (0..items as u32).map(item).collect())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_faster_than_the_pace_carries_go_out_as_events_that_leave_their_items_out() {
+        let interval = Duration::from_millis(20);
+        let hub = Hub::memory(interval);
+        let id = BatchId::new();
+        let mut watch = hub.watch(id);
+        watch.seen(1);
+        let mut offered = Vec::new();
+        let mut take = |watch: &mut Watch| {
+            while let Ok(framed) = watch.rx.as_mut().unwrap().try_recv() {
+                let json = std::str::from_utf8(&framed.bytes).unwrap().split_once("data: ").unwrap().1;
+                offered.push(serde_json::from_str::<BatchProgress>(json.trim_end()).unwrap());
+            }
+            std::mem::take(&mut offered)
+        };
+        // 40 pages of changes at once: the first goes at once, then the reserve's burst whole
+        // at the next turn, and the rest joined into one event.
+        for seq in 2..42 {
+            hub.publish("u", &page(id, seq, 500)).await;
+        }
+        assert_eq!(take(&mut watch).iter().map(|e| e.summary.seq).collect::<Vec<_>>(), [2]);
+        tokio::time::sleep(interval).await;
+        let mut burst = take(&mut watch);
+        let joined = burst.pop().unwrap();
+        assert_eq!(burst.len(), pace::BURST as usize);
+        assert!(burst.iter().all(|e| e.items.len() == 500 && e.left_out.is_none()));
+        assert_eq!((joined.after(), joined.summary.seq), (27, 41));
+        assert!(joined.items.is_empty());
+        assert_eq!(joined.left_out, Some(batchwatch_core::LeftOut { changes: 14 * 500, oldest: 28 }));
+
+        // Then a page of changes every 4 ms for a second: one event an interval, none listing
+        // more than a page, and the watchers always on the newest summary within an interval.
+        let mut events = Vec::new();
+        for seq in 42..292 {
+            hub.publish("u", &page(id, seq, 500)).await;
+            tokio::time::sleep(Duration::from_millis(4)).await;
+            events.extend(take(&mut watch));
+        }
+        tokio::time::sleep(interval).await;
+        events.extend(take(&mut watch));
+        assert!((49..=52).contains(&events.len()), "{} events in a second", events.len());
+        assert!(events.iter().all(|e| e.items.len() <= 500));
+        assert!(events.windows(2).all(|w| w[1].after() == w[0].summary.seq), "in order, nothing missing");
+        assert_eq!(events.last().unwrap().summary.seq, 291);
+        let changes: u32 =
+            events.iter().map(|e| e.left_out.map_or(e.items.len() as u32, |l| l.changes)).sum();
+        assert_eq!(changes, 250 * 500, "every change counted");
     }
 
     async fn next_frame(watch: &mut Watch) -> (u64, Vec<BatchSummary>) {

@@ -1,8 +1,9 @@
 //! The live path: one Redis subscription per process ([`hub`]), fanned out to every open
-//! stream ([`stream`]), each event framed once for all of them ([`frame`]), and the database
+//! stream ([`stream`]) at a bounded pace ([`pace`]), each event framed once for all of them ([`frame`]), and the database
 //! read again wherever events were lost ([`catch_up`]).
 
 pub mod catch_up;
 pub mod frame;
 pub mod hub;
+pub mod pace;
 pub mod stream;
