@@ -48,6 +48,36 @@ test("pause, resume and cancel: the other browser sees each click live", async (
   await expectNoReload(other);
 });
 
+test("a cancel faster than events list its items: the rows on screen are read again", async ({ page, startServer }) => {
+  // One event a second: the cancel's 60 pages of 500 items come far faster than the pace and
+  // its reserve of 25 carry them listed, so the last pages reach the page as an event that
+  // lists no items, whose rows the page reads again.
+  const server = await startServer({ WORKERS: "0", EVENT_INTERVAL_MS: "1000" });
+  const batch = await server.createBatch(10_000, "Many scans");
+  const names = (from: number) => Array.from({ length: 10_000 }, (_, i) => `scan-${from + i}.tif`);
+  for (const from of [10_000, 20_000]) await server.appendItems(batch, names(from));
+  // The last 200 items, which the cancel reaches last.
+  await openLive(page, server, `/batches/${batch.batch_id}?after=29799`);
+  const rows = page.locator('[data-testid="item"]');
+  await expect(rows).toHaveCount(200);
+  await expect(rows.first()).toContainText("scan-29800.tif");
+  await expect(page.locator('[data-testid="item"][data-status="pending"]')).toHaveCount(200);
+  const leftOut = async () =>
+    Number((await (await fetch(`${server.url}/metrics`)).text()).match(/^batchwatch_events_items_left_out_total (\S+)$/m)?.[1] ?? 0);
+  expect(await leftOut()).toBe(0);
+
+  const res = await fetch(`${server.url}/api/batches/${batch.batch_id}/cancel`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${server.token}` },
+  });
+  expect(res.status).toBe(200);
+  await expect(page.locator('[data-testid="item"][data-status="cancelled"]')).toHaveCount(200);
+  await expect(page.getByTestId("count-cancelled")).toHaveText(/^30.?000$/);
+  await expect(badge(page)).toHaveText("Cancelled");
+  expect(await leftOut()).toBeGreaterThan(0);
+  await expectNoReload(page);
+});
+
 test("Retry failed opens a finished batch again on every open page; one failed item retries alone", async ({
   page,
   browser,

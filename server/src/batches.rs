@@ -452,7 +452,7 @@ impl Batches {
             // The cache keeps the newest summary: the last one is all it needs.
             self.cache.apply(&last.summary).await;
         }
-        self.hub.publish_all(&owner, &events).await;
+        self.hub.publish(&owner, &events).await;
         Ok(events)
     }
 }

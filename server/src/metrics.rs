@@ -25,6 +25,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const STREAMS_OPEN: &str = "batchwatch_streams_open";
 pub const EVENTS_SENT: &str = "batchwatch_events_sent_total";
+pub const ITEMS_LEFT_OUT: &str = "batchwatch_events_items_left_out_total";
 pub const EVENT_DELAY: &str = "batchwatch_event_delay_seconds";
 pub const SNAPSHOT_READS: &str = "batchwatch_snapshot_reads_total";
 pub const SNAPSHOT_BYTES: &str = "batchwatch_snapshot_bytes";
@@ -68,6 +69,10 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_gauge!(STREAMS_OPEN, "Event streams open now.");
     describe_counter!(EVENTS_SENT, "Events handed to streams, by event type.");
+    describe_counter!(
+        ITEMS_LEFT_OUT,
+        "Events offered to a batch's watchers without their items (changes faster than events list them)."
+    );
     describe_histogram!(
         EVENT_DELAY,
         metrics::Unit::Seconds,
@@ -192,6 +197,11 @@ pub fn committed(event: &BatchProgress) {
     for item in event.items.iter().filter(|item| item.status.is_terminal()) {
         counter!(ITEMS_FINISHED, "status" => item.status.as_str()).increment(1);
     }
+}
+
+/// An event offered to a batch's watchers without its items ([`batchwatch_core::LeftOut`]).
+pub fn items_left_out() {
+    counter!(ITEMS_LEFT_OUT).increment(1);
 }
 
 /// Records how long ago (by the database's clock of the committing process) an event arriving

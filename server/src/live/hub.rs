@@ -26,11 +26,11 @@
 //! changes a second at the default interval, once the reserve is spent), the last event the
 //! pace allows lists none of the items and says how many changes it left out
 //! (`leave_out_items`): its summary is whole, and a page reads the rows it shows again, so a
-//! watcher's work and traffic stay bounded at any rate rather than growing with it. The same wait puts events of several
-//! processes back in order: one process's event can overtake another's that it follows, and an
-//! event that does not follow what the watchers were offered waits (up to [`HOLD`]) for the
-//! missing one. Only a missing event that never comes (its process died) leaves a gap, which
-//! the page fills with a fresh snapshot.
+//! watcher's work and traffic stay bounded at any rate rather than growing with it. The same
+//! wait puts events of several processes back in order: one process's event can overtake
+//! another's that it follows, and an event that does not follow what the watchers were offered
+//! waits (up to [`HOLD`]) for the missing one. Only a missing event that never comes (its
+//! process died) leaves a gap, which the page fills with a fresh snapshot.
 //!
 //! Each change is also published, as the batch's summary alone, on its owner's channel
 //! (`user:<id>`, one more pattern on the same connection): the user's stream (the home's live
@@ -265,18 +265,13 @@ impl Hub {
         self.inner.stale.notified().await;
     }
 
-    /// Publishes a committed change of `owner`'s batch to every server's watchers, and its
-    /// summary to the owner's streams, in one round trip. A failed publish is tried again a
-    /// few times in the background; what is still lost, every server's catch-up finds in the
-    /// database within seconds (a user's stream hears of the batch at its next change).
-    pub async fn publish(&self, owner: &str, event: &BatchProgress) {
-        self.send(owner, &event.summary, std::slice::from_ref(event)).await;
-    }
-
-    /// Publishes the events of one commit, in order, in one round trip: an append's or a
-    /// cancel's pages reach every watcher together, not one by one behind the changes
-    /// committed after them.
-    pub async fn publish_all(&self, owner: &str, events: &[BatchProgress]) {
+    /// Publishes the events of one commit of `owner`'s batch, in order, to every server's
+    /// watchers, and its newest summary to the owner's streams, in one round trip: an append's
+    /// or a cancel's pages arrive together, not one by one behind the changes committed after
+    /// them. A failed publish is tried again a few times in the background; what is still lost,
+    /// every server's catch-up finds in the database within seconds (a user's stream hears of
+    /// the batch at its next change).
+    pub async fn publish(&self, owner: &str, events: &[BatchProgress]) {
         if let Some(last) = events.last() {
             self.send(owner, &last.summary, events).await;
         }
@@ -435,6 +430,7 @@ impl Hub {
         if ready.len() > allowed {
             let rest = ready.split_off(allowed - 1);
             ready.extend(leave_out_items(rest));
+            metrics::items_left_out();
         }
         let offered = ready.len() as u32;
         if offered > 0 {
@@ -876,9 +872,9 @@ mod tests {
         let id = BatchId::new();
         let mut watch = hub.watch(id);
         for seq in 2..2_000 {
-            hub.publish("u", &event(id, seq, false)).await;
+            hub.publish("u", &[event(id, seq, false)]).await;
         }
-        hub.publish("u", &event(id, 2_000, true)).await;
+        hub.publish("u", &[event(id, 2_000, true)]).await;
         assert!(matches!(watch.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
         let mut kept = Vec::new();
         while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(10), watch.recv()).await {
@@ -893,7 +889,7 @@ mod tests {
         let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
         let (mut a, mut b) = (hub.watch(id), hub.watch(id));
-        hub.publish("u", &event(id, 7, false)).await;
+        hub.publish("u", &[event(id, 7, false)]).await;
         let (Ok(x), Ok(y)) = (a.recv().await, b.recv().await) else { panic!() };
         assert!(Arc::ptr_eq(&x, &y), "one framed event shared by both watchers");
         let text = std::str::from_utf8(&x.bytes).unwrap();
@@ -926,7 +922,7 @@ mod tests {
         drop(b);
         assert_eq!(hub.watched(), 0);
         // Events for nobody are dropped without work.
-        hub.publish("u", &event(id, 2, false)).await;
+        hub.publish("u", &[event(id, 2, false)]).await;
         assert_eq!(hub.watched(), 0);
     }
 
@@ -962,7 +958,7 @@ mod tests {
         // 40 pages of changes at once: the first goes at once, then the reserve's burst whole
         // at the next turn, and the rest joined into one event.
         for seq in 2..42 {
-            hub.publish("u", &page(id, seq, 500)).await;
+            hub.publish("u", &[page(id, seq, 500)]).await;
         }
         assert_eq!(take(&mut watch).iter().map(|e| e.summary.seq).collect::<Vec<_>>(), [2]);
         tokio::time::sleep(interval).await;
@@ -978,7 +974,7 @@ mod tests {
         // more than a page, and the watchers always on the newest summary within an interval.
         let mut events = Vec::new();
         for seq in 42..292 {
-            hub.publish("u", &page(id, seq, 500)).await;
+            hub.publish("u", &[page(id, seq, 500)]).await;
             tokio::time::sleep(Duration::from_millis(4)).await;
             events.extend(take(&mut watch));
         }
@@ -1007,15 +1003,15 @@ mod tests {
         let mut watch = hub.watch_user("u");
         let mut other = hub.watch_user("someone else");
         // A quiet user's change goes out at once.
-        hub.publish("u", &event(a, 2, false)).await;
+        hub.publish("u", &[event(a, 2, false)]).await;
         let (first, summaries) = next_frame(&mut watch).await;
         assert_eq!(summaries.iter().map(|s| (s.batch_id, s.seq)).collect::<Vec<_>>(), [(a, 2)]);
         // What follows within the interval waits for its end, the newest of each batch only
         // (one that arrives after a newer one of its batch is dropped).
         let started = tokio::time::Instant::now();
-        hub.publish("u", &event(a, 4, false)).await;
-        hub.publish("u", &event(a, 3, false)).await;
-        hub.publish("u", &event(b, 2, false)).await;
+        hub.publish("u", &[event(a, 4, false)]).await;
+        hub.publish("u", &[event(a, 3, false)]).await;
+        hub.publish("u", &[event(b, 2, false)]).await;
         hub.publish_new("u", &event(b, 1, false).summary).await;
         let (second, mut summaries) = next_frame(&mut watch).await;
         assert!(started.elapsed() >= USER_INTERVAL / 2, "{:?}", started.elapsed());
