@@ -181,12 +181,12 @@ impl LiveState {
     fn ask_reread(&self) {
         #[cfg(feature = "hydrate")]
         {
-            let now = js_sys::Date::now();
             let Some((last, waiting)) = self.rereads.try_get_value() else { return };
-            let wait = last + REREAD_EVERY_MS - now;
             if waiting {
                 return;
             }
+            let now = js_sys::Date::now();
+            let wait = last + REREAD_EVERY_MS - now;
             if wait > 0.0 {
                 self.rereads.set_value((last, true));
                 let this = *self;
