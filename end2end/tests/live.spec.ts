@@ -30,6 +30,29 @@ test("a 20-item batch reaches 100 % Completed without a reload", async ({ page, 
   await expectNoReload(page);
 });
 
+test("the page's streams are answered on their own path, on the connections the page reuses", async ({
+  page,
+  startServer,
+}) => {
+  // The server answers a stream's request without hyper, even on a connection kept alive from
+  // the page's other requests (serve.rs, serve/stream_connection.rs): its head says
+  // `connection: close`, which hyper's would not.
+  const server = await startServer({ WORKERS: "0" });
+  const batch = await server.createBatch(3, "Lean streams");
+  const heads: Record<string, string>[] = [];
+  page.on("response", async (response) => {
+    if (/\/api\/(batches\/[^/]+\/)?stream/.test(response.url())) heads.push(await response.allHeaders());
+  });
+  await openLive(page, server, `/batches/${batch.batch_id}`);
+  await expect.poll(() => heads.length).toBe(2);
+  for (const head of heads) {
+    expect(head["content-type"]).toContain("text/event-stream");
+    expect(head["connection"]).toBe("close");
+  }
+  await server.report(batch, 0, "processing");
+  await expect(page.getByTestId("count-processing")).toHaveText("1");
+});
+
 test("a batch with failures ends Partial, in orange, with the error shown", async ({ page, startServer }) => {
   const server = await startServer({ WORKERS: "0" });
   const batch = await server.createBatch(4);
