@@ -1,9 +1,9 @@
 //! The accept loop: each connection served by hyper, HTTP/1 (or HTTP/2 with prior knowledge,
 //! h2c, as a proxy can speak it to its upstream, when `H2C` is set), with the router. Each
 //! HTTP/1 request's head is peeked first: one that opens an event stream is answered without
-//! hyper, leaner ([`stream_connection`]); a request without a body is answered by hyper alone,
-//! and the connection taken back for its next request ([`serve_one`]); anything else is
-//! hyper's for the rest of the connection.
+//! hyper, leaner ([`stream_connection`]); another request is answered by hyper alone, and the
+//! connection taken back for its next request once its body (if any) was read whole
+//! ([`serve_one`]); anything else is hyper's for the rest of the connection.
 //!
 //! Why not `axum::serve`: it hands every connection to hyper-util's `auto` builder, which first
 //! reads up to 24 bytes to tell HTTP/2's preface from an HTTP/1 request and gives them back
@@ -26,7 +26,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::{Pin, pin},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -188,8 +191,9 @@ async fn serve_connection(
 /// Answers one HTTP/1 request with hyper, then takes the connection back (`None`: it is
 /// over). Between requests a connection kept alive then waits without hyper's two 8 KiB
 /// buffers, and a stream asked next on it is answered lean (browsers ask theirs on the
-/// connections that loaded the page). Only for a request hyper reads whole with its head
-/// (no body): nothing of it is left on the socket for the next one.
+/// connections that loaded the page, and that carried its forms). Only once the request's
+/// body, if it had one, was read to its end: otherwise what is left of it is on the socket,
+/// and hyper, which knows where it ends, keeps the connection.
 async fn serve_one(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -199,7 +203,12 @@ async fn serve_one(
 ) -> Option<TcpStream> {
     let answered = Arc::new(Notify::new());
     let done = answered.clone();
-    let service = guarding_answers(with_peer(router.clone(), peer), move || Answered(done.clone()))
+    let read_whole = Arc::new(AtomicBool::new(false));
+    let tracked = read_whole.clone();
+    let service = with_peer(router.clone(), peer).map_request(move |request: Request<Incoming>| {
+        request.map(|body| Body::new(ReadWhole { body, told: tracked.clone() }.told_if_over()))
+    });
+    let service = guarding_answers(service, move || Answered(done.clone()))
         // Boxed: hyper hands a connection back only with a service whose futures are `Unpin`.
         .map_future(|future| Box::pin(future) as Pin<Box<dyn Future<Output = _> + Send>>);
     let mut connection = http1.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
@@ -216,6 +225,12 @@ async fn serve_one(
             return None;
         }
     };
+    if !stop && !read_whole.load(Ordering::Acquire) {
+        if let Err(error) = drive(Pin::new(&mut connection), stopping.clone(), pending()).await {
+            tracing::trace!(%error, "connection ended with an error");
+        }
+        return None;
+    }
     // Ends the connection once what is in flight is written, without closing the socket.
     Pin::new(&mut connection).graceful_shutdown();
     if let Err(error) = poll_fn(|cx| connection.poll_without_shutdown(cx)).await {
@@ -239,6 +254,46 @@ async fn serve_one(
         tracing::trace!(%error, "connection ended with an error");
     }
     None
+}
+
+/// A request's body that tells when it was read to its end (or had nothing to read).
+struct ReadWhole {
+    body: Incoming,
+    told: Arc<AtomicBool>,
+}
+
+impl ReadWhole {
+    fn told_if_over(self) -> Self {
+        if hyper::body::Body::is_end_stream(&self.body) {
+            self.told.store(true, Ordering::Release);
+        }
+        self
+    }
+}
+
+impl hyper::body::Body for ReadWhole {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || this.body.is_end_stream() {
+            this.told.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Told when its answer's body is done or dropped.
@@ -435,18 +490,18 @@ impl<G: Unpin> hyper::body::Body for GuardedBody<G> {
 
 /// The router, for one connection: its requests carry the peer's address. A clone of a
 /// `Router` is a handle on the same routes (its layers are not copied).
-fn with_peer(
+fn with_peer<B: hyper::body::Body<Data = Bytes, Error: Into<axum::BoxError>> + Send + 'static>(
     router: Router,
     peer: SocketAddr,
 ) -> impl tower::Service<
-    Request<Incoming>,
+    Request<B>,
     Response = axum::response::Response,
     Error = std::convert::Infallible,
     Future: Send,
 > + Clone
 + Send
 + 'static {
-    router.map_request(move |mut request: Request<Incoming>| {
+    router.map_request(move |mut request: Request<B>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request
     })

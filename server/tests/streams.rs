@@ -397,6 +397,59 @@ async fn a_connection_kept_alive_is_taken_back_between_requests() {
     assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
 }
 
+/// A connection that carried a request with a body read whole (a form's `POST`, a creation)
+/// is taken back too, and a stream asked next on it is answered lean. One whose body was not
+/// read (refused before it) stays hyper's: what is left of the body is not taken for a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_taken_back_after_a_body_read_whole_only() {
+    let server = LiveServer::start(Options::default()).await;
+    let addr = server.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"name":"kept","items":["a.jpg"]}"#;
+    let create = format!(
+        "POST /api/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        server.token,
+        body.len()
+    );
+    conn.write_all(create.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    read_until_text(&mut conn, &mut text, "\"seq\"", 1).await;
+    assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
+    let id = text.split("\"batch_id\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    text.clear();
+    let stream = format!(
+        "GET /api/batches/{id}/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token
+    );
+    conn.write_all(stream.as_bytes()).await.unwrap();
+    read_until_text(&mut conn, &mut text, "event: snapshot", 1).await;
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok") && head.contains("connection: close"), "{head}");
+
+    // Refused for its type before its body came: hyper, which knows where the body ends, keeps
+    // the connection (and closes it: it does not wait for a body nobody reads), so the body's
+    // bytes sent after the answer are never taken for a request.
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let junk = "GET /nowhere HTTP/1.1\r\n\r\n";
+    let head = format!(
+        "POST /api/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.token,
+        junk.len()
+    );
+    refused.write_all(head.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    read_until_text(&mut refused, &mut text, "}}", 1).await;
+    assert!(text.starts_with("HTTP/1.1 415 "), "{text}");
+    // The connection may be closed already: then the write or the read fails, as it should.
+    let _ = refused.write_all(format!("{junk}GET /health HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), refused.read_to_end(&mut rest)).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("404"), "the body was taken for a request: {rest}");
+}
+
 /// An HTTP/2 connection to `server` with prior knowledge (as a proxy speaking h2c opens one),
 /// and its task, which ends when the connection does.
 async fn h2c_connection(

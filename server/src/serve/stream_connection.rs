@@ -37,8 +37,9 @@ pub enum Head {
     /// A request that opens a stream, and the length of its head.
     Stream(Box<Request<Body>>, usize),
     /// Any other request, or a head that is complete but not taken here: hyper answers it.
-    /// `alone`: an HTTP/1.1 request without a body, an upgrade or `Connection: close`, after
-    /// whose answer the connection can be taken back from hyper (see `serve::serve_one`).
+    /// `alone`: an HTTP/1.1 request without chunks, an upgrade, an expectation or `Connection:
+    /// close`, after whose answer the connection can be taken back from hyper once its body,
+    /// if any, was read whole (see `serve::serve_one`).
     Other { alone: bool },
     /// Not all of the head yet.
     Partial,
@@ -51,7 +52,11 @@ pub fn stream_request(bytes: &[u8]) -> Head {
     match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => match stream_parts(&parsed) {
             Some(request) => Head::Stream(Box::new(request), len),
-            None => Head::Other { alone: parsed.version == Some(1) && plain(&parsed) && !closes(&parsed) },
+            None => Head::Other {
+                alone: parsed.version == Some(1)
+                    && !has_any(&parsed, &["transfer-encoding", "upgrade", "expect"])
+                    && !closes(&parsed),
+            },
         },
         Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => Head::Partial,
         // Malformed, or too long for here: hyper answers it.
@@ -67,7 +72,9 @@ fn stream_parts(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
         // What nginx speaks to its upstreams unless told otherwise.
         _ => Version::HTTP_10,
     };
-    if parsed.method != Some("GET") || !is_stream_route(path) || !plain(parsed) {
+    // No body (however framed), upgrade or expectation: hyper knows what to do with those.
+    let plain = !has_any(parsed, &["content-length", "transfer-encoding", "upgrade", "expect"]);
+    if parsed.method != Some("GET") || !is_stream_route(path) || !plain {
         return None;
     }
     let mut request = Request::builder().method(Method::GET).uri(path).version(version);
@@ -78,10 +85,9 @@ fn stream_parts(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
     request.body(Body::empty()).ok()
 }
 
-/// No body (however framed), upgrade or expectation: hyper knows what to do with those.
-fn plain(parsed: &httparse::Request<'_, '_>) -> bool {
-    let framing = ["content-length", "transfer-encoding", "upgrade", "expect"];
-    !parsed.headers.iter().any(|h| framing.iter().any(|name| h.name.eq_ignore_ascii_case(name)))
+/// Whether the request has any of these headers.
+fn has_any(parsed: &httparse::Request<'_, '_>, names: &[&str]) -> bool {
+    parsed.headers.iter().any(|h| names.iter().any(|name| h.name.eq_ignore_ascii_case(name)))
 }
 
 /// Whether the client says this is the connection's last request.
@@ -344,7 +350,8 @@ mod tests {
         assert!(alone("DELETE /api/x HTTP/1.1\r\n\r\n"));
         assert!(!alone("GET / HTTP/1.1\r\nConnection: Keep-Alive, Close\r\n\r\n"));
         assert!(!alone("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-        assert!(!alone("POST /api/batches HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"));
+        assert!(alone("POST /api/batches HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"));
+        assert!(!alone("POST /x HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"));
         assert!(!alone("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
         assert!(!alone("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"));
         assert!(!alone("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"));
