@@ -287,9 +287,11 @@ pub fn leave_out_items(events: Vec<BatchProgress>) -> Option<BatchProgress> {
     let mut oldest = Millis::MAX;
     for event in &events {
         changes += event.left_out.map_or(event.items.len() as u32, |left| left.changes);
-        let first = event.left_out.map(|left| left.oldest);
-        let first = first.or(event.items.iter().map(|item| item.updated_at).min());
-        oldest = oldest.min(first.unwrap_or(event.summary.updated_at));
+        let its_oldest = match event.left_out {
+            Some(left) => Some(left.oldest),
+            None => event.items.iter().map(|item| item.updated_at).min(),
+        };
+        oldest = oldest.min(its_oldest.unwrap_or(event.summary.updated_at));
     }
     let summary = events.into_iter().last()?.summary;
     Some(BatchProgress {

@@ -405,14 +405,16 @@ async fn a_connection_is_taken_back_after_a_body_read_whole_only() {
     let server = LiveServer::start(Options::default()).await;
     let addr = server.url.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The head of a creation whose body, `len` bytes of `content_type`, follows.
+    let create = |content_type: &str, len: usize| {
+        format!(
+            "POST /api/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {len}\r\n\r\n",
+            server.token
+        )
+    };
     let body = r#"{"name":"kept","items":["a.jpg"]}"#;
-    let create = format!(
-        "POST /api/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        server.token,
-        body.len()
-    );
-    conn.write_all(create.as_bytes()).await.unwrap();
+    conn.write_all((create("application/json", body.len()) + body).as_bytes()).await.unwrap();
     let mut text = String::new();
     read_until_text(&mut conn, &mut text, "\"seq\"", 1).await;
     assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
@@ -432,13 +434,7 @@ async fn a_connection_is_taken_back_after_a_body_read_whole_only() {
     // bytes sent after the answer are never taken for a request.
     let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
     let junk = "GET /nowhere HTTP/1.1\r\n\r\n";
-    let head = format!(
-        "POST /api/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\n\r\n",
-        server.token,
-        junk.len()
-    );
-    refused.write_all(head.as_bytes()).await.unwrap();
+    refused.write_all(create("text/plain", junk.len()).as_bytes()).await.unwrap();
     let mut text = String::new();
     read_until_text(&mut refused, &mut text, "}}", 1).await;
     assert!(text.starts_with("HTTP/1.1 415 "), "{text}");

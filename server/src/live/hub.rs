@@ -295,9 +295,16 @@ impl Hub {
         let mut pipe = redis::pipe();
         if let RedisConn::Cluster(_) = conn {
             // A creation has no event of its own: its summary goes as one without items.
-            let created = [BatchProgress::new(summary.clone(), Vec::new())];
+            let created;
+            let events = match events {
+                [] => {
+                    created = [BatchProgress::new(summary.clone(), Vec::new())];
+                    &created[..]
+                }
+                events => events,
+            };
             let channel = keys::partition_channel(prefix, keys::partition_of(id));
-            for event in if events.is_empty() { &created[..] } else { events } {
+            for event in events {
                 pipe.cmd(publish).arg(&channel).arg(json(&Routed { batch: id, owner, event })).ignore();
             }
         } else {
@@ -415,15 +422,16 @@ impl Hub {
         topic.pending.retain(|event| event.summary.seq > topic.seq);
         let mut ready = Vec::new();
         for event in merge_events(std::mem::take(&mut topic.pending), EVENT_ITEMS) {
-            let offered = ready.last().map_or(topic.seq, |last: &BatchProgress| last.summary.seq);
-            let gap = offered != 0 && event.after() > offered;
+            // What the watchers will have been offered when this event comes to them.
+            let follows = ready.last().map_or(topic.seq, |last: &BatchProgress| last.summary.seq);
+            let gap = follows != 0 && event.after() > follows;
             let waited_enough = topic.gap_since.is_some_and(|since| now >= since + HOLD);
             if !topic.pending.is_empty() || (gap && !waited_enough) {
                 topic.pending.push(event);
                 continue;
             }
             if gap {
-                tracing::debug!(batch = %id, offered = topic.seq, next = event.after(), "an event never came; going on without it");
+                tracing::debug!(batch = %id, offered = follows, next = event.after(), "an event never came; going on without it");
             }
             ready.push(event);
         }
@@ -947,13 +955,14 @@ mod tests {
         let id = BatchId::new();
         let mut watch = hub.watch(id);
         watch.seen(1);
-        let mut offered = Vec::new();
-        let mut take = |watch: &mut Watch| {
+        // The events offered so far and not yet taken.
+        let take = |watch: &mut Watch| {
+            let mut offered = Vec::new();
             while let Ok(framed) = watch.rx.as_mut().unwrap().try_recv() {
                 let json = std::str::from_utf8(&framed.bytes).unwrap().split_once("data: ").unwrap().1;
                 offered.push(serde_json::from_str::<BatchProgress>(json.trim_end()).unwrap());
             }
-            std::mem::take(&mut offered)
+            offered
         };
         // 40 pages of changes at once: the first goes at once, then the reserve's burst whole
         // at the next turn, and the rest joined into one event.
