@@ -29,8 +29,9 @@
 //! watcher's work and traffic stay bounded at any rate rather than growing with it. The same
 //! wait puts events of several processes back in order: one process's event can overtake
 //! another's that it follows, and an event that does not follow what the watchers were offered
-//! waits (up to [`HOLD`]) for the missing one. Only a missing event that never comes (its
-//! process died) leaves a gap, which the page fills with a fresh snapshot.
+//! waits for the missing ones while they keep coming (up to [`HOLD`] after the last one came).
+//! Only a missing event that never comes (its process died) leaves a gap, which the page fills
+//! with a fresh snapshot.
 //!
 //! Each change is also published, as the batch's summary alone, on its owner's channel
 //! (`user:<id>`, one more pattern on the same connection): the user's stream (the home's live
@@ -93,7 +94,8 @@ const RESUBSCRIBE_ALL_EVERY: Duration = Duration::from_secs(2);
 /// Ended sign-ins kept for streams that are briefly behind; one that falls further asks the
 /// database instead.
 const ENDED_RING: usize = 256;
-/// The longest an event waits for one it follows (see above).
+/// The longest an event waits for one it follows once nothing that fills the gap comes (see
+/// above).
 const HOLD: Duration = Duration::from_millis(500);
 /// The least time between two frames offered to a user's streams: the home's percentages move
 /// a few times a second, and a batch that finished is told within it.
@@ -451,7 +453,11 @@ impl Hub {
             let over = event.summary.is_over();
             offer(topic, Framed { kind: Sent::Progress, seq, over, bytes });
         }
+        // A gap is waited for from when it last moved: events that fill it are on their way as
+        // long as they keep coming (an append's pages can take longer than HOLD to arrive and
+        // be read one after another), while a missing one that never comes stops it at once.
         topic.gap_since = match topic.pending.first() {
+            Some(_) if offered > 0 => Some(now),
             Some(_) => Some(topic.gap_since.unwrap_or(now)),
             None => None,
         };
@@ -996,6 +1002,31 @@ mod tests {
         let changes: u32 =
             events.iter().map(|e| e.left_out.map_or(e.items.len() as u32, |l| l.changes)).sum();
         assert_eq!(changes, 250 * 500, "every change counted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_is_waited_for_while_the_events_that_fill_it_keep_coming() {
+        let hub = Hub::memory(Duration::from_millis(20));
+        let id = BatchId::new();
+        let mut watch = hub.watch(id);
+        watch.seen(1);
+        hub.publish("u", &[event(id, 2, false)]).await;
+        // Another process's 27 events arrive after the one that follows them, one every
+        // 100 ms: 2.7 s in all, each well within HOLD of the one before.
+        hub.publish("u", &[event(id, 30, false)]).await;
+        for seq in 3..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            hub.publish("u", &[event(id, seq, false)]).await;
+        }
+        tokio::time::sleep(HOLD).await;
+        let mut offered = Vec::new();
+        while let Ok(framed) = watch.rx.as_mut().unwrap().try_recv() {
+            let json = std::str::from_utf8(&framed.bytes).unwrap().split_once("data: ").unwrap().1;
+            let event = serde_json::from_str::<BatchProgress>(json.trim_end()).unwrap();
+            offered.push((event.after(), event.summary.seq));
+        }
+        assert!(offered.windows(2).all(|w| w[1].0 == w[0].1), "an event went out over a gap: {offered:?}");
+        assert_eq!(offered.last().map(|e| e.1), Some(30));
     }
 
     async fn next_frame(watch: &mut Watch) -> (u64, Vec<BatchSummary>) {
