@@ -954,6 +954,16 @@ mod tests {
         BatchProgress::new(event(id, seq, false).summary, (0..items as u32).map(item).collect())
     }
 
+    /// The events offered to a watcher so far and not yet taken.
+    fn take(watch: &mut Watch) -> Vec<BatchProgress> {
+        let mut offered = Vec::new();
+        while let Ok(framed) = watch.rx.as_mut().unwrap().try_recv() {
+            let json = std::str::from_utf8(&framed.bytes).unwrap().split_once("data: ").unwrap().1;
+            offered.push(serde_json::from_str::<BatchProgress>(json.trim_end()).unwrap());
+        }
+        offered
+    }
+
     #[tokio::test(start_paused = true)]
     async fn changes_faster_than_the_pace_carries_go_out_as_events_that_leave_their_items_out() {
         let interval = Duration::from_millis(20);
@@ -961,15 +971,6 @@ mod tests {
         let id = BatchId::new();
         let mut watch = hub.watch(id);
         watch.seen(1);
-        // The events offered so far and not yet taken.
-        let take = |watch: &mut Watch| {
-            let mut offered = Vec::new();
-            while let Ok(framed) = watch.rx.as_mut().unwrap().try_recv() {
-                let json = std::str::from_utf8(&framed.bytes).unwrap().split_once("data: ").unwrap().1;
-                offered.push(serde_json::from_str::<BatchProgress>(json.trim_end()).unwrap());
-            }
-            offered
-        };
         // 40 pages of changes at once: the first goes at once, then the reserve's burst whole
         // at the next turn, and the rest joined into one event.
         for seq in 2..42 {
@@ -1019,12 +1020,7 @@ mod tests {
             hub.publish("u", &[event(id, seq, false)]).await;
         }
         tokio::time::sleep(HOLD).await;
-        let mut offered = Vec::new();
-        while let Ok(framed) = watch.rx.as_mut().unwrap().try_recv() {
-            let json = std::str::from_utf8(&framed.bytes).unwrap().split_once("data: ").unwrap().1;
-            let event = serde_json::from_str::<BatchProgress>(json.trim_end()).unwrap();
-            offered.push((event.after(), event.summary.seq));
-        }
+        let offered: Vec<_> = take(&mut watch).iter().map(|e| (e.after(), e.summary.seq)).collect();
         assert!(offered.windows(2).all(|w| w[1].0 == w[0].1), "an event went out over a gap: {offered:?}");
         assert_eq!(offered.last().map(|e| e.1), Some(30));
     }
