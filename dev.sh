@@ -33,11 +33,6 @@ apt_install() {
 ensure_rust_tools() {
     command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
     rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-    if ! rustup +"$WASM_TOOLCHAIN" target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown ||
-        ! rustup +"$WASM_TOOLCHAIN" component list --installed 2>/dev/null | grep -q '^rust-src'; then
-        log "installing Rust $WASM_TOOLCHAIN for the browser's release wasm"
-        rustup toolchain install "$WASM_TOOLCHAIN" --profile minimal --component rust-src --target wasm32-unknown-unknown
-    fi
     command -v cc >/dev/null || apt_install build-essential
     if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
         log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 9 minutes on 2 cores, once)"
@@ -114,6 +109,12 @@ ensure_schemathesis() {
 # The release site, and the server unless `--frontend-only`.
 build_release() {
     ensure_rust_tools
+    # Only here: `./dev.sh watch` and the checks build on stable.
+    if ! rustup +"$WASM_TOOLCHAIN" target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown ||
+        ! rustup +"$WASM_TOOLCHAIN" component list --installed 2>/dev/null | grep -q '^rust-src'; then
+        log "installing Rust $WASM_TOOLCHAIN for the browser's release wasm"
+        rustup toolchain install "$WASM_TOOLCHAIN" --profile minimal --component rust-src --target wasm32-unknown-unknown
+    fi
     npm_install "$ROOT"
     log "building the site (release)"
     # --precompress: a .br and a .gz beside each static file, served as they are to browsers
