@@ -133,7 +133,7 @@ async function streamsOpen(server: TestServer): Promise<number> {
   }
 }
 
-test("SIGTERM on a server with 100 open streams: every one is back on the other within 2 s", async ({
+test("SIGTERM on a server with 100 open streams: every one is back on the other at once", async ({
   browser,
   startServer,
 }) => {
@@ -163,12 +163,29 @@ test("SIGTERM on a server with 100 open streams: every one is back on the other 
     for (let i = 0; i < 92; i++) follow(`${front.url}/api${path}/stream`, a.token, stop.signal);
     await expect.poll(() => streamsOpen(a), { timeout: 20_000 }).toBe(100);
 
+    // Every state each page's live indicator passes through from here on.
+    for (const page of pages) {
+      await page.evaluate(() => {
+        const live = document.querySelector('[data-testid="live"]')!;
+        const seen: string[] = [];
+        (window as unknown as { seen: string[] }).seen = seen;
+        new MutationObserver(() => seen.push(live.getAttribute("data-state") ?? "")).observe(live, {
+          attributeFilter: ["data-state"],
+        });
+      });
+    }
     const started = Date.now();
     const stopped = a.terminate();
     await expect.poll(() => streamsOpen(b), { timeout: 10_000, intervals: [50] }).toBe(100);
-    const back = Date.now() - started;
-    console.log(`100 streams back on the other server ${back} ms after SIGTERM`);
-    expect(back).toBeLessThanOrEqual(2_000);
+    // How fast is a figure, printed rather than asserted (on a loaded CI machine a debug build
+    // takes seconds): what is asserted is that no page lost its connection on the way, so
+    // none waited for its backoff. A server that closed its streams without `reconnect`, or
+    // took connections it would not answer, would show `reconnecting`.
+    console.log(`100 streams back on the other server ${Date.now() - started} ms after SIGTERM`);
+    for (const page of pages) {
+      const seen = await page.evaluate(() => (window as unknown as { seen: string[] }).seen);
+      expect(seen.filter((state) => state !== "live" && state !== "connecting")).toEqual([]);
+    }
     await stopped;
     // The pages are live on the other server: a change reaches each of them.
     await b.report(batch, 0, "processing");
