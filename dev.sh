@@ -135,7 +135,7 @@ build_release() {
 # The hydrate wasm's weight, printed, and held under a guard so that growth is seen when it
 # happens. The guard is today's size and some room: issue 13's target is 300 KB gzipped and the
 # project's 200 KB, neither met yet (README, Operating, "The browser's wasm").
-WASM_BUDGET_GZ=350000
+WASM_BUDGET_GZ=325000
 check_wasm_budget() {
     local wasm raw gz
     # The build's own file, named in its hash list: older builds leave theirs beside it.
