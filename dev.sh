@@ -41,6 +41,11 @@ ensure_rust_tools() {
         # It would build OpenSSL from source; Debian's serves.
         OPENSSL_NO_VENDOR=1 quick_install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
     fi
+    # The Rust tests' runner; this machine's kind has it, a bare one builds it once.
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        log "installing cargo-nextest"
+        quick_install cargo-nextest --locked
+    fi
     if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
         # Not --locked: one locked dependency of this release is missing from the registry.
@@ -116,20 +121,35 @@ build_release() {
         rustup toolchain install "$WASM_TOOLCHAIN" --profile minimal --component rust-src --target wasm32-unknown-unknown
     fi
     npm_install "$ROOT"
-    log "building the site (release)"
-    # --precompress: a .br and a .gz beside each static file, served as they are to browsers
-    # that take them (leptos_axum's file handler looks for them). The site alone first, with
-    # its own toolchain and settings (`WASM_TOOLCHAIN`); cargo-leptos builds the two one after
-    # the other anyway when it hashes file names.
-    RUSTUP_TOOLCHAIN="$WASM_TOOLCHAIN" cargo leptos build --release --precompress --cargo-locked \
-        --frontend-only --lib-cargo-args="--config=$ROOT/.cargo/wasm-release.toml"
+    # cargo-leptos runs wasm-bindgen and wasm-opt again even when nothing changed (35 s): the
+    # site is built again only when a file it is made from is newer than the last build.
+    local stamp="$ROOT/target/site.built" wasm
+    wasm="$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$TARGET_DIR/release/hash.txt" 2>/dev/null).wasm"
+    if [ -f "$stamp" ] && [ -f "$wasm" ] && [ -z "$(find "$ROOT"/{Cargo.toml,Cargo.lock,Leptos.toml,dev.sh,package.json,package-lock.json,src,app,frontend,vendor,style,public,.cargo} \
+        -newer "$stamp" -print -quit 2>/dev/null)" ]; then
+        log "the site (release) is as the last build left it"
+    else
+        log "building the site (release)"
+        # Stamped with the time the build starts: a file changed while it runs is newer.
+        rm -f "$stamp"
+        touch "$stamp.next"
+        # --precompress: a .br and a .gz beside each static file, served as they are to
+        # browsers that take them (leptos_axum's file handler looks for them). The site alone
+        # first, with its own toolchain and settings (`WASM_TOOLCHAIN`); cargo-leptos builds
+        # the two one after the other anyway when it hashes file names.
+        RUSTUP_TOOLCHAIN="$WASM_TOOLCHAIN" cargo leptos build --release --precompress --cargo-locked \
+            --frontend-only --lib-cargo-args="--config=$ROOT/.cargo/wasm-release.toml"
+    fi
     if [ "${1:-}" != --frontend-only ]; then
         log "building the server (release)"
         cargo leptos build --release --cargo-locked --server-only
     fi
-    # cargo-leptos's gzip is light (the wasm: 469 KB, against 401 KB at -9); browsers that get
-    # no brotli (over plain HTTP) take these.
-    find "$ROOT/target/site" -type f ! -name '*.gz' ! -name '*.br' -exec gzip -9 -k -f {} +
+    if [ -f "$stamp.next" ]; then
+        # cargo-leptos's gzip is light (the wasm: 469 KB, against 401 KB at -9); browsers that
+        # get no brotli (over plain HTTP) take these.
+        find "$ROOT/target/site" -type f ! -name '*.gz' ! -name '*.br' -exec gzip -9 -k -f {} +
+        mv "$stamp.next" "$stamp"
+    fi
 }
 
 # The hydrate wasm's weight, printed, and held under a guard so that growth is seen when it
@@ -164,6 +184,7 @@ cmd_watch() {
     ensure_redis
     npm_install "$ROOT"
     log "cargo leptos watch (a debug site in target/site: ./dev.sh run rebuilds the release one)"
+    rm -f "$ROOT/target/site.built"
     DEMO_SIGN_IN="${DEMO_SIGN_IN:-true}" exec cargo leptos watch "$@"
 }
 
@@ -187,15 +208,15 @@ cmd_test() {
         echo "server-only crates reached the wasm build" >&2
         exit 1
     fi
-    log "cargo test"
-    cargo test --locked -p batchwatch-core -p server
+    log "Rust tests (cargo-nextest, .config/nextest.toml)"
+    cargo nextest run --locked --no-fail-fast -p batchwatch-core -p server
     # The in-process suites again, each test on a fresh PostgreSQL database of its own (the
     # live-server suites choose their database per test already).
-    log "cargo test: the in-process suites on PostgreSQL"
-    TEST_DATABASE=postgres cargo test --locked -p server --test api --test auth --test pages \
+    log "Rust tests: the in-process suites on PostgreSQL"
+    TEST_DATABASE=postgres cargo nextest run --locked --no-fail-fast -p server --test api --test auth --test pages \
         --test paths --test random_input --test items --test export --test reports --test limits --test metrics
     # The release site (the wasm the guard weighs, as browsers get it), served by the binary
-    # `cargo test` built already: the release server is the same code, and compiling it at
+    # the tests' build made already: the release server is the same code, and compiling it at
     # opt-level 3 would add 5 minutes to a cold run. The site's hash list is the release
     # build's (an absolute name: the server looks for it beside itself otherwise; with a
     # config file, leptos takes `LEPTOS_` + the key's name).
