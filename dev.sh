@@ -123,9 +123,9 @@ build_release() {
     npm_install "$ROOT"
     # cargo-leptos runs wasm-bindgen and wasm-opt again even when nothing changed (35 s): the
     # site is built again only when a file it is made from is newer than the last build.
-    local stamp="$ROOT/target/site.built" wasm
-    wasm="$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$TARGET_DIR/release/hash.txt" 2>/dev/null).wasm"
-    if [ -f "$stamp" ] && [ -f "$wasm" ] && [ -z "$(find "$ROOT"/{Cargo.toml,Cargo.lock,Leptos.toml,dev.sh,package.json,package-lock.json,src,app,frontend,vendor,style,public,.cargo} \
+    local stamp="$ROOT/target/site.built" hashes="$TARGET_DIR/release/hash.txt"
+    if [ -f "$stamp" ] && [ -f "$hashes" ] &&
+        [ -f "$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$hashes").wasm" ] && [ -z "$(find "$ROOT"/{Cargo.toml,Cargo.lock,Leptos.toml,dev.sh,package.json,package-lock.json,src,app,frontend,vendor,style,public,.cargo} \
         -newer "$stamp" -print -quit 2>/dev/null)" ]; then
         log "the site (release) is as the last build left it"
     else
