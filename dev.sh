@@ -2,7 +2,10 @@
 # batchwatch's one script. `./dev.sh run` installs what is missing, builds and serves on SQLite;
 # `./dev.sh test` installs what tests need and runs every check; `./dev.sh watch` rebuilds and
 # restarts on every change. Safe to run again and again: each step looks before it installs.
-set -euo pipefail
+set -Eeuo pipefail
+# A step that fails says which, even when the command itself printed nothing (`-E`: in
+# functions too).
+trap 'echo "dev.sh: line $LINENO failed (exit $?): $BASH_COMMAND" >&2' ERR
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
