@@ -114,6 +114,12 @@ ensure_schemathesis() {
     export SCHEMATHESIS="$venv/bin/st"
 }
 
+# The release build's wasm, named in its hash list (older builds leave theirs beside it); the
+# hash list's absence gives a name no file has.
+release_wasm() {
+    echo "$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$TARGET_DIR/release/hash.txt" 2>/dev/null || true).wasm"
+}
+
 # The release site, and the server unless `--frontend-only`.
 build_release() {
     ensure_rust_tools
@@ -126,9 +132,8 @@ build_release() {
     npm_install "$ROOT"
     # cargo-leptos runs wasm-bindgen and wasm-opt again even when nothing changed (35 s): the
     # site is built again only when a file it is made from is newer than the last build.
-    local stamp="$ROOT/target/site.built" hashes="$TARGET_DIR/release/hash.txt"
-    if [ -f "$stamp" ] && [ -f "$hashes" ] &&
-        [ -f "$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$hashes").wasm" ] && [ -z "$(find "$ROOT"/{Cargo.toml,Cargo.lock,Leptos.toml,dev.sh,package.json,package-lock.json,src,app,frontend,vendor,style,public,.cargo} \
+    local stamp="$ROOT/target/site.built"
+    if [ -f "$stamp" ] && [ -f "$(release_wasm)" ] && [ -z "$(find "$ROOT"/{Cargo.toml,Cargo.lock,Leptos.toml,dev.sh,package.json,package-lock.json,src,app,frontend,vendor,style,public,.cargo} \
         -newer "$stamp" -print -quit 2>/dev/null)" ]; then
         log "the site (release) is as the last build left it"
     else
@@ -161,8 +166,7 @@ build_release() {
 WASM_BUDGET_GZ=325000
 check_wasm_budget() {
     local wasm raw gz
-    # The build's own file, named in its hash list: older builds leave theirs beside it.
-    wasm="$ROOT/target/site/pkg/batchwatch.$(sed -n 's/^wasm: //p' "$TARGET_DIR/release/hash.txt").wasm"
+    wasm="$(release_wasm)"
     raw="$(wc -c <"$wasm")"
     gz="$(gzip -9c "$wasm" | wc -c)"
     log "wasm size: $raw bytes raw, $gz bytes gzipped (budget $WASM_BUDGET_GZ), $(wc -c <"$wasm.br") brotli"
