@@ -38,31 +38,37 @@ ensure_rust_tools() {
     rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
     command -v cc >/dev/null || apt_install build-essential
     if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
-        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 9 minutes on 2 cores, once)"
+        log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 6 minutes on 2 cores, once)"
         command -v pkg-config >/dev/null && [ -f /usr/include/openssl/ssl.h ] || apt_install pkg-config libssl-dev
         # no_downloads: a missing tool is an error instead of a download that cannot work here.
         # It would build OpenSSL from source; Debian's serves.
-        OPENSSL_NO_VENDOR=1 quick_install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+        # Not optimized at all: it orchestrates (cargo, wasm-bindgen and wasm-opt do a build's
+        # work), and it is mostly swc, whose optimized build was half of a cold run's install.
+        # The site it builds is byte for byte the same; its precompression takes 2-3 s longer
+        # (2026-12-07: the install 12 min 1 s at opt-level 1, 6 min 12 s at 0).
+        OPENSSL_NO_VENDOR=1 quick_install 0 cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
     fi
     # The Rust tests' runner; this machine's kind has it, a bare one builds it once.
     if ! cargo nextest --version >/dev/null 2>&1; then
         log "installing cargo-nextest"
-        quick_install cargo-nextest --locked
+        quick_install 1 cargo-nextest --locked
     fi
     if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
         # Not --locked: one locked dependency of this release is missing from the registry.
-        quick_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+        quick_install 1 wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
     fi
 }
 
-# `cargo install` for the build tools, optimized less than their release profiles ask (fat LTO
-# in one codegen unit, opt-level 3: most of a cold install on two cores): opt-level 1, no LTO,
-# 16 codegen units. They orchestrate; the site they build is byte for byte the same (the same
-# hashed names, 2026-12-07), and a cold cargo-leptos install took 9 min 23 s, not 11 min 17 s
-# (opt-level 3).
+# `cargo install` for the build tools at the opt-level given first, rather than as their
+# release profiles ask (fat LTO in one codegen unit, opt-level 3: most of a cold install on two
+# cores): no LTO, 16 codegen units. The site they build is byte for byte the same (the same
+# hashed names, 2026-12-07); a cold cargo-leptos install took 9 min 23 s at opt-level 1, not
+# 11 min 17 s (opt-level 3).
 quick_install() {
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    local opt="$1"
+    shift
+    CARGO_PROFILE_RELEASE_OPT_LEVEL="$opt" CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
         cargo install "$@"
 }
 
