@@ -45,7 +45,7 @@ ensure_rust_tools() {
         # Not optimized at all: it orchestrates (cargo, wasm-bindgen and wasm-opt do a build's
         # work), and it is mostly swc, whose optimized build was half of a cold run's install.
         # The site it builds is byte for byte the same; its precompression takes 2-3 s longer
-        # (2026-12-07: the install 12 min 1 s at opt-level 1, 6 min 12 s at 0).
+        # (2026-12-07, one machine: 12 min 1 s at opt-level 1, 4 min 36 s at 0).
         OPENSSL_NO_VENDOR=1 quick_install 0 cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
     fi
     # The Rust tests' runner; this machine's kind has it, a bare one builds it once.
