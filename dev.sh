@@ -145,7 +145,9 @@ build_release() {
     else
         log "building the site (release)"
         # Stamped with the time the build starts: a file changed while it runs is newer.
+        # `target/` may not exist yet: `./dev.sh run` in a fresh clone builds nothing before.
         rm -f "$stamp"
+        mkdir -p "$ROOT/target"
         touch "$stamp.next"
         # --precompress: a .br and a .gz beside each static file, served as they are to
         # browsers that take them (leptos_axum's file handler looks for them). The site alone
