@@ -163,13 +163,18 @@ impl Sent {
         }
     }
 
-    /// Counts one. The handles are made once: a delivery costs an atomic add, not a lookup.
+    /// Counts one.
     pub fn count(self) {
+        self.add(1);
+    }
+
+    /// Counts `n`. The handles are made once: a delivery costs an atomic add, not a lookup.
+    pub fn add(self, n: u64) {
         static COUNTERS: LazyLock<Vec<Counter>> = LazyLock::new(|| {
             install();
             Sent::ALL.iter().map(|s| counter!(EVENTS_SENT, "event" => s.name())).collect()
         });
-        COUNTERS[self as usize].increment(1);
+        COUNTERS[self as usize].increment(n);
     }
 }
 

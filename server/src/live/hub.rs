@@ -73,7 +73,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
-    live::{frame::frame, pace::Pace},
+    live::{
+        frame::frame,
+        pace::Pace,
+        parked::{Parked, Ticket, Wake},
+        socket::{Out, Socket, wire},
+    },
     metrics::{self, Sent},
     redis_conn::{RedisConn, RedisTarget},
     store::items::EVENT_ITEMS,
@@ -114,6 +119,19 @@ pub struct Framed {
     pub over: bool,
     /// `id: <seq>\nevent: progress|snapshot\ndata: <json>\n\n`
     pub bytes: Bytes,
+    /// The same as an HTTP/1.1 chunk, for the streams the hub writes to itself (`parked.rs`).
+    chunk: Bytes,
+}
+
+impl Framed {
+    pub fn new(kind: Sent, seq: u64, over: bool, bytes: Bytes) -> Self {
+        Self { kind, seq, over, chunk: wire(&bytes, true), bytes }
+    }
+
+    /// The event as it goes on a stream's own connection: chunked or not.
+    pub fn wire(&self, chunked: bool) -> Bytes {
+        if chunked { self.chunk.clone() } else { self.bytes.clone() }
+    }
 }
 
 #[derive(Clone)]
@@ -134,6 +152,8 @@ struct Topic {
     flush_at: Option<tokio::time::Instant>,
     /// Since when `pending` starts with an event that does not follow `seq`.
     gap_since: Option<tokio::time::Instant>,
+    /// Watchers the hub writes to itself, out of the ring.
+    parked: Parked,
 }
 
 /// A user with a stream here: the newest summary of each of their batches that changed since
@@ -214,8 +234,7 @@ impl Hub {
         if self.inner.closing.load(Ordering::Relaxed) {
             // Stopping: a stream that opens now (the listener is not closed yet) is told at
             // once to go elsewhere, rather than holding the shutdown up.
-            let rx = broadcast::channel(1).1;
-            return Watch { rx: Some(rx), of: Watched::Batch(id), hub: self.inner.clone() };
+            return Watch::new(closed(), Watched::Batch(id), self.inner.clone());
         }
         let mut topics = self.topics();
         let topic = topics.entry(id).or_insert_with(|| Topic {
@@ -226,8 +245,9 @@ impl Hub {
             pace: Pace::new(self.inner.interval, tokio::time::Instant::now()),
             flush_at: None,
             gap_since: None,
+            parked: Parked::default(),
         });
-        Watch { rx: Some(topic.tx.subscribe()), of: Watched::Batch(id), hub: self.inner.clone() }
+        Watch::new(topic.tx.subscribe(), Watched::Batch(id), self.inner.clone())
     }
 
     /// Starts receiving the summaries of every batch of `user` that changes. Call it before
@@ -235,7 +255,7 @@ impl Hub {
     pub fn watch_user(&self, user: &str) -> Watch {
         let of = Watched::User(user.to_owned());
         if self.inner.closing.load(Ordering::Relaxed) {
-            return Watch { rx: Some(broadcast::channel(1).1), of, hub: self.inner.clone() };
+            return Watch::new(closed(), of, self.inner.clone());
         }
         let rx = self
             .users()
@@ -249,7 +269,7 @@ impl Hub {
             })
             .tx
             .subscribe();
-        Watch { rx: Some(rx), of, hub: self.inner.clone() }
+        Watch::new(rx, of, self.inner.clone())
     }
 
     /// Number of batches with at least one watcher here.
@@ -451,7 +471,7 @@ impl Hub {
             let seq = event.summary.seq;
             let bytes = frame("progress", Some(seq), &payload);
             let over = event.summary.is_over();
-            offer(topic, Framed { kind: Sent::Progress, seq, over, bytes });
+            offer(topic, Framed::new(Sent::Progress, seq, over, bytes));
         }
         // A gap is waited for from when it last moved: events that fill it are on their way as
         // long as they keep coming (an append's pages can take longer than HOLD to arrive and
@@ -516,8 +536,7 @@ impl Hub {
         topic.offered_at = now;
         let bytes = frame("batches", None, &json(&summaries));
         // No receiver left is fine: the last stream is just leaving.
-        let _ =
-            topic.tx.send(Arc::new(Framed { kind: Sent::Progress, seq: topic.frames, over: false, bytes }));
+        let _ = topic.tx.send(Arc::new(Framed::new(Sent::Progress, topic.frames, false, bytes)));
     }
 
     fn flush_at(&self, id: BatchId, topic: &mut Topic, at: tokio::time::Instant) {
@@ -547,7 +566,7 @@ impl Hub {
         }
         let bytes = framed_snapshot(&self.inner, snapshot);
         let over = snapshot.summary.is_over();
-        self.offer(id, Framed { kind: Sent::Snapshot, seq, over, bytes });
+        self.offer(id, Framed::new(Sent::Snapshot, seq, over, bytes));
     }
 
     fn offer(&self, id: BatchId, framed: Framed) {
@@ -560,6 +579,7 @@ impl Hub {
     /// another server behind the same address, or to this one once it is back.
     pub fn close_all(&self) {
         self.inner.closing.store(true, Ordering::Relaxed);
+        // Each ring closes, and its parked watchers are woken to hear it.
         self.topics().clear();
         self.users().clear();
     }
@@ -584,10 +604,17 @@ impl Hub {
     }
 }
 
+/// Offers an event to a batch's watchers, in the ring: the parked ones' writers are told.
 fn offer(topic: &mut Topic, framed: Framed) {
     topic.seq = topic.seq.max(framed.seq);
     // No receiver left is fine: the last watcher is just leaving.
     let _ = topic.tx.send(Arc::new(framed));
+    topic.parked.signal();
+}
+
+/// A ring that is closed already.
+fn closed() -> broadcast::Receiver<Arc<Framed>> {
+    broadcast::channel(1).1
 }
 
 /// What a stream follows: one batch, or every batch of one user.
@@ -599,12 +626,90 @@ pub enum Watched {
 
 /// One stream's subscription to a batch or a user; leaving drops the ring with the last one.
 pub struct Watch {
+    /// Its place in the ring (its batch's writers hold it while it is parked).
     rx: Option<broadcast::Receiver<Arc<Framed>>>,
     of: Watched,
     hub: Arc<Inner>,
+    /// Its claim among its batch's parked watchers, while parked.
+    parked: Option<Ticket>,
+    /// Made when it first parks.
+    wake: Option<Arc<Wake>>,
+}
+
+/// What a watcher hears next.
+pub enum Next {
+    Event(Result<Arc<Framed>, broadcast::error::RecvError>),
+    /// The hub stopped writing to this parked watcher: it must take its place back
+    /// ([`Watch::unpark`]).
+    Woken,
+}
+
+/// What a watcher that leaves the parked ones starts again from.
+pub struct Unparked {
+    /// The newest `seq` its client has, once `rest` is written.
+    pub last: u64,
+    /// What is left to write, in its wire format.
+    pub rest: Out,
+    /// What the ring gave that the writer did not write (see [`crate::live::parked::Woken`]).
+    pub next: Option<Result<Arc<Framed>, broadcast::error::RecvError>>,
 }
 
 impl Watch {
+    fn new(rx: broadcast::Receiver<Arc<Framed>>, of: Watched, hub: Arc<Inner>) -> Self {
+        Self { rx: Some(rx), of, hub, parked: None, wake: None }
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Hands this watcher's place in the ring and `socket` to its batch's writers (see
+    /// `parked.rs`), when nothing waits for it in the ring: whether it did. Its client has
+    /// `last`.
+    pub fn park(&mut self, socket: &Socket, last: u64) -> bool {
+        let Watched::Batch(id) = &self.of else { return false };
+        if self.parked.is_some() {
+            return true;
+        }
+        // Under the hub's lock: the batch cannot stop being watched (and its writers end) in
+        // between.
+        let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(topic) = topics.get_mut(id) else { return false };
+        let Some(rx) = self.rx.take_if(|rx| rx.is_empty()) else { return false };
+        let wake = self.wake.get_or_insert_with(Arc::default).clone();
+        self.parked = Some(topic.parked.park(socket.clone(), rx, last, wake));
+        true
+    }
+
+    /// Takes this watcher's place in the ring back from its batch's writers; `None` when it was
+    /// not parked.
+    pub fn unpark(&mut self) -> Option<Unparked> {
+        let ticket = self.parked.take()?;
+        if let Some((rx, last)) = ticket.take() {
+            self.rx = Some(rx);
+            return Some(Unparked { last, rest: Out::default(), next: None });
+        }
+        // A writer woke it, and handed everything over before it let go of the entry (a closed
+        // ring is only a fallback).
+        let Some(woken) = self.wake.as_ref().and_then(|wake| wake.take()) else {
+            self.rx = Some(closed());
+            return Some(Unparked { last: 0, rest: Out::default(), next: None });
+        };
+        self.rx = Some(woken.rx);
+        Some(Unparked { last: woken.last, rest: woken.rest, next: woken.next })
+    }
+
+    /// The next event in the ring or, while parked, the hub waking this watcher.
+    pub async fn next(&mut self) -> Next {
+        match (&self.wake, &self.parked) {
+            (Some(wake), Some(_)) => {
+                wake.woken().await;
+                Next::Woken
+            }
+            _ => Next::Event(self.recv().await),
+        }
+    }
+
     pub fn of(&self) -> &Watched {
         &self.of
     }
@@ -614,7 +719,7 @@ impl Watch {
         self.hub.closing.load(Ordering::Relaxed)
     }
 
-    pub async fn recv(&mut self) -> Result<Arc<Framed>, broadcast::error::RecvError> {
+    async fn recv(&mut self) -> Result<Arc<Framed>, broadcast::error::RecvError> {
         self.rx.as_mut().expect("present until drop").recv().await
     }
 
@@ -640,6 +745,11 @@ impl Drop for Watch {
         drop(self.rx.take());
         match &self.of {
             Watched::Batch(id) => {
+                // Its place in the ring goes first, wherever it is: parked, or handed back.
+                if let Some(ticket) = self.parked.take() {
+                    drop(ticket.take());
+                }
+                drop(self.wake.as_ref().and_then(|wake| wake.take()));
                 let mut topics = self.hub.topics.lock().unwrap_or_else(|e| e.into_inner());
                 if topics.get(id).is_some_and(|topic| topic.tx.receiver_count() == 0) {
                     topics.remove(id);
@@ -870,6 +980,7 @@ async fn answers(ping: impl Future<Output = redis::RedisResult<redis::Value>>) -
 #[cfg(test)]
 mod tests {
     use batchwatch_core::{BatchSummary, Counts};
+    use bytes::Buf;
 
     use super::*;
     use crate::live::pace;
@@ -937,6 +1048,138 @@ mod tests {
         assert_eq!(hub.watched(), 0);
         // Events for nobody are dropped without work.
         hub.publish("u", &[event(id, 2, false)]).await;
+        assert_eq!(hub.watched(), 0);
+    }
+
+    /// A stream's socket, server side, and its client's end.
+    async fn connection() -> (Socket, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Small, so that a client that does not read soon fills it.
+        socket2::SockRef::from(&server).set_send_buffer_size(8 * 1024).unwrap();
+        server.writable().await.unwrap();
+        (Socket::new(Arc::new(server), true), client)
+    }
+
+    /// Everything the client was sent, so far.
+    async fn received(client: &mut tokio::net::TcpStream) -> Vec<u8> {
+        received_until_quiet(client, Duration::from_millis(50)).await
+    }
+
+    /// Everything the client is sent until nothing comes for `quiet`.
+    async fn received_until_quiet(client: &mut tokio::net::TcpStream, quiet: Duration) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, client.read(&mut buf)).await {
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        bytes
+    }
+
+    /// The `seq` of each event in a chunked body.
+    fn seqs(mut body: &[u8]) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while !body.is_empty() {
+            let line = body.iter().position(|&b| b == b'\r').unwrap();
+            let len = usize::from_str_radix(std::str::from_utf8(&body[..line]).unwrap(), 16).unwrap();
+            let data = std::str::from_utf8(&body[line + 2..line + 2 + len]).unwrap();
+            assert_eq!(&body[line + 2 + len..line + 4 + len], b"\r\n");
+            seqs.push(data.strip_prefix("id: ").unwrap().split_once('\n').unwrap().0.parse().unwrap());
+            body = &body[line + 4 + len..];
+        }
+        seqs
+    }
+
+    /// Whether the watcher was woken within a moment.
+    async fn woken(watch: &mut Watch) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), watch.next()).await.is_ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_write_to_parked_watchers_and_hand_back_what_a_socket_did_not_take() {
+        let hub = Hub::memory(Duration::ZERO);
+        let id = BatchId::new();
+        let (mut watch, mut other) = (hub.watch(id), hub.watch(id));
+        let ((socket, mut client), (other_socket, mut other_client)) =
+            (connection().await, connection().await);
+        assert!(watch.park(&socket, 1));
+        assert!(other.park(&other_socket, 1), "the second goes to the other writer");
+        assert_eq!(hub.watched(), 1, "the batch stays watched");
+        hub.publish("u", &[event(id, 2, false)]).await;
+        hub.publish("u", &[event(id, 1, false)]).await;
+        assert_eq!(seqs(&received(&mut client).await), [2], "written by a writer, once, in order");
+        assert_eq!(seqs(&received(&mut other_client).await), [2]);
+        assert!(!woken(&mut watch).await, "still parked");
+        let other_reads =
+            tokio::spawn(
+                async move { received_until_quiet(&mut other_client, Duration::from_millis(500)).await },
+            );
+
+        // The client stops reading: its writer writes until the socket takes no more, then
+        // wakes the watcher with what is left.
+        let mut seq = 2;
+        while !woken(&mut watch).await {
+            seq += 1;
+            hub.publish("u", &[page(id, seq, 20)]).await;
+            assert!(seq < 10_000, "the socket never filled");
+        }
+        hub.publish("u", &[event(id, seq + 1, false)]).await;
+        let mut unparked = watch.unpark().expect("it was parked");
+        assert!(unparked.rest.has_remaining() && unparked.next.is_none());
+        assert!(unparked.last > 10, "several were written first");
+        let mut ring = Vec::new();
+        while let Ok(Ok(framed)) = tokio::time::timeout(Duration::from_millis(20), watch.recv()).await {
+            ring.push(framed.seq);
+        }
+        assert_eq!(
+            ring,
+            (unparked.last + 1..=seq + 1).collect::<Vec<_>>(),
+            "the rest is in its place in the ring"
+        );
+        let mut body = received(&mut client).await;
+        body.extend_from_slice(&unparked.rest.copy_to_bytes(unparked.rest.remaining()));
+        assert_eq!(seqs(&body), (3..=unparked.last).collect::<Vec<_>>(), "every event once, whole, in order");
+        let other_body = other_reads.await.unwrap();
+        assert_eq!(seqs(&other_body), (3..=seq + 1).collect::<Vec<_>>(), "a client that reads gets all");
+        assert!(!woken(&mut other).await);
+    }
+
+    #[tokio::test]
+    async fn the_last_event_and_the_shutdown_wake_parked_watchers() {
+        let hub = Hub::memory(Duration::ZERO);
+        let id = BatchId::new();
+        let mut watch = hub.watch(id);
+        let (socket, mut client) = connection().await;
+        assert!(watch.park(&socket, 1));
+        hub.publish("u", &[event(id, 2, true)]).await;
+        assert!(matches!(watch.next().await, Next::Woken));
+        let unparked = watch.unpark().unwrap();
+        assert_eq!((unparked.last, unparked.rest.remaining()), (1, 0));
+        let Some(Ok(last)) = unparked.next else { panic!("the last event is handed over") };
+        assert!(last.over && last.seq == 2, "it ends as any other watcher does");
+        assert!(received(&mut client).await.is_empty());
+
+        assert!(watch.park(&socket, 2), "a watcher that follows a finished batch parks again");
+        hub.close_all();
+        assert!(matches!(watch.next().await, Next::Woken));
+        let unparked = watch.unpark().unwrap();
+        assert!(matches!(unparked.next, Some(Err(broadcast::error::RecvError::Closed))));
+        assert!(!watch.park(&socket, 2), "no parking while stopping");
+    }
+
+    #[tokio::test]
+    async fn a_parked_watcher_leaving_releases_the_ring() {
+        let hub = Hub::memory(Duration::ZERO);
+        let id = BatchId::new();
+        let (mut a, b) = (hub.watch(id), hub.watch(id));
+        let (socket, _client) = connection().await;
+        assert!(a.park(&socket, 0));
+        assert!(!hub.watch_user("u").park(&socket, 0), "a user's streams do not park");
+        drop(b);
+        assert_eq!(hub.watched(), 1, "a parked watcher holds its batch");
+        drop(a);
         assert_eq!(hub.watched(), 0);
     }
 

@@ -6,25 +6,31 @@
 //! idle`), and no setting makes them smaller. A stream's connection needs neither: it reads
 //! nothing after its request and writes one chunk per event. So the head is peeked, parsed with
 //! `httparse` (hyper's own parser), answered by the router like any request, and the answer
-//! written straight to the socket: the head, then each frame as a chunk in one `writev`, with
-//! `Connection: close` (the connection ends with its stream).
+//! written straight to the socket, with `Connection: close` (the connection ends with its
+//! stream): its head, then each frame as a chunk, by the stream's watcher in this connection's
+//! task (one task a stream: `live/stream.rs`), or by the hub itself while the watcher has
+//! nothing else to write (`live/parked.rs`).
 //!
 //! Only the plainest requests are taken ([`stream_request`]): a complete HTTP/1.1 (or 1.0) `GET`
 //! head of a stream's route in the first bytes, without a body or an upgrade. Anything else goes to
 //! hyper untouched (it was only peeked), and so do a connection's later requests: a browser
 //! that opens its stream on a connection it kept alive is served by hyper as before.
 
-use std::{collections::VecDeque, io, io::IoSlice, time::SystemTime};
+use std::{io, sync::Arc, time::SystemTime};
 
 use axum::{
     Router,
-    body::{Body, HttpBody},
-    http::{HeaderName, HeaderValue, Method, Request, Response, Version, header},
+    body::Body,
+    http::{HeaderName, HeaderValue, Method, Request, Version, header, response::Parts},
 };
-use bytes::{Buf, Bytes};
-use futures::{FutureExt, StreamExt};
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use bytes::Bytes;
+use tokio::net::TcpStream;
 use tower::ServiceExt;
+
+use crate::live::{
+    socket::{Out, Socket},
+    stream::Unstarted,
+};
 
 /// A head longer than this goes to hyper, whose limit is larger.
 pub const MAX_HEAD: usize = 4096;
@@ -116,32 +122,47 @@ pub async fn serve(
     router: Router,
 ) -> io::Result<()> {
     // The head was only peeked: take it off the socket (it is there, so this does not wait).
-    let mut head = vec![0; head_len];
-    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head).await?;
-    drop(head);
+    let mut taken = vec![0; head_len];
+    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut taken).await?;
+    drop(taken);
     let http10 = request.version() == Version::HTTP_10;
     let Ok(response) = router.oneshot(request).await;
-    answer(&mut tcp, response, http10).await?;
-    tcp.shutdown().await
+    let tcp = Arc::new(tcp);
+    let (parts, body) = response.into_parts();
+    let mut out = Out::default();
+    let unstarted = parts.extensions.get::<Unstarted>().cloned();
+    if let Some(unstarted) = unstarted {
+        // The stream's watcher writes it, the head leaving with its first frames. HTTP/1.0
+        // knows no chunks: its body ends when the connection does.
+        out.push(head(&parts, if http10 { Framing::UntilClose } else { Framing::Chunked }));
+        if let Some(run) = unstarted.run_on(Socket::new(tcp.clone(), !http10), out) {
+            run.await;
+            return close(&tcp);
+        }
+        out = Out::default();
+    }
+    // Any other answer (a refusal) is small: it leaves whole, with its length.
+    let body = axum::body::to_bytes(body, MAX_ANSWER).await.map_err(io::Error::other)?;
+    out.push(head(&parts, Framing::Length(body.len())));
+    out.push(body);
+    Socket::new(tcp.clone(), false).write(&mut out).await?;
+    close(&tcp)
 }
 
-/// Frames gathered into one write at most (three slices each, chunked: within the 64 that
-/// tokio's `write_all_buf` hands to one `writev`).
-const FRAMES_PER_WRITE: usize = 16;
+/// The longest answer other than a stream's that is taken here (they are JSON errors).
+const MAX_ANSWER: usize = 64 * 1024;
 
-/// Writes `response`, its body chunked unless its length is known (or the client speaks
-/// HTTP/1.0), until the body ends or the client leaves. The head leaves with the first frames, and frames ready together leave
-/// in one `writev`, as hyper's do: a watcher that fell behind by a few events catches up in
-/// one system call, not one each (measured: writes per delivery 1.0 → 0.46 with 5,000
-/// watchers, and the fan-out's latency with them).
-async fn answer(tcp: &mut TcpStream, response: Response<Body>, http10: bool) -> io::Result<()> {
-    let (parts, body) = response.into_parts();
-    let length = match parts.headers.get(header::CONTENT_LENGTH) {
-        Some(_) => None,
-        None => body.size_hint().exact(),
-    };
-    // HTTP/1.0 knows no chunks: its body of unknown length ends when the connection does.
-    let chunked = !http10 && length.is_none() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+/// How an answer's body ends.
+enum Framing {
+    Length(usize),
+    Chunked,
+    /// With the connection (HTTP/1.0).
+    UntilClose,
+}
+
+/// The answer's head: its status line and headers, with `Connection: close` (the connection
+/// ends with the answer).
+fn head(parts: &Parts, framing: Framing) -> Bytes {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -149,7 +170,7 @@ async fn answer(tcp: &mut TcpStream, response: Response<Body>, http10: bool) -> 
     head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+        if [header::CONNECTION, header::TRANSFER_ENCODING, header::CONTENT_LENGTH].contains(name) {
             continue;
         }
         line(&mut head, name.as_str(), value.as_bytes());
@@ -157,112 +178,14 @@ async fn answer(tcp: &mut TcpStream, response: Response<Body>, http10: bool) -> 
     if !parts.headers.contains_key(header::DATE) {
         line(&mut head, "date", httpdate::fmt_http_date(SystemTime::now()).as_bytes());
     }
-    if let Some(length) = length {
-        line(&mut head, "content-length", length.to_string().as_bytes());
-    }
-    if chunked {
-        line(&mut head, "transfer-encoding", b"chunked");
+    match framing {
+        Framing::Length(length) => line(&mut head, "content-length", length.to_string().as_bytes()),
+        Framing::Chunked => line(&mut head, "transfer-encoding", b"chunked"),
+        Framing::UntilClose => {}
     }
     line(&mut head, "connection", b"close");
     head.extend_from_slice(b"\r\n");
-    drop(parts);
-
-    let mut head = Some(Bytes::from(head));
-    let mut body = body.into_data_stream();
-    loop {
-        let next = tokio::select! {
-            next = body.next() => next,
-            left = client_left(tcp) => return left,
-        };
-        let mut out = Out::default();
-        out.push(head.take().unwrap_or_default());
-        let mut next = Some(next);
-        let mut ended = false;
-        while let Some(frame) = next.take() {
-            match frame {
-                Some(Ok(data)) => out.frame(data, chunked),
-                // Cut short: the client sees the answer end without its last chunk.
-                Some(Err(error)) => return Err(io::Error::other(error)),
-                None => {
-                    ended = true;
-                    if chunked {
-                        out.push(Bytes::from_static(b"0\r\n\r\n"));
-                    }
-                }
-            }
-            if !ended && out.frames < FRAMES_PER_WRITE {
-                next = body.next().now_or_never();
-            }
-        }
-        tcp.write_all_buf(&mut out).await?;
-        if ended {
-            return Ok(());
-        }
-    }
-}
-
-/// The bytes of one write, in the order they leave, without copying a frame's data.
-#[derive(Default)]
-struct Out {
-    parts: VecDeque<Bytes>,
-    remaining: usize,
-    frames: usize,
-}
-
-impl Out {
-    fn push(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
-            self.remaining += bytes.len();
-            self.parts.push_back(bytes);
-        }
-    }
-
-    /// A frame of the body: a chunk (its size in hex, the data, CRLF), or the data as it is.
-    fn frame(&mut self, data: Bytes, chunked: bool) {
-        if data.is_empty() {
-            return;
-        }
-        self.frames += 1;
-        if chunked {
-            self.push(Bytes::from(format!("{:x}\r\n", data.len())));
-            self.push(data);
-            self.push(Bytes::from_static(b"\r\n"));
-        } else {
-            self.push(data);
-        }
-    }
-}
-
-impl Buf for Out {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.parts.front().map_or(&[], |part| part)
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        self.remaining -= n;
-        while n > 0 {
-            let front = self.parts.front_mut().expect("advanced within what remains");
-            if n < front.len() {
-                front.advance(n);
-                return;
-            }
-            n -= front.len();
-            self.parts.pop_front();
-        }
-    }
-
-    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let mut filled = 0;
-        for (slot, part) in dst.iter_mut().zip(&self.parts) {
-            *slot = IoSlice::new(part);
-            filled += 1;
-        }
-        filled
-    }
+    head.into()
 }
 
 fn line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -272,18 +195,10 @@ fn line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(b"\r\n");
 }
 
-/// Completes when the client closes its side, or sends anything after its request (nothing
-/// more is answered on this connection).
-async fn client_left(tcp: &TcpStream) -> io::Result<()> {
-    let mut byte = [0; 1];
-    loop {
-        tcp.readable().await?;
-        match tcp.try_read(&mut byte) {
-            Ok(_) => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
+/// Ends the connection's sending side, as `AsyncWriteExt::shutdown` does (on a socket the hub
+/// may still hold a handle on a moment longer).
+fn close(tcp: &TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write)
 }
 
 #[cfg(test)]

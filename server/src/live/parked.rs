@@ -1,0 +1,277 @@
+//! Streams the hub writes to itself, while they are parked.
+//!
+//! Why: each delivery through the ring woke its stream's task (the ring's waker, the task's
+//! `select!`, its write). A stream that answers on a connection of its own
+//! (`serve::stream_connection`) and is caught up (nothing queued, nothing half written) parks
+//! instead: it hands its place in the ring and its socket to its batch's writers, a few tasks
+//! (one per runtime thread, so that a wave of writes uses every core) that each keep a share of
+//! the batch's parked streams. An event wakes the writers, not the streams (Nchan's way), and a
+//! writer writes to each of its streams what it has not had yet, from the stream's own place in
+//! the ring, in one write that does not wait. When the writers fall behind (a wave of 10,000
+//! writes takes longer than the time between two events), the next wave writes two events in
+//! one call: the cost of a delivery falls as the load grows, as it does when each stream writes
+//! for itself.
+//!
+//! The socket has one writer at a time. A write the socket does not take whole (the client
+//! reads slowly), an event that ends the batch, a watcher too far behind for the ring, and a
+//! ring that closes wake the stream's task: the writer hands it its place in the ring, what is
+//! left of the write, and what it did not write. A stream that has to say something of its own
+//! (a keep-alive, its end) takes its place back. Both happen under its share's lock, so no
+//! event is written twice or missed: the place in the ring was the stream's all along.
+
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock,
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+};
+
+use slab::Slab;
+use tokio::sync::{
+    Notify,
+    broadcast::{
+        self,
+        error::{RecvError, TryRecvError},
+    },
+};
+
+use crate::live::{
+    hub::Framed,
+    socket::{Out, Socket},
+};
+
+/// Streams written to under one hold of a share's lock: a stream that takes its place back
+/// waits for at most this many writes.
+const HOLD: usize = 64;
+
+type Ring = broadcast::Receiver<Arc<Framed>>;
+
+/// A batch's parked streams, in shares.
+pub struct Parked {
+    shares: Vec<Arc<Share>>,
+    /// The share the next stream goes to.
+    turn: usize,
+}
+
+/// A share of a batch's parked streams, and its writer.
+#[derive(Default)]
+pub struct Share {
+    streams: Mutex<Slab<Entry>>,
+    /// How many streams it holds, read without the lock.
+    len: AtomicUsize,
+    /// Tells the writer there is something new in the ring.
+    signal: Notify,
+    /// Its writer is running.
+    started: AtomicBool,
+    /// The batch is no longer watched here: a last round, then the writer ends.
+    closed: AtomicBool,
+}
+
+struct Entry {
+    /// Tells this stream from one that took its key after it left.
+    id: u64,
+    socket: Socket,
+    rx: Ring,
+    /// The newest `seq` its client has.
+    last: u64,
+    wake: Arc<Wake>,
+}
+
+/// A parked stream's claim on its entry.
+pub struct Ticket {
+    share: Arc<Share>,
+    key: usize,
+    id: u64,
+}
+
+/// How a writer wakes a parked stream's task, and what it hands it.
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    woken: Mutex<Option<Woken>>,
+}
+
+/// What a stream starts again from when it leaves the parked ones.
+pub struct Woken {
+    /// Its place in the ring.
+    pub rx: Ring,
+    /// The newest `seq` its client has, once `rest` is written.
+    pub last: u64,
+    /// What is left to write, in its wire format.
+    pub rest: Out,
+    /// What the ring gave that the writer did not write: an event that ends the batch, or word
+    /// that the stream fell behind or the ring closed.
+    pub next: Option<Result<Arc<Framed>, RecvError>>,
+}
+
+impl Wake {
+    /// What the writer handed over when it woke the stream, if it did.
+    pub fn take(&self) -> Option<Woken> {
+        lock(&self.woken).take()
+    }
+
+    /// Completes once a writer has woken the stream.
+    pub async fn woken(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if lock(&self.woken).is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn wake(&self, woken: Woken) {
+        *lock(&self.woken) = Some(woken);
+        self.notify.notify_one();
+    }
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        Self { shares: (0..shares()).map(|_| Arc::default()).collect(), turn: 0 }
+    }
+}
+
+impl Parked {
+    /// Parks a stream whose client has `last`, with its place in the ring (where nothing waits
+    /// for it).
+    pub fn park(&mut self, socket: Socket, rx: Ring, last: u64, wake: Arc<Wake>) -> Ticket {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let share = self.shares[self.turn % self.shares.len()].clone();
+        self.turn += 1;
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        let key = share.lock().insert(Entry { id, socket, rx, last, wake });
+        share.len.fetch_add(1, Ordering::Relaxed);
+        if !share.started.swap(true, Ordering::Relaxed) {
+            tokio::spawn(share.clone().write());
+        }
+        Ticket { share, key, id }
+    }
+
+    /// Tells the writers of shares with streams that an event is in the ring.
+    pub fn signal(&self) {
+        for share in &self.shares {
+            if share.len.load(Ordering::Relaxed) > 0 {
+                share.signal.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        // The ring is gone with the batch's topic: the writers' last round hands each stream
+        // its closed place.
+        for share in &self.shares {
+            share.closed.store(true, Ordering::Relaxed);
+            share.signal.notify_one();
+        }
+    }
+}
+
+impl Ticket {
+    /// Takes the stream back, with its place in the ring and the newest `seq` its client has,
+    /// unless a writer woke it first (then [`Wake::take`] has what it handed over).
+    pub fn take(&self) -> Option<(Ring, u64)> {
+        let mut streams = self.share.lock();
+        streams.get(self.key).filter(|entry| entry.id == self.id)?;
+        let entry = streams.remove(self.key);
+        self.share.len.fetch_sub(1, Ordering::Relaxed);
+        Some((entry.rx, entry.last))
+    }
+}
+
+impl Share {
+    fn lock(&self) -> MutexGuard<'_, Slab<Entry>> {
+        lock(&self.streams)
+    }
+
+    /// The writer: a round over the share's streams at each signal.
+    async fn write(self: Arc<Self>) {
+        let mut out = Out::default();
+        loop {
+            self.signal.notified().await;
+            let closed = self.closed.load(Ordering::Relaxed);
+            self.round(&mut out).await;
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Writes to each stream what the ring holds for it, a few streams per hold of the lock.
+    /// Between two holds the writer lets the thread run other tasks: a round over thousands of
+    /// streams takes tens of milliseconds, and the hub's subscriber must not wait that long to
+    /// take the next event (it would then come late, joined with the ones after it).
+    async fn round(&self, out: &mut Out) {
+        let mut key = 0;
+        loop {
+            if key > 0 {
+                tokio::task::yield_now().await;
+            }
+            let mut streams = self.lock();
+            let end = streams.capacity().min(key + HOLD);
+            if key >= end {
+                return;
+            }
+            for key in key..end {
+                let Some(entry) = streams.get_mut(key) else { continue };
+                let Some(next) = entry.write(out) else { continue };
+                let entry = streams.remove(key);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                let rest = std::mem::take(out);
+                entry.wake.wake(Woken { rx: entry.rx, last: entry.last, rest, next });
+            }
+            key = end;
+        }
+    }
+}
+
+impl Entry {
+    /// Writes what the ring holds for this stream: `None` when the socket took it all and there
+    /// is nothing the stream's task must see to; otherwise what the ring gave that was not
+    /// written (`out` keeps what the socket did not take).
+    #[allow(clippy::option_option, reason = "woken, and with what")]
+    fn write(&mut self, out: &mut Out) -> Option<Option<Result<Arc<Framed>, RecvError>>> {
+        let chunked = self.socket.chunked();
+        loop {
+            let next = loop {
+                match self.rx.try_recv() {
+                    Ok(framed) if framed.seq <= self.last => {}
+                    Ok(framed) if framed.over => break Some(Ok(framed)),
+                    Ok(framed) => {
+                        self.last = framed.seq;
+                        framed.kind.count();
+                        out.wired(framed.wire(chunked));
+                        if !out.has_room() {
+                            break None;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break None,
+                    Err(TryRecvError::Lagged(skipped)) => break Some(Err(RecvError::Lagged(skipped))),
+                    Err(TryRecvError::Closed) => break Some(Err(RecvError::Closed)),
+                }
+            };
+            let full = !out.has_room();
+            // Would block, or the connection failed: the task finds out which as it writes.
+            let written = self.socket.try_write(out).unwrap_or(false);
+            if !written || next.is_some() {
+                return Some(next);
+            }
+            if !full {
+                return None;
+            }
+        }
+    }
+}
+
+/// Shares a batch's parked streams are split into: one per thread of the runtime.
+fn shares() -> usize {
+    static SHARES: OnceLock<usize> = OnceLock::new();
+    *SHARES.get_or_init(|| {
+        tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers().max(1))
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
