@@ -21,7 +21,7 @@ use std::{io, sync::Arc, time::SystemTime};
 use axum::{
     Router,
     body::Body,
-    http::{HeaderName, HeaderValue, Method, Request, Version, header, response::Parts},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header},
 };
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -128,25 +128,42 @@ pub async fn serve(
     let http10 = request.version() == Version::HTTP_10;
     let Ok(response) = router.oneshot(request).await;
     let tcp = Arc::new(tcp);
-    let (parts, body) = response.into_parts();
-    let mut out = Out::default();
-    let unstarted = parts.extensions.get::<Unstarted>().cloned();
-    if let Some(unstarted) = unstarted {
-        // The stream's watcher writes it, the head leaving with its first frames. HTTP/1.0
-        // knows no chunks: its body ends when the connection does.
-        out.push(head(&parts, if http10 { Framing::UntilClose } else { Framing::Chunked }));
-        if let Some(run) = unstarted.run_on(Socket::new(tcp.clone(), !http10), out) {
-            run.await;
-            return close(&tcp);
-        }
-        out = Out::default();
+    match watcher(response, &tcp, http10) {
+        Ok(watcher) => watcher.await,
+        Err(response) => answer(&tcp, response).await?,
     }
-    // Any other answer (a refusal) is small: it leaves whole, with its length.
-    let body = axum::body::to_bytes(body, MAX_ANSWER).await.map_err(io::Error::other)?;
-    out.push(head(&parts, Framing::Length(body.len())));
-    out.push(body);
-    Socket::new(tcp.clone(), false).write(&mut out).await?;
     close(&tcp)
+}
+
+/// The stream's watcher, writing its answer from the head on (the head leaves with its first
+/// frames), when the answer is an opened stream. Made apart from the answer, which is dropped
+/// here: what is held while the stream runs is the watcher alone.
+fn watcher(
+    response: Response<Body>,
+    tcp: &Arc<TcpStream>,
+    http10: bool,
+) -> Result<impl Future<Output = ()> + Send + use<>, Box<Response<Body>>> {
+    let Some(unstarted) = response.extensions().get::<Unstarted>().cloned() else {
+        return Err(Box::new(response));
+    };
+    // HTTP/1.0 knows no chunks: its body ends when the connection does.
+    let mut out = Out::default();
+    out.push(head(
+        response.headers(),
+        response.status(),
+        if http10 { Framing::UntilClose } else { Framing::Chunked },
+    ));
+    unstarted.run_on(Socket::new(tcp.clone(), !http10), out).ok_or_else(|| Box::new(response))
+}
+
+/// Any other answer (a refusal): small, it leaves whole, with its length.
+async fn answer(tcp: &Arc<TcpStream>, response: Box<Response<Body>>) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_ANSWER).await.map_err(io::Error::other)?;
+    let mut out = Out::default();
+    out.push(head(&parts.headers, parts.status, Framing::Length(body.len())));
+    out.push(body);
+    Socket::new(tcp.clone(), false).write(&mut out).await
 }
 
 /// The longest answer other than a stream's that is taken here (they are JSON errors).
@@ -162,20 +179,20 @@ enum Framing {
 
 /// The answer's head: its status line and headers, with `Connection: close` (the connection
 /// ends with the answer).
-fn head(parts: &Parts, framing: Framing) -> Bytes {
+fn head(headers: &HeaderMap, status: StatusCode, framing: Framing) -> Bytes {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
-    head.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         if [header::CONNECTION, header::TRANSFER_ENCODING, header::CONTENT_LENGTH].contains(name) {
             continue;
         }
         line(&mut head, name.as_str(), value.as_bytes());
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !headers.contains_key(header::DATE) {
         line(&mut head, "date", httpdate::fmt_http_date(SystemTime::now()).as_bytes());
     }
     match framing {
