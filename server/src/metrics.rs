@@ -24,6 +24,7 @@ use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describ
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const STREAMS_OPEN: &str = "batchwatch_streams_open";
+pub const STREAMS_PARKED: &str = "batchwatch_streams_parked";
 pub const EVENTS_SENT: &str = "batchwatch_events_sent_total";
 pub const ITEMS_LEFT_OUT: &str = "batchwatch_events_items_left_out_total";
 pub const EVENT_DELAY: &str = "batchwatch_event_delay_seconds";
@@ -68,6 +69,10 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_gauge!(STREAMS_OPEN, "Event streams open now.");
+    describe_gauge!(
+        STREAMS_PARKED,
+        "Event streams caught up now, their events written by their batch's writers rather than by their own tasks."
+    );
     describe_counter!(EVENTS_SENT, "Events handed to streams, by event type.");
     describe_counter!(
         ITEMS_LEFT_OUT,
@@ -226,6 +231,16 @@ pub fn snapshot_written(bytes: usize) {
         metrics::histogram!(SNAPSHOT_BYTES)
     });
     SIZES.record(bytes as f64);
+}
+
+/// Streams that parked (`n` = 1) or left the parked ones (-1), for [`STREAMS_PARKED`]. The
+/// handle is made once: a stream parks after each of its own writes.
+pub fn parked(n: f64) {
+    static PARKED: LazyLock<Gauge> = LazyLock::new(|| {
+        install();
+        gauge!(STREAMS_PARKED)
+    });
+    PARKED.increment(n);
 }
 
 /// One open stream in [`STREAMS_OPEN`], for as long as this lives.

@@ -121,3 +121,34 @@ async fn metrics_are_prometheus_text_and_move_with_the_work() {
     assert!(!routes.iter().any(|r| r.ends_with("/stream")), "streams are not timed: {routes:?}");
     assert!(!routes.iter().any(|r| r.contains(batch["batch_id"].as_str().unwrap())), "{routes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_stream_parks_and_its_batch_s_events_still_reach_it() {
+    use futures::StreamExt;
+
+    let server = LiveServer::start(Options { workers: 0, ..Options::default() }).await;
+    server.subscribed().await;
+    let batch = server.create(2).await;
+    let mut stream = server.stream(&batch, None).await;
+    assert_eq!(stream.next().await.unwrap().event, "snapshot");
+    let parked = || async {
+        let figures = Figures::scrape(&server).await;
+        assert!(figures.described("batchwatch_streams_parked"));
+        figures.value("batchwatch_streams_parked", &[])
+    };
+    common::eventually("the stream to park", || async { (parked().await == 1.0).then_some(()) }).await;
+
+    server.report(&batch, 0, "processing").await;
+    let event = stream.next().await.unwrap();
+    assert_eq!(event.event, "progress");
+    let progress: batchwatch_core::BatchProgress = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(progress.summary.counts.processing, 1);
+    common::eventually("the stream to park again", || async { (parked().await == 1.0).then_some(()) }).await;
+
+    server.report(&batch, 0, "done").await;
+    server.report(&batch, 1, "processing").await;
+    server.report(&batch, 1, "failed").await;
+    let seen = read_to_end(stream).await;
+    assert_eq!(seen.last().map(|(e, _)| e.as_str()), Some("complete"), "the last event wakes it: {seen:?}");
+    common::eventually("no stream parked", || async { (parked().await == 0.0).then_some(()) }).await;
+}

@@ -33,9 +33,12 @@ use tokio::sync::{
     },
 };
 
-use crate::live::{
-    hub::Framed,
-    socket::{Out, Socket},
+use crate::{
+    live::{
+        hub::Framed,
+        socket::{Out, Socket},
+    },
+    metrics,
 };
 
 /// Streams written to under one hold of a share's lock: a stream that takes its place back
@@ -141,6 +144,7 @@ impl Parked {
         let id = IDS.fetch_add(1, Ordering::Relaxed);
         let key = share.lock().insert(Entry { id, socket, rx, last, wake });
         share.len.fetch_add(1, Ordering::Relaxed);
+        metrics::parked(1.0);
         if !share.started.swap(true, Ordering::Relaxed) {
             tokio::spawn(share.clone().write());
         }
@@ -176,6 +180,7 @@ impl Ticket {
         streams.get(self.key).filter(|entry| entry.id == self.id)?;
         let entry = streams.remove(self.key);
         self.share.len.fetch_sub(1, Ordering::Relaxed);
+        metrics::parked(-1.0);
         Some((entry.rx, entry.last))
     }
 }
@@ -218,6 +223,7 @@ impl Share {
                 let Some(next) = entry.write(out) else { continue };
                 let entry = streams.remove(key);
                 self.len.fetch_sub(1, Ordering::Relaxed);
+                metrics::parked(-1.0);
                 let rest = std::mem::take(out);
                 entry.wake.wake(Woken { rx: entry.rx, last: entry.last, rest, next });
             }
