@@ -77,7 +77,7 @@ use crate::{
         frame::frame,
         pace::Pace,
         parked::{Parked, Ticket, Wake},
-        socket::{Out, Socket, wire},
+        socket::{Out, Socket, chunk},
     },
     metrics::{self, Sent},
     redis_conn::{RedisConn, RedisTarget},
@@ -119,13 +119,13 @@ pub struct Framed {
     pub over: bool,
     /// `id: <seq>\nevent: progress|snapshot\ndata: <json>\n\n`
     pub bytes: Bytes,
-    /// The same as an HTTP/1.1 chunk, for the streams the hub writes to itself (`parked.rs`).
+    /// The same as an HTTP/1.1 chunk, for parked streams (`parked.rs`).
     chunk: Bytes,
 }
 
 impl Framed {
     pub fn new(kind: Sent, seq: u64, over: bool, bytes: Bytes) -> Self {
-        Self { kind, seq, over, chunk: wire(&bytes, true), bytes }
+        Self { kind, seq, over, chunk: chunk(&bytes), bytes }
     }
 
     /// The event as it goes on a stream's own connection: chunked or not.
@@ -152,7 +152,7 @@ struct Topic {
     flush_at: Option<tokio::time::Instant>,
     /// Since when `pending` starts with an event that does not follow `seq`.
     gap_since: Option<tokio::time::Instant>,
-    /// Watchers the hub writes to itself, out of the ring.
+    /// Watchers whose events its writers write (`parked.rs`).
     parked: Parked,
 }
 
@@ -639,8 +639,8 @@ pub struct Watch {
 /// What a watcher hears next.
 pub enum Next {
     Event(Result<Arc<Framed>, broadcast::error::RecvError>),
-    /// The hub stopped writing to this parked watcher: it must take its place back
-    /// ([`Watch::unpark`]).
+    /// Its batch's writer stopped writing to this parked watcher: it must take its place
+    /// back ([`Watch::unpark`]).
     Woken,
 }
 
@@ -699,7 +699,7 @@ impl Watch {
         Some(Unparked { last: woken.last, rest: woken.rest, next: woken.next })
     }
 
-    /// The next event in the ring or, while parked, the hub waking this watcher.
+    /// The next event in the ring or, while parked, a writer waking this watcher.
     pub async fn next(&mut self) -> Next {
         match (&self.wake, &self.parked) {
             (Some(wake), Some(_)) => {

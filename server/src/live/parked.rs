@@ -1,4 +1,4 @@
-//! Streams the hub writes to itself, while they are parked.
+//! Parked streams: caught up, their events written by their batch's writers.
 //!
 //! Why: each delivery through the ring woke its stream's task (the ring's waker, the task's
 //! `select!`, its write). A stream that answers on a connection of its own

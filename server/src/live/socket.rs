@@ -1,7 +1,7 @@
 //! A stream's connection, written by the server itself rather than by hyper (see
 //! `serve::stream_connection`): its frames as HTTP/1.1 chunks (as they are for HTTP/1.0, whose
-//! body ends with the connection), gathered into one `writev`, and written without waiting,
-//! by the stream's own task or, while the stream is parked, by the hub (`parked.rs`).
+//! body ends with the connection), gathered into one write, and written without waiting, by
+//! the stream's own task or, while the stream is parked, by its batch's writers (`parked.rs`).
 
 use std::{
     collections::VecDeque,
@@ -12,8 +12,8 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 
-/// Frames gathered into one write at most (three slices each when chunked: within the 64 that
-/// one `writev` is handed here).
+/// Frames gathered into one write at most (a slice each: within the 64 that one `writev` is
+/// handed here).
 pub const FRAMES_PER_WRITE: usize = 16;
 
 /// A stream's socket, shared by its task and, while it is parked, the hub.
@@ -79,12 +79,9 @@ impl Socket {
     }
 }
 
-/// `data` as a frame goes on the wire, in one piece: the hub frames an event so once for all
-/// the parked streams its writers write to.
-pub fn wire(data: &Bytes, chunked: bool) -> Bytes {
-    if !chunked {
-        return data.clone();
-    }
+/// `data` as an HTTP/1.1 chunk (its size in hex, the data, CRLF), in one piece: the hub makes
+/// an event's once for all the parked streams its writers write to.
+pub fn chunk(data: &[u8]) -> Bytes {
     let head = format!("{:x}\r\n", data.len());
     let mut wire = BytesMut::with_capacity(head.len() + data.len() + 2);
     wire.extend_from_slice(head.as_bytes());
@@ -110,18 +107,10 @@ impl Out {
         }
     }
 
-    /// A frame of the body: a chunk (its size in hex, the data, CRLF), or the data as it is.
+    /// A frame of the body: a chunk, or the data as it is.
     pub fn frame(&mut self, data: Bytes, chunked: bool) {
-        if data.is_empty() {
-            return;
-        }
-        self.frames += 1;
-        if chunked {
-            self.push(Bytes::from(format!("{:x}\r\n", data.len())));
-            self.push(data);
-            self.push(Bytes::from_static(b"\r\n"));
-        } else {
-            self.push(data);
+        if !data.is_empty() {
+            self.wired(if chunked { chunk(&data) } else { data });
         }
     }
 
@@ -132,7 +121,7 @@ impl Out {
         }
     }
 
-    /// A frame already in its wire format (see [`wire`]).
+    /// A frame already in its wire format (see [`chunk`]).
     pub fn wired(&mut self, wire: Bytes) {
         self.frames += 1;
         self.push(wire);
@@ -202,13 +191,12 @@ mod tests {
         out.frame(Bytes::new(), true);
         out.frame(data.clone(), true);
         out.end(true);
-        let chunk = "13\r\nevent: x\ndata: {}\n\n\r\n";
-        assert_eq!(drain(&mut out), format!("{chunk}{chunk}0\r\n\r\n"));
-        assert_eq!(wire(&data, true), chunk, "in one piece, the same bytes");
+        let chunked = "13\r\nevent: x\ndata: {}\n\n\r\n";
+        assert_eq!(drain(&mut out), format!("{chunked}{chunked}0\r\n\r\n"));
+        assert_eq!(chunk(&data), chunked);
         out.frame(data.clone(), false);
         out.end(false);
         assert_eq!(drain(&mut out), "event: x\ndata: {}\n\n");
-        assert_eq!(wire(&data, false), data);
     }
 
     #[test]
@@ -220,7 +208,7 @@ mod tests {
         }
         assert!(!out.has_room());
         let mut slices = [IoSlice::new(&[]); 64];
-        assert_eq!(out.chunks_vectored(&mut slices), 3 * FRAMES_PER_WRITE, "within one writev");
+        assert_eq!(out.chunks_vectored(&mut slices), FRAMES_PER_WRITE, "within one writev");
         drain(&mut out);
         assert!(out.has_room(), "emptied, it takes frames again");
     }

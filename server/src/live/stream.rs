@@ -11,7 +11,7 @@
 //! `event: reconnect` when the server shuts down (the page comes back at once), and `event:
 //! error` one that cannot go on. Change events come framed from the hub and are shared by all
 //! watchers; a watcher that answers on a connection of its own, and has nothing else to write,
-//! parks, and the hub writes its batch's events to the socket itself (`parked.rs`).
+//! parks, and its batch's writers write its events to the socket (`parked.rs`).
 //!
 //! `GET /api/stream` follows every batch of the signed-in user the same way (and counts as one
 //! stream in their limit): `snapshot` is the newest page of their batches, then `batches` holds
@@ -251,8 +251,8 @@ struct Sink {
 enum To {
     /// The response body's channel, which hyper drains.
     Outbox(mpsc::Sender<Bytes>),
-    /// The connection's socket, written by the watcher's task, and by the hub while the
-    /// watcher is parked.
+    /// The connection's socket, written by the watcher's task, and by its batch's writers
+    /// while the watcher is parked.
     Socket(Socket),
 }
 
@@ -395,7 +395,7 @@ impl Watcher {
     /// Fills `sink` until the stream is over or the client leaves. The keep-alive, the maximum
     /// age and the end of the sign-in act whether or not the client reads; events are taken
     /// from the hub only as the client takes them. On a socket, a watcher with nothing to
-    /// write parks, and the hub writes its batch's events itself (`parked.rs`).
+    /// write parks, and its batch's writers write its events (`parked.rs`).
     async fn run(mut self, mut sink: Sink) {
         loop {
             let idle = self.out.is_empty() && !sink.pending.has_remaining();

@@ -8,7 +8,7 @@
 //! `httparse` (hyper's own parser), answered by the router like any request, and the answer
 //! written straight to the socket, with `Connection: close` (the connection ends with its
 //! stream): its head, then each frame as a chunk, by the stream's watcher in this connection's
-//! task (one task a stream: `live/stream.rs`), or by the hub itself while the watcher has
+//! task (one task a stream: `live/stream.rs`), or by its batch's writers while the watcher has
 //! nothing else to write (`live/parked.rs`).
 //!
 //! Only the plainest requests are taken ([`stream_request`]): a complete HTTP/1.1 (or 1.0) `GET`
