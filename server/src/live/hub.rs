@@ -1097,7 +1097,8 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(20), watch.next()).await.is_ok()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Three threads: two writers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
     async fn writers_write_to_parked_watchers_and_hand_back_what_a_socket_did_not_take() {
         let hub = Hub::memory(Duration::ZERO);
         let id = BatchId::new();
