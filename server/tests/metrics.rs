@@ -131,12 +131,9 @@ async fn a_caught_up_stream_parks_and_its_batch_s_events_still_reach_it() {
     let batch = server.create(2).await;
     let mut stream = server.stream(&batch, None).await;
     assert_eq!(stream.next().await.unwrap().event, "snapshot");
-    let parked = || async {
-        let figures = Figures::scrape(&server).await;
-        assert!(figures.described("batchwatch_streams_parked"));
-        figures.value("batchwatch_streams_parked", &[])
-    };
+    let parked = || async { Figures::scrape(&server).await.value("batchwatch_streams_parked", &[]) };
     common::eventually("the stream to park", || async { (parked().await == 1.0).then_some(()) }).await;
+    assert!(Figures::scrape(&server).await.described("batchwatch_streams_parked"));
 
     server.report(&batch, 0, "processing").await;
     let event = stream.next().await.unwrap();
