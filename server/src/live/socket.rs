@@ -28,10 +28,6 @@ impl Socket {
         Self { tcp, chunked }
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     pub fn chunked(&self) -> bool {
         self.chunked
     }

@@ -284,16 +284,7 @@ impl To {
                 {
                     pending.frame(frame, socket.chunked());
                 }
-                loop {
-                    match socket.try_write(pending) {
-                        Ok(true) => return true,
-                        Ok(false) => {}
-                        Err(_) => return false,
-                    }
-                    if socket.tcp().writable().await.is_err() {
-                        return false;
-                    }
-                }
+                socket.write(pending).await.is_ok()
             }
         }
     }
