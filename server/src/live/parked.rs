@@ -56,8 +56,8 @@ const HOLD: usize = 64;
 /// the writer then spends at most half its time writing, and each of its next writes carries
 /// what came in the meantime, two or three events in one system call instead of one each.
 /// Most of a write's cost is the call and the packet, not its bytes, so at high fan-out
-/// the CPU per delivery halves, for a latency that stays below what a person sees on a progress
-/// bar. Shorter rounds (1,000 watchers: ~5 ms) are not touched: their events are written as they
+/// the CPU per delivery halves, for a round's more latency (a progress bar still moves a few
+/// times a second). Shorter rounds (1,000 watchers: ~5 ms) are not touched: their events are written as they
 /// come. Measured on 2 cores with the load tool beside the server, without → with the rest
 /// (`loadgen --bin`, alternated): 1 × 10,000 watchers at 20 events/s, CPU per delivery 5.0 →
 /// 2.8–2.9 µs, p50 / p99 39–45 / 97–140 → 117–132 / 271–341 ms; 1 × 5,000 at 50/s, 4.0–4.1 →
