@@ -60,8 +60,8 @@ const HOLD: usize = 64;
 /// times a second). Shorter rounds (1,000 watchers: ~5 ms) are not touched: their events are written as they
 /// come. Measured on 2 cores with the load tool beside the server, without → with the rest
 /// (`loadgen --bin`, alternated): 1 × 10,000 watchers at 20 events/s, CPU per delivery 5.0 →
-/// 2.8–2.9 µs, p50 / p99 39–45 / 97–140 → 117–132 / 271–341 ms; 1 × 5,000 at 50/s, 4.0–4.1 →
-/// 2.1 µs, 20–29 / 46–69 → 55–62 / 122–147 ms; 1 × 1,000 and 1,000 × 1 unchanged. A rest of
+/// 2.8–2.9 µs, p50 / p99 39–61 / 97–173 → 117–132 / 271–341 ms; 1 × 5,000 at 50/s, 4.0–4.1 →
+/// 2.0–2.2 µs, 20–35 / 46–84 → 54–62 / 122–147 ms; 1 × 1,000 and 1,000 × 1 unchanged. A rest of
 /// half the round gave 3.6 µs and p50 96 ms; one bounded at 100 ms 2.9–3.1 µs (README).
 const LONG_ROUND: Duration = Duration::from_millis(20);
 /// The longest rest: what a stream's event may wait beyond a round, however slow the machine.
